@@ -1,0 +1,13 @@
+"""The two consoles: data goes to stdout, diagnostics and progress to stderr."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+__all__ = ["out_console", "err_console"]
+
+# Piped output is not wrapped at 80 columns: tables stay one row per line for grep and files.
+out_console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True)

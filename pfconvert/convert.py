@@ -1,0 +1,228 @@
+"""Convert a model: trace its dataflow, match the rules, swap the matched submodules, verify.
+
+Replacements are applied to the original ``nn.Module`` by setting submodules on their parents (as
+``timm.utils.reparameterize_model`` does), so the model keeps its class and methods (``forward_features``,
+``reset_classifier``, ``pretrained_cfg``) and untouched layers keep their state-dict keys and values.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .analysis import Dataflow, run_forward, tensor_shapes, trace_dataflow
+from .errors import ConversionError, RuleError
+from .match import Match, find_matches
+from .ops import Subsample, build_replacement, describe_op
+from .rules import LoadedRules, load_rules
+from .schema import TokenMixerSpec
+from .zoo import create_model, input_size as model_input_size
+
+__all__ = ["Replacement", "ConversionRecord", "plan", "build_op", "apply_matches", "convert", "count_params"]
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared ones counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class Replacement:
+    """One replaced layer: where, by which rule, what it was, what it became, what was absorbed with it."""
+
+    path: str
+    rule: str
+    old: str
+    new: str
+    absorbed: list[str] = field(default_factory=list)
+    params_removed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+@dataclass
+class ConversionRecord:
+    """What a conversion did, enough to replay it on a freshly built model."""
+
+    model_name: str | None
+    model_kwargs: dict[str, Any]
+    checkpoint: str | None
+    rules: LoadedRules
+    input_size: tuple[int, int, int]
+    replacements: list[Replacement]
+    params_before: int
+    params_after: int
+    removed_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def counts_by_rule(self) -> dict[str, int]:
+        """Number of replaced layers per rule name (rules that matched nothing included, with 0)."""
+        counts = {r.name: 0 for r in self.rules.ruleset.rules}
+        for rep in self.replacements:
+            counts[rep.rule] += 1
+        return counts
+
+
+def plan(model: nn.Module, rules: LoadedRules, input_size: tuple[int, int, int]) -> tuple[list[Match], Dataflow]:
+    """Dry run: the matches the rules would replace in ``model`` (nothing is changed)."""
+    flow = trace_dataflow(model, input_size)
+    return find_matches(model, rules.ruleset, flow), flow
+
+
+def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, name, new)
+
+
+def build_op(match: Match) -> nn.Module:
+    spec = match.rule.replace
+    if isinstance(spec, TokenMixerSpec):
+        from .mixers import build_token_mixer
+
+        return build_token_mixer(spec, match.site.module, match.site.path)
+    return build_replacement(spec, match.site.module, match.site.path)
+
+
+def _check_shape(match: Match, op: nn.Module) -> None:
+    call = match.site.call
+    if call.input_shape is None or call.output_shape is None or match.site.kind != "conv2d":
+        return
+    ref = next(iter(match.site.module.parameters()), None)
+    x = torch.zeros(call.input_shape, device=ref.device if ref is not None else "cpu",
+                    dtype=ref.dtype if ref is not None else torch.float32)
+    with torch.no_grad():
+        out = op.eval()(x)
+    if tuple(out.shape) != call.output_shape:
+        raise ConversionError(f"layer '{match.site.path}': replacement {type(op).__name__} gives shape "
+                              f"{tuple(out.shape)}, the layer gave {call.output_shape}; adjust the rule's kernel/"
+                              "stride/padding")
+
+
+def _absorb(model: nn.Module, path: str, keep_act: bool) -> None:
+    module = model.get_submodule(path)
+    act = getattr(module, "act", None)
+    if keep_act and isinstance(act, nn.Module) and not isinstance(act, nn.Identity):
+        _set_module(model, path, act)  # timm BatchNormAct2d: drop the norm, keep its activation
+    else:
+        _set_module(model, path, nn.Identity())
+
+
+def _unalias_consumers(model: nn.Module, flow: Dataflow, last: str) -> None:
+    """An identity-like op hands its input on; a following in-place op would then corrupt the input (a residual)."""
+    call = flow.by_path.get(last)
+    if call is None:
+        return
+    for user in flow.consumers(call):
+        module = model.get_submodule(user.path)
+        if getattr(module, "inplace", False):
+            module.inplace = False
+
+
+def _state_of(model: nn.Module, paths: list[str]) -> dict[str, torch.Tensor]:
+    state = {}
+    for path in paths:
+        for key, value in model.get_submodule(path).state_dict().items():
+            state[f"{path}.{key}"] = value.detach().clone()
+    return state
+
+
+def apply_matches(model: nn.Module, matches: list[Match], flow: Dataflow,
+                  removed_state: dict[str, torch.Tensor] | None = None) -> list[Replacement]:
+    """Swap every matched layer (and the layers it absorbs) in ``model``; returns what was done.
+
+    The original state of every replaced or absorbed layer is copied into ``removed_state`` when given, so that the
+    original model can be rebuilt from the converted one (the teacher for fine-tuning).
+    """
+    done = []
+    for match in matches:
+        site = match.site
+        if removed_state is not None:
+            removed_state.update(_state_of(model, [site.path, *match.absorbed]))
+        op = build_op(match)
+        _check_shape(match, op)
+        op.train(site.module.training)
+        removed = count_params(site.module) - count_params(op)
+        for path in match.absorbed:
+            removed += count_params(model.get_submodule(path))
+            _absorb(model, path, keep_act="act" not in match.rule.absorb)
+        _set_module(model, site.path, op)
+        if isinstance(op, (nn.Identity, Subsample)):
+            _unalias_consumers(model, flow, match.absorbed[-1] if match.absorbed else site.path)
+        done.append(Replacement(site.path, match.rule.name, site.describe(), describe_op(op), list(match.absorbed),
+                                removed))
+    return done
+
+
+def _resolve_model(model_or_name: nn.Module | str, checkpoint: str | Path | None, inplace: bool,
+                   model_kwargs: dict[str, Any]) -> tuple[nn.Module, str | None]:
+    if isinstance(model_or_name, str):
+        return create_model(model_or_name, checkpoint=checkpoint, **model_kwargs), model_or_name
+    if not isinstance(model_or_name, nn.Module):
+        raise ConversionError(f"expected a timm model name or an nn.Module, got {type(model_or_name).__name__}")
+    if checkpoint is not None or model_kwargs:
+        raise ConversionError("checkpoint/model kwargs apply to model names only; load weights into your module first")
+    model = model_or_name if inplace else copy.deepcopy(model_or_name)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    name = cfg.get("architecture") if isinstance(cfg, dict) else None
+    return model, name
+
+
+def convert(
+    model_or_name: nn.Module | str,
+    rule: str | Path | LoadedRules = "maxpool",
+    *,
+    checkpoint: str | Path | None = None,
+    input_size: tuple[int, int, int] | None = None,
+    allow_empty: bool = False,
+    inplace: bool = False,
+    verify: bool = True,
+    **model_kwargs: Any,
+) -> tuple[nn.Module, ConversionRecord]:
+    """Replace the layers ``rule`` targets with parameter-free operations.
+
+    Args:
+        model_or_name: A timm model name (built with random init, then ``checkpoint`` loaded) or any ``nn.Module``.
+        rule: A built-in rule name (``maxpool``, ``r50-max``...), a path to a YAML rule file, or loaded rules.
+        checkpoint: Local weights for a model name (.pth/.pt/.safetensors, read with ``weights_only=True``).
+        input_size: (C, H, W) of the traced forward; defaults to the model's pretrained config.
+        allow_empty: Return the model unchanged instead of raising when no layer matches.
+        inplace: Convert a given module in place instead of a deep copy.
+        verify: Run a forward after conversion and check that the output shapes are unchanged.
+        **model_kwargs: ``timm.create_model`` kwargs for a model name (``num_classes=10``).
+
+    Returns:
+        The converted model (same class, same train/eval mode) and a :class:`ConversionRecord`.
+
+    Example:
+        >>> model, record = pfconvert.convert("mobilenetv2_100", "maxpool")
+        >>> len(record.replacements)
+        17
+    """
+    rules = rule if isinstance(rule, LoadedRules) else load_rules(rule)
+    model, name = _resolve_model(model_or_name, checkpoint, inplace, model_kwargs)
+    size = tuple(input_size) if input_size is not None else model_input_size(model)
+    before = count_params(model)
+    matches, flow = plan(model, rules, size)  # type: ignore[arg-type]
+    if not matches and not allow_empty:
+        raise RuleError(f"rule '{rules.name}' matched no layer of {name or type(model).__name__}; "
+                        f"check the rule with `pfconvert inspect`, or pass --allow-empty")
+    removed: dict[str, torch.Tensor] = {}
+    replacements = apply_matches(model, matches, flow, removed)
+    if verify and replacements:
+        _verify(model, flow, size)  # type: ignore[arg-type]
+    record = ConversionRecord(name, dict(model_kwargs), str(Path(checkpoint).resolve()) if checkpoint else None,
+                              rules, size, replacements, before, count_params(model), removed)  # type: ignore[arg-type]
+    return model, record
+
+
+def _verify(model: nn.Module, flow: Dataflow, size: tuple[int, int, int]) -> None:
+    shapes = tensor_shapes(run_forward(model, size))
+    if shapes != flow.output_shapes:
+        raise ConversionError(f"converted model output shapes {shapes} differ from the original {flow.output_shapes}")

@@ -1,0 +1,51 @@
+"""Error types with one-line, user-facing messages.
+
+Every error the user can cause (bad rule file, unknown model, unreadable checkpoint, bad data...) is raised as a
+:class:`PfconvertError` subclass whose message says what is wrong, where, and how to fix it. The CLI prints the message
+on stderr and exits non-zero, without a traceback (set ``PFCONVERT_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PfconvertError",
+    "RuleError",
+    "ModelError",
+    "CheckpointError",
+    "ConversionError",
+    "ArtifactError",
+    "DataError",
+    "TrainingError",
+]
+
+
+class PfconvertError(Exception):
+    """Base class of all errors that are the user's to fix."""
+
+
+class RuleError(PfconvertError):
+    """A rule file is missing, malformed, or asks for something impossible."""
+
+
+class ModelError(PfconvertError):
+    """A model name is unknown or a model cannot be built."""
+
+
+class CheckpointError(PfconvertError):
+    """A checkpoint cannot be read or does not fit the model."""
+
+
+class ConversionError(PfconvertError):
+    """A matched layer cannot be replaced as the rule asks, or the converted model fails its checks."""
+
+
+class ArtifactError(PfconvertError):
+    """An artifact directory is missing, incomplete, or would be overwritten."""
+
+
+class DataError(PfconvertError):
+    """A dataset is missing, empty, or corrupt."""
+
+
+class TrainingError(PfconvertError):
+    """Training cannot start or has to stop (e.g. a non-finite loss)."""

@@ -1,0 +1,1 @@
+"""Built-in rule files (YAML), shipped as package data under ``pfconvert.builtin_rules``."""
