@@ -111,7 +111,7 @@ def _absorb(model: nn.Module, path: str, keep_act: bool) -> None:
     if keep_act and isinstance(act, nn.Module) and not isinstance(act, nn.Identity):
         _set_module(model, path, act)  # timm BatchNormAct2d: drop the norm, keep its activation
     else:
-        _set_module(model, path, nn.Identity())
+        _set_module(model, path, nn.Identity().train(module.training))
 
 
 def _unalias_consumers(model: nn.Module, flow: Dataflow, last: str) -> None:

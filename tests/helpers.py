@@ -1,0 +1,45 @@
+"""Small models and utilities shared by the tests (imported as ``helpers``)."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+
+__all__ = ["meta_model", "tiny_input", "DwBlock", "MultiplierNet"]
+
+
+def meta_model(name: str, **kwargs: object) -> nn.Module:
+    """A timm model on the meta device: structure and parameter counts without memory or compute."""
+    with torch.device("meta"):
+        return timm.create_model(name, **kwargs)
+
+
+def tiny_input(size: tuple[int, int, int] = (3, 64, 64), batch: int = 2, seed: int = 0) -> torch.Tensor:
+    """A reproducible random batch."""
+    return torch.randn((batch, *size), generator=torch.Generator().manual_seed(seed))
+
+
+class DwBlock(nn.Module):
+    """x + relu_(dw(x)): an in-place activation right after a depthwise conv inside a residual."""
+
+    def __init__(self, channels: int = 4) -> None:
+        super().__init__()
+        self.conv_dw = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        return shortcut + self.act(self.conv_dw(x))
+
+
+class MultiplierNet(nn.Module):
+    """A depth-multiplier conv (4 -> 8 channels, groups=4) followed by BN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))

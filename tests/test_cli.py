@@ -1,0 +1,96 @@
+"""The command line: tables on stdout, one-line errors with non-zero exit codes, nothing overwritten."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from pfconvert.cli.app import main
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+    """Run ``pfconvert ARGV`` in-process; returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["pfconvert", *argv])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_rules_lists_builtins(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = run(["rules"], capsys, monkeypatch)
+    assert code == 0 and "r50-hybrid" in out and "maxpool" in out
+    code, out, _ = run(["rules", "r50-max"], capsys, monkeypatch)
+    assert code == 0 and out.startswith("name: r50-max")
+
+
+def test_convert_writes_artifact_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    out_dir = tmp_path / "a"
+    code, out, err = run(["convert", "mobilenetv2_050", "--rule", "maxpool", "--num-classes", "10",
+                          "--input-size", "3,64,64", "--out", str(out_dir)], capsys, monkeypatch)
+    assert code == 0, err
+    assert "params" in out and "MACs" in out and "replaced by 'depthwise-to-maxpool'" in out and "17" in out
+    assert (out_dir / "recipe.json").is_file() and (out_dir / "model.safetensors").is_file()
+    code, out, err = run(["convert", "mobilenetv2_050", "--out", str(out_dir)], capsys, monkeypatch)
+    assert code == 1 and "already exists" in err and "Traceback" not in err
+
+
+def test_convert_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = run(["convert", "resnet18", "--rule", "maxpool", "--allow-empty", "--input-size", "3,32,32",
+                          "--out", str(tmp_path / "r"), "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["replaced"] == [] and data["params"][0] == data["params"][1]
+
+
+def test_inspect_is_a_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["inspect", "resnet50", "--rule", "r50-hybrid", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 16 and rows[3]["layer"] == "layer2.0.conv2"
+    assert rows[3]["becomes"] == "AvgPool2d 2x2 s2 p0 -> Conv2d 128->128 k3 s1" and rows[3]["absorbs"] == []
+    assert rows[0]["becomes"] == "MaxPool2d 3x3 s1 p1" and rows[0]["absorbs"] == ["layer1.0.bn2", "layer1.0.act2"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["convert", "mobilenetv2_10"], "unknown timm model 'mobilenetv2_10'; did you mean"),
+        (["convert", "mobilenetv2_050", "--rule", "nope"], "unknown rule 'nope'"),
+        (["inspect", "resnet18", "--rule", "maxpool"], "matched no layer of resnet18"),
+        (["convert", "resnet18", "--checkpoint", "missing.pth"], "checkpoint not found"),
+        (["convert", "resnet18", "--input-size", "3x"], "expected C,H,W"),
+        (["convert", "resnet18", "--kwarg", "oops"], "expected KEY=VALUE"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(argv: list[str], message: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(argv, capsys, monkeypatch)
+    assert code == 1
+    assert message in err and "Traceback" not in err
+    assert err.strip().startswith("Error:")
+
+
+def test_bad_rule_file_names_file_rule_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    rule = tmp_path / "bad.yaml"
+    rule.write_text("name: b\nrules:\n  - name: r1\n    match: {depthwise: true}\n    replace: {op: max_pool, "
+                    "kernel_size: -2}\n")
+    code, _, err = run(["inspect", "mobilenetv2_050", "--rule", str(rule)], capsys, monkeypatch)
+    assert code == 1 and "bad.yaml: rule 'r1' (rules[0]), field 'replace.kernel_size'" in err
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = run(["convert"], capsys, monkeypatch)
+    assert code == 2 and "Missing argument" in err

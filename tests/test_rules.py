@@ -1,0 +1,75 @@
+"""Rule files: built-ins validate, and bad input fails naming the file, rule and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pfconvert.errors import RuleError
+from pfconvert.rules import list_rules, load_rules, parse_rules
+from pfconvert.schema import PoolSpec, SequenceSpec
+
+GOOD = """
+name: mine
+rules:
+  - name: dw
+    match: {op: conv2d, depthwise: true, kernel_size: 3}
+    replace: {op: max_pool}
+    absorb: [norm, act]
+"""
+
+
+def test_builtin_rules_are_listed_and_valid() -> None:
+    names = {info.name: info for info in list_rules()}
+    assert {"maxpool", "avgpool", "identity", "shift", "r50-max", "r50-hybrid"} <= set(names)
+    assert all(info.description for info in names.values())
+    hybrid = load_rules("r50-hybrid").ruleset.rules
+    assert [r.match.stride for r in hybrid] == [[1], [2]]
+    assert isinstance(hybrid[1].replace, SequenceSpec)
+    assert [s.op for s in hybrid[1].replace.steps] == ["avg_pool", "keep"]
+
+
+def test_rule_from_path_and_hash(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(GOOD)
+    loaded = load_rules(path)
+    assert loaded.name == "mine" and loaded.text == GOOD and len(loaded.sha256) == 64
+    rule = loaded.ruleset.rules[0]
+    assert rule.match.kernel_size == [3] and isinstance(rule.replace, PoolSpec) and rule.absorb == ["norm", "act"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: x\nrules: [{name: a, match: {kernal: 3}, replace: {op: max_pool}}]",
+         "f.yaml: rule 'a' (rules[0]), field 'match.kernal': unknown key"),
+        ("name: x\nrules: [{name: a, match: {}, replace: {op: maxpool}}]",
+         "rule 'a' (rules[0]), field 'replace': unknown op 'maxpool'"),
+        ("name: x\nrules: [{name: a, match: {}, replace: {op: max_pool, kernel_size: 0}}]",
+         "field 'replace.kernel_size': must be a positive integer"),
+        ("name: x\nrules: [{name: a, match: {kernel_size: -3}, replace: {op: identity}}]",
+         "field 'match.kernel_size': must be positive integers"),
+        ("name: x\nrules: [{name: a, match: {}, replace: {op: max_pool}, absorb: [act]}]", "'act' needs 'norm'"),
+        ("name: x\nrules: [{name: a, match: {}, replace: {op: identity}}, {name: a, match: {}, replace: {op: identity}}]",
+         "repeated: a"),
+        ("name: x\nrules: [{name: a, match: {path_regex: '('}, replace: {op: identity}}]",
+         "not a valid regular expression"),
+        ("name: x\nrules: []", "field 'rules'"),
+        ("rules: [oops", "f.yaml: malformed YAML at line"),
+        ("- just a list", "must be a mapping"),
+    ],
+)
+def test_bad_rule_text_is_a_one_line_error(text: str, expected: str) -> None:
+    with pytest.raises(RuleError) as info:
+        parse_rules(text, source="f.yaml")
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_unknown_rule_name_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(RuleError, match="unknown rule 'maxpol'.*pfconvert rules"):
+        load_rules("maxpol")
+    with pytest.raises(RuleError, match="rule file not found"):
+        load_rules(tmp_path / "nope.yaml")
