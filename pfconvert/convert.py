@@ -81,12 +81,13 @@ def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, name, new)
 
 
-def build_op(match: Match) -> nn.Module:
+def build_op(match: Match, model: nn.Module) -> nn.Module:
+    """The module that replaces a match's layer (``model`` supplies context such as a ViT's token grid)."""
     spec = match.rule.replace
     if isinstance(spec, TokenMixerSpec):
         from .mixers import build_token_mixer
 
-        return build_token_mixer(spec, match.site.module, match.site.path)
+        return build_token_mixer(spec, match.site.module, match.site.path, model)
     return build_replacement(spec, match.site.module, match.site.path)
 
 
@@ -145,7 +146,7 @@ def apply_matches(model: nn.Module, matches: list[Match], flow: Dataflow,
         site = match.site
         if removed_state is not None:
             removed_state.update(_state_of(model, [site.path, *match.absorbed]))
-        op = build_op(match)
+        op = build_op(match, model)
         _check_shape(match, op)
         op.train(site.module.training)
         removed = count_params(site.module) - count_params(op)

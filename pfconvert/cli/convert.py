@@ -83,7 +83,7 @@ def inspect_cmd(
         from ..errors import RuleError
 
         raise RuleError(f"rule '{rules.name}' matched no layer of {model}; pass --allow-empty to accept that")
-    ops = [describe_op(build_op(m)) for m in matches]
+    ops = [describe_op(build_op(m, original)) for m in matches]
     if as_json:
         out_console.print_json(json.dumps([{"layer": m.site.path, "is": m.site.describe(), "rule": m.rule.name,
                                             "becomes": op, "absorbs": m.absorbed} for m, op in zip(matches, ops)]))
