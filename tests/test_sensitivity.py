@@ -1,0 +1,58 @@
+"""Sensitivity study: per-group conversion, ranking, and the rule file it writes."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+import pfconvert
+from pfconvert.errors import RuleError
+from pfconvert.rules import load_rules
+from pfconvert.sensitivity import run_sensitivity, selected_rules
+
+from helpers import meta_model
+
+COST = {0: 0.2, 1: 0.5, 2: 3.0, 3: 1.5}  # accuracy points lost per converted block, by stage
+
+
+def _fake_top1(model: nn.Module) -> float:
+    """A deterministic stand-in for evaluation: each converted bottleneck costs COST[stage] points."""
+    lost = 0.0
+    for stage, layer in enumerate((model.layer1, model.layer2, model.layer3, model.layer4)):
+        lost += COST[stage] * sum(isinstance(block.conv2, nn.MaxPool2d) for block in layer)
+    return 80.0 - lost
+
+
+def _fake_latency(model: nn.Module) -> float:
+    return 10.0 - 0.1 * sum(isinstance(m, nn.MaxPool2d) for m in model.modules())
+
+
+def test_stages_are_ranked_by_accuracy_drop() -> None:
+    model = meta_model("resnet50")
+    result = run_sensitivity(model, load_rules("r50-max"), (3, 224, 224), _fake_top1, _fake_latency)
+    assert result.base_top1 == 80.0
+    ranked = result.ranked()
+    assert [g.group for g in ranked] == ["stage 0", "stage 1", "stage 3", "stage 2"]
+    assert [len(g.layers) for g in ranked] == [3, 4, 3, 6]
+    assert ranked[0].drop == pytest.approx(0.6) and ranked[-1].drop == pytest.approx(18.0)
+    assert ranked[0].latency_ratio == pytest.approx((10.0 - 0.1 * 4) / 9.9)  # stem max-pool + 3 new ones
+    assert all(g.params_removed > 0 for g in ranked)
+    assert isinstance(model.layer1[0].conv2, nn.Conv2d), "the original is not modified"
+
+
+def test_selected_rule_converts_only_the_cheap_groups() -> None:
+    model = meta_model("resnet50")
+    result = run_sensitivity(model, load_rules("r50-max"), (3, 224, 224), _fake_top1, _fake_latency)
+    rules = selected_rules(load_rules("r50-max"), result, max_drop=5.0)
+    assert rules.name == "r50-max-selected"
+    converted, record = pfconvert.convert(model, rules)
+    assert {r.path.split(".")[0] for r in record.replacements} == {"layer1", "layer2", "layer4"}
+    assert len(record.replacements) == 10 and isinstance(converted.layer3[0].conv2, nn.Conv2d)
+    with pytest.raises(RuleError, match="no group stays within --max-drop 0.1"):
+        selected_rules(load_rules("r50-max"), result, max_drop=0.1)
+
+
+def test_layer_groups() -> None:
+    result = run_sensitivity(meta_model("resnet50"), load_rules("r50-max"), (3, 224, 224), _fake_top1, _fake_latency,
+                             by="layer")
+    assert len(result.groups) == 16 and result.ranked()[0].layers == ["layer1.0.conv2"]
