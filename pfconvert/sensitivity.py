@@ -80,7 +80,7 @@ def run_sensitivity(
     rules: LoadedRules,
     input_size: tuple[int, int, int],
     evaluate: Callable[[nn.Module], float],
-    latency_ms: Callable[[nn.Module], float],
+    latency_ms: Callable[[nn.Module, nn.Module], tuple[float, float]],
     by: str = "stage",
     prepare: Callable[[nn.Module], None] | None = None,
     on_group: Callable[[str, int, int], None] | None = None,
@@ -92,7 +92,8 @@ def run_sensitivity(
         rules: the rules whose matches are studied.
         input_size: (C, H, W) of the traced forward.
         evaluate: top-1 accuracy (percent) of a model.
-        latency_ms: latency of a model in milliseconds.
+        latency_ms: ``(original, variant) -> (original ms, variant ms)``, both measured in the same run so that the
+            ratio is not skewed by drift between runs.
         by: ``stage`` or ``layer``.
         prepare: called on each converted copy before evaluation (e.g. BatchNorm re-estimation).
         on_group: progress callback (group name, index, total).
@@ -101,7 +102,8 @@ def run_sensitivity(
     if not matches:
         raise RuleError(f"rule '{rules.name}' matched no layer; nothing to study")
     groups = group_matches(matches, by)
-    result = SensitivityResult(base_top1=evaluate(model), base_latency_ms=latency_ms(model))
+    result = SensitivityResult(base_top1=evaluate(model), base_latency_ms=0.0)
+    base_times = []
     for index, (name, members) in enumerate(groups.items()):
         if on_group is not None:
             on_group(name, index, len(groups))
@@ -109,9 +111,13 @@ def run_sensitivity(
         done = apply_matches(variant, members, flow)
         if prepare is not None:
             prepare(variant)
-        top1, ms = evaluate(variant), latency_ms(variant)
-        result.groups.append(GroupResult(name, [m.site.path for m in members], [m.rule.name for m in members], top1, result.base_top1 - top1, ms,
-                                         ms / result.base_latency_ms, sum(r.params_removed for r in done)))
+        top1 = evaluate(variant)
+        base_ms, ms = latency_ms(model, variant)
+        base_times.append(base_ms)
+        result.groups.append(GroupResult(name, [m.site.path for m in members], [m.rule.name for m in members], top1,
+                                         result.base_top1 - top1, ms, ms / base_ms,
+                                         sum(r.params_removed for r in done)))
+    result.base_latency_ms = sorted(base_times)[len(base_times) // 2]
     return result
 
 

@@ -23,14 +23,17 @@ def _fake_top1(model: nn.Module) -> float:
     return 80.0 - lost
 
 
-def _fake_latency(model: nn.Module) -> float:
-    return 10.0 - 0.1 * sum(isinstance(m, nn.MaxPool2d) for m in model.modules())
+def _fake_latency(original: nn.Module, variant: nn.Module) -> tuple[float, float]:
+    def ms(model: nn.Module) -> float:
+        return 10.0 - 0.1 * sum(isinstance(m, nn.MaxPool2d) for m in model.modules())
+
+    return ms(original), ms(variant)
 
 
 def test_stages_are_ranked_by_accuracy_drop() -> None:
     model = meta_model("resnet50")
     result = run_sensitivity(model, load_rules("r50-max"), (3, 224, 224), _fake_top1, _fake_latency)
-    assert result.base_top1 == 80.0
+    assert result.base_top1 == 80.0 and result.base_latency_ms == pytest.approx(9.9)
     ranked = result.ranked()
     assert [g.group for g in ranked] == ["stage 0", "stage 1", "stage 3", "stage 2"]
     assert [len(g.layers) for g in ranked] == [3, 4, 3, 6]
@@ -56,3 +59,23 @@ def test_layer_groups() -> None:
     result = run_sensitivity(meta_model("resnet50"), load_rules("r50-max"), (3, 224, 224), _fake_top1, _fake_latency,
                              by="layer")
     assert len(result.groups) == 16 and result.ranked()[0].layers == ["layer1.0.conv2"]
+
+
+def test_cli_on_fashion_mnist(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The command end to end on real data: JSON ranking on stdout and the selected rule file."""
+    import json
+    import sys
+
+    from pfconvert.cli.app import main
+
+    rule_file = tmp_path / "selected.yaml"
+    monkeypatch.setattr(sys, "argv", [
+        "pfconvert", "sensitivity", "resnet14t", "--rule", "r50-max", "--data", "fashion-mnist", "--num-classes", "10",
+        "--img-size", "32", "--limit-val", "64", "--bn-recalib-batches", "1", "--batch-size", "32",
+        "--max-drop", "100", "--write-rule", str(rule_file), "--json"])
+    main()
+    data = json.loads(capsys.readouterr().out)
+    assert [len(g["layers"]) for g in data["groups"]] == [1, 1, 1, 1]
+    assert all(0 <= g["top1"] <= 100 and g["latency_ms"] > 0 for g in data["groups"])
+    selected = load_rules(rule_file)
+    assert len(selected.ruleset.rules[0].match.path or []) == 4
