@@ -1,0 +1,60 @@
+"""``pfconvert eval``: top-1 / top-5 accuracy of an artifact's model on a dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..finetune import EvalReport, evaluate_artifact
+from ..finetune.dist import env_rank
+from . import _options as o
+from ._console import out_console
+from .app import app
+
+__all__ = ["eval_command", "render_report"]
+
+
+@app.command("eval")
+def eval_command(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by `pfconvert convert`.")],
+    data: Annotated[str, typer.Option("--data", help="ImageFolder dir (train/, val/), IDX dir, or fashion-mnist.")],
+    split: Annotated[str, typer.Option("--split", help="Split to evaluate: val or train.")] = "val",
+    weights: Annotated[str, typer.Option("--weights", help="auto (fine-tuned when present), converted or "
+                                         "finetuned.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 128,
+    img_size: Annotated[Optional[int], typer.Option("--img-size", min=8, help="Input height and width (default: "
+                                                    "the artifact's).", show_default=False)] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate a fixed random subset of N "
+                                                 "images.", show_default=False)] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading worker processes.")] = 2,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    original: Annotated[bool, typer.Option("--original", help="Also evaluate the original (unconverted) "
+                                           "model.")] = False,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Evaluate the artifact's model (fine-tuned weights when present): top-1, top-5 and loss."""
+    report = evaluate_artifact(artifact, data, split=split, weights=weights, batch_size=batch_size,
+                               img_size=img_size, limit=limit, workers=workers, device=device, original=original)
+    if env_rank() != 0:  # under torchrun every process evaluates a shard; rank 0 prints the total
+        return
+    if json_out:
+        out_console.print_json(json.dumps(report.as_dict()))
+    else:
+        out_console.print(render_report(report))
+
+
+def render_report(report: EvalReport) -> Table:
+    """One row per evaluated model, with the weights it was loaded from."""
+    size = "x".join(str(v) for v in report.input_size)
+    table = Table(title=f"{report.data} {report.split}, input {size}", title_justify="left")
+    for column in ("model", "weights", "top-1 %", "top-5 %", "loss", "images"):
+        table.add_column(column, justify="left" if column in ("model", "weights") else "right")
+    for name, metrics in report.metrics.items():
+        weights = report.weights if name == "student" else "original weights"
+        table.add_row(name, weights, f"{metrics.top1:.2f}", f"{metrics.top5:.2f}", f"{metrics.loss:.4f}",
+                      str(metrics.count))
+    return table

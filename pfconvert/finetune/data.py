@@ -1,0 +1,213 @@
+"""Transforms, samplers and loaders for fine-tuning, all derived from the model's timm data config.
+
+Resumability lives here. The training order of an epoch is a :class:`~torch.utils.data.DistributedSampler`
+permutation fixed by ``(seed, epoch)`` (also with one process), and the augmentation of a sample is seeded by
+``(seed, epoch, index)`` (:class:`SeededDataset`). So the batches of any epoch can be reproduced from any step, with
+any number of loader workers, and a resumed run skips the batches it already consumed without reading them.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from timm.data import create_transform, resolve_model_data_config
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from ..errors import DataError
+from .config import FinetuneConfig
+from .datasets import DataSource, ImageSamples, open_split, resolve_source
+
+__all__ = [
+    "DataBundle",
+    "SeededDataset",
+    "SkipSampler",
+    "model_data_config",
+    "build_transforms",
+    "prepare_data",
+    "train_loader",
+    "eval_loader",
+    "steps_per_epoch",
+    "recalibration_loader",
+]
+
+
+@dataclass
+class DataBundle:
+    """The two splits of a dataset, with transforms attached, and the data config they follow."""
+
+    source: DataSource
+    train: ImageSamples
+    val: ImageSamples
+    data_cfg: dict[str, Any]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, index = label."""
+        return self.train.classes
+
+
+def model_data_config(model: nn.Module, img_size: int | None = None) -> dict[str, Any]:
+    """Resolve timm's data config (input size, mean/std, interpolation, crop) of ``model``, at ``img_size`` if set."""
+    data_cfg = dict(resolve_model_data_config(model))
+    if img_size is not None:
+        data_cfg["input_size"] = (data_cfg["input_size"][0], img_size, img_size)
+    return data_cfg
+
+
+def build_transforms(data_cfg: dict[str, Any], augment: str = "light") -> tuple[Callable, Callable]:
+    """Return ``(train_transform, eval_transform)`` built by timm's ``create_transform`` from ``data_cfg``.
+
+    Args:
+        data_cfg: from :func:`model_data_config`.
+        augment: ``"none"`` (train with the eval transform), ``"light"`` (random resized crop of 60-100% of the area
+            and horizontal flip; right for short fine-tunes) or ``"timm"`` (timm's ImageNet training defaults).
+    """
+    common = {key: data_cfg[key] for key in ("input_size", "interpolation", "mean", "std")}
+    eval_tf = create_transform(**common, crop_pct=data_cfg.get("crop_pct"), crop_mode=data_cfg.get("crop_mode"))
+    if augment == "none":
+        return eval_tf, eval_tf
+    if augment == "light":
+        return create_transform(**common, is_training=True, scale=(0.6, 1.0), color_jitter=None), eval_tf
+    return create_transform(**common, is_training=True), eval_tf
+
+
+def prepare_data(
+    config: FinetuneConfig, data_cfg: dict[str, Any], num_classes: int, world_size: int = 1
+) -> DataBundle:
+    """Open, subset, check and attach transforms to both splits; fail before any training if they cannot work.
+
+    Raises:
+        DataError: missing/empty/corrupt data, a class count that differs from the model's, or fewer training
+            images than one batch per process.
+    """
+    source = resolve_source(config.data)
+    train = open_split(source, "train", config.limit_train, config.seed)
+    val = open_split(source, "val", config.limit_val, config.seed, classes=train.classes)
+    if len(train.classes) != num_classes:
+        raise DataError(
+            f"the model has {num_classes} classes but {source.root} has {len(train.classes)}; "
+            f"convert the model with --num-classes {len(train.classes)}"
+        )
+    if len(train) < config.batch_size * world_size:
+        raise DataError(
+            f"{len(train)} training images is less than one batch ({config.batch_size} x {world_size} process(es)); "
+            "lower --batch-size or raise --limit-train"
+        )
+    mode = "RGB" if data_cfg["input_size"][0] == 3 else "L"
+    train.transform, val.transform = build_transforms(data_cfg, config.augment)
+    train.mode = val.mode = mode
+    return DataBundle(source, train, val, data_cfg)
+
+
+@contextmanager
+def _seeded_rngs(seed: int) -> Iterator[None]:
+    """Seed the python and torch (CPU) RNGs inside the block and restore their states after it.
+
+    These are the generators timm and torchvision transforms draw from. numpy's global RNG is left alone (none of the
+    transforms built here use it, and reseeding it would cost more than the transform itself); so is CUDA's
+    (``torch.manual_seed`` would queue a lazy CUDA seeding that records a stack trace on every call).
+    """
+    py_state, torch_state = random.getstate(), torch.default_generator.get_state()
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        torch.default_generator.set_state(torch_state)
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that the random transform of sample ``i`` in epoch ``e`` depends only on (seed, e, i)."""
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int = 0) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        with _seeded_rngs(((self.seed * 1_000_003 + self.epoch) * 2_147_483_647 + index) % 2**63):
+            return self.dataset[index]
+
+
+class SkipSampler(Sampler[int]):
+    """Yields the indices of ``sampler`` after the first ``skip`` (the samples a resumed epoch already consumed)."""
+
+    def __init__(self, sampler: Sampler[int], skip: int = 0) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.sampler)[self.skip:])
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)  # type: ignore[arg-type]
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which saves a checkpoint and shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _loader(dataset: Dataset, sampler: Sampler[int], batch_size: int, workers: int, drop_last: bool,
+            pin_memory: bool, seed: int) -> DataLoader:
+    """A DataLoader whose worker seeding draws from its own generator, never from the global RNG."""
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
+        pin_memory=pin_memory, worker_init_fn=_ignore_sigint if workers else None,
+        generator=torch.Generator().manual_seed(seed), persistent_workers=False,
+    )
+
+
+def train_loader(bundle: DataBundle, config: FinetuneConfig, epoch: int, rank: int = 0, world_size: int = 1,
+                 skip_batches: int = 0, pin_memory: bool = False) -> DataLoader:
+    """The training loader of ``epoch`` for process ``rank``, starting after ``skip_batches`` batches."""
+    sampler = DistributedSampler(bundle.train, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed,
+                                 drop_last=True)
+    sampler.set_epoch(epoch)
+    dataset = SeededDataset(bundle.train, config.seed, epoch)
+    return _loader(dataset, SkipSampler(sampler, skip_batches * config.batch_size), config.batch_size,
+                   config.workers, True, pin_memory, config.seed + epoch)
+
+
+def steps_per_epoch(bundle: DataBundle, config: FinetuneConfig, world_size: int = 1) -> int:
+    """Number of full batches each process sees per epoch (the last partial batch is dropped)."""
+    return (len(bundle.train) // world_size) // config.batch_size
+
+
+def eval_loader(dataset: Dataset, batch_size: int, workers: int = 0, rank: int = 0, world_size: int = 1,
+                pin_memory: bool = False) -> DataLoader:
+    """A loader over this process's shard of ``dataset`` (every sample exactly once across processes)."""
+    shard = list(range(rank, len(dataset), world_size))  # type: ignore[arg-type]
+    return _loader(dataset, shard, batch_size, workers, False, pin_memory, 0)  # type: ignore[arg-type]
+
+
+class _EvalView(Dataset):
+    """The training images through the evaluation transform (no augmentation)."""
+
+    def __init__(self, dataset: ImageSamples, transform: Callable) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.dataset.load(index)), self.dataset.labels[index]
+
+
+def recalibration_loader(bundle: DataBundle, config: FinetuneConfig, rank: int = 0, world_size: int = 1,
+                         pin_memory: bool = False) -> DataLoader:
+    """Batches of a fixed random subset of training images, un-augmented, for BatchNorm re-estimation."""
+    count = min(len(bundle.train), config.bn_recalib_batches * config.batch_size * world_size)
+    pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(config.seed + 1))[:count]
+    shard = pick[rank::world_size].tolist()
+    view = _EvalView(bundle.train, bundle.val.transform)  # type: ignore[arg-type]
+    return _loader(view, shard, config.batch_size, config.workers, False, pin_memory,  # type: ignore[arg-type]
+                   config.seed)

@@ -1,0 +1,81 @@
+"""Shared fixtures. Fine-tuning fixtures (``ft_*``) build small real datasets and a tiny converted artifact."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    """Write a uint8 array as an IDX file (gzipped when ``compress``)."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload, compresslevel=1) if compress else payload)
+    return path
+
+
+def _read_fashion(stem: str, count: int) -> np.ndarray:
+    """The first ``count`` records of an installed Fashion-MNIST IDX file."""
+    raw = gzip.decompress((FASHION_MNIST / f"{stem}.gz").read_bytes())
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    return data[:count].copy()
+
+
+@pytest.fixture(scope="session")
+def ft_fmnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small IDX copy of real Fashion-MNIST (480 train / 160 val images, gzipped), fast to read."""
+    root = tmp_path_factory.mktemp("fmnist")
+    for split, (count, prefix) in {"train": (480, "train"), "val": (160, "t10k")}.items():
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", _read_fashion(f"{prefix}-images-idx3-ubyte", count))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", _read_fashion(f"{prefix}-labels-idx1-ubyte", count))
+    return root
+
+
+def _pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A learnable image: a bright bar whose orientation/place depends on the class, plus noise."""
+    image = rng.integers(0, 60, (size, size), dtype=np.uint8)
+    third = size // 3
+    if label == 0:
+        image[third:2 * third, :] = 230
+    elif label == 1:
+        image[:, third:2 * third] = 230
+    else:
+        np.fill_diagonal(image, 230)
+    return image
+
+
+@pytest.fixture(scope="session")
+def ft_folder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ImageFolder (3 classes; 32 train / 8 val images each) mixing RGB JPEGs and grey PNGs of two sizes."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 32), ("val", 8)):
+        for label, name in enumerate(("bars", "columns", "diagonal")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(per_class):
+                grey = _pattern(label, 24 if index % 2 else 40, rng)
+                if index % 3 == 0:
+                    Image.fromarray(grey).save(folder / f"{index}.png")
+                else:
+                    Image.fromarray(np.stack([grey] * 3, axis=-1)).save(folder / f"{index}.jpg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def ft_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A converted artifact of timm's tiny ``test_efficientnet`` (10 classes, depthwise convs -> max-pool)."""
+    import pfconvert
+
+    model, record = pfconvert.convert("test_efficientnet", "maxpool", num_classes=10)
+    assert record.replacements, "the maxpool rule should replace the depthwise convs of test_efficientnet"
+    return pfconvert.save(model, record, tmp_path_factory.mktemp("artifact") / "te-maxpool")

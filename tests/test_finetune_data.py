@@ -1,0 +1,160 @@
+"""Fine-tuning data: IDX and ImageFolder reading, checks before training, transforms, resumable sampling."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from conftest import FASHION_MNIST, write_idx
+
+from pfconvert.errors import DataError
+from pfconvert.finetune import FinetuneConfig
+from pfconvert.finetune.data import (SeededDataset, SkipSampler, model_data_config, prepare_data, steps_per_epoch,
+                                     train_loader)
+from pfconvert.finetune.datasets import open_split, resolve_source
+from pfconvert.finetune.idx import read_idx
+
+
+def test_read_idx_plain_and_gzip(tmp_path: Path) -> None:
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    for compress in (True, False):
+        path = write_idx(tmp_path / f"x{compress}", array, compress=compress)
+        np.testing.assert_array_equal(read_idx(path, expect_ndim=3), array)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: raw[:-5], "corrupt"),
+    (lambda raw: b"\x12\x34" + raw[2:], "not an IDX file"),
+    (lambda raw: raw[:6], "truncated inside its header"),
+    (lambda raw: b"", "not an IDX file"),
+])
+def test_read_idx_reports_damage(tmp_path: Path, damage, message: str) -> None:
+    raw = (write_idx(tmp_path / "ok", np.zeros((3, 2, 2), np.uint8), compress=False)).read_bytes()
+    (tmp_path / "bad").write_bytes(damage(raw))
+    with pytest.raises(DataError, match=message):
+        read_idx(tmp_path / "bad")
+
+
+def test_read_idx_reports_broken_gzip(tmp_path: Path) -> None:
+    raw = gzip.compress(b"\x00\x00\x08\x01" + b"\x00\x00\x00\x02" + b"ab")
+    (tmp_path / "x.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="cannot read IDX file"):
+        read_idx(tmp_path / "x.gz")
+
+
+def test_fashion_mnist_shortcut_reads_installed_files() -> None:
+    source = resolve_source("fashion-mnist")
+    assert source.root == FASHION_MNIST and source.kind == "idx"
+    val = open_split(source, "val", limit=50, seed=0)
+    assert len(val) == 50 and len(val.classes) == 10 and val.classes[0] == "T-shirt/top"
+    image, label = val[0]
+    assert image.mode == "RGB" and image.size == (28, 28) and 0 <= label < 10
+
+
+def test_limit_is_a_seeded_subset_covering_classes(ft_fmnist_dir: Path) -> None:
+    source = resolve_source(ft_fmnist_dir)
+    first, again = open_split(source, "train", 100, seed=3), open_split(source, "train", 100, seed=3)
+    assert first.labels == again.labels and len(set(first.labels)) == 10
+    assert open_split(source, "train", 100, seed=4).labels != first.labels
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: root / "missing", "not found"),
+    (lambda root: root, "is not a dataset"),
+])
+def test_resolve_source_errors(tmp_path: Path, make, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        resolve_source(make(tmp_path))
+
+
+def test_idx_count_mismatch_and_missing_split(tmp_path: Path) -> None:
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((4, 28, 28), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros((3,), np.uint8))
+    with pytest.raises(DataError, match="4 images but"):
+        open_split(resolve_source(tmp_path), "train")
+    with pytest.raises(DataError, match="no t10k-images"):
+        open_split(resolve_source(tmp_path), "val")
+
+
+def test_image_folder_classes_and_modes(ft_folder_dir: Path) -> None:
+    source = resolve_source(ft_folder_dir)
+    train = open_split(source, "train")
+    val = open_split(source, "val", classes=train.classes)
+    assert source.kind == "folder" and train.classes == ("bars", "columns", "diagonal")
+    assert len(train) == 96 and len(val) == 24 and sorted(set(val.labels)) == [0, 1, 2]
+    grey_png = train.files.index(next(p for p in train.files if p.suffix == ".png"))
+    image, _ = train[grey_png]
+    assert image.mode == "RGB"
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("corrupt", "unreadable image"),
+    ("empty_class", "has no images"),
+    ("no_val", "missing split folder"),
+    ("unknown_val_class", "classes missing from the train split"),
+])
+def test_image_folder_errors_before_training(tmp_path: Path, ft_folder_dir: Path, breakage: str, message: str) -> None:
+    root = Path(shutil.copytree(ft_folder_dir, tmp_path / "data"))
+    if breakage == "corrupt":
+        (root / "train" / "bars" / "0.png").write_bytes(b"not an image at all")
+    elif breakage == "empty_class":
+        (root / "train" / "empty").mkdir()
+    elif breakage == "no_val":
+        shutil.rmtree(root / "val")
+    else:
+        (root / "val" / "extra").mkdir()
+    config = FinetuneConfig(data=str(root), batch_size=8)
+    with pytest.raises(DataError, match=message):
+        prepare_data(config, {"input_size": (3, 32, 32)}, num_classes=3)
+
+
+def test_prepare_data_checks_class_count_and_batch(ft_fmnist_dir: Path) -> None:
+    data_cfg = model_data_config(timm.create_model("test_efficientnet", num_classes=10), img_size=32)
+    with pytest.raises(DataError, match="model has 5 classes but .* has 10; convert the model with --num-classes 10"):
+        prepare_data(FinetuneConfig(data=str(ft_fmnist_dir)), data_cfg, num_classes=5)
+    with pytest.raises(DataError, match="less than one batch"):
+        prepare_data(FinetuneConfig(data=str(ft_fmnist_dir), batch_size=64, limit_train=100), data_cfg, 10, 2)
+
+
+def test_grey_images_become_normalised_rgb_tensors_of_model_size(ft_fmnist_dir: Path) -> None:
+    model = timm.create_model("test_efficientnet", num_classes=10)
+    data_cfg = model_data_config(model, img_size=48)
+    bundle = prepare_data(FinetuneConfig(data=str(ft_fmnist_dir), limit_val=4), data_cfg, 10)
+    image, label = bundle.val[0]
+    assert image.shape == (3, 48, 48) and image.dtype == torch.float32 and isinstance(label, int)
+    mean = torch.tensor(data_cfg["mean"]).view(3, 1, 1)
+    std = torch.tensor(data_cfg["std"]).view(3, 1, 1)
+    raw = image * std + mean  # undo the per-channel normalisation: the three channels are the same grey image
+    torch.testing.assert_close(raw[0], raw[1])
+    torch.testing.assert_close(raw[1], raw[2])
+    assert model_data_config(model)["input_size"] == (3, 160, 160)
+
+
+def test_augmentation_is_fixed_by_seed_epoch_and_index(ft_fmnist_dir: Path) -> None:
+    data_cfg = model_data_config(timm.create_model("test_efficientnet", num_classes=10), img_size=32)
+    bundle = prepare_data(FinetuneConfig(data=str(ft_fmnist_dir), augment="timm"), data_cfg, 10)
+    torch.manual_seed(123)
+    a = SeededDataset(bundle.train, seed=0, epoch=1)[5][0]
+    state = torch.get_rng_state()
+    b = SeededDataset(bundle.train, seed=0, epoch=1)[5][0]
+    assert torch.equal(a, b) and torch.equal(state, torch.get_rng_state())  # global RNG untouched
+    assert not torch.equal(a, SeededDataset(bundle.train, seed=0, epoch=2)[5][0])
+
+
+def test_resumed_epoch_yields_the_remaining_batches(ft_fmnist_dir: Path) -> None:
+    data_cfg = model_data_config(timm.create_model("test_efficientnet", num_classes=10), img_size=32)
+    config = FinetuneConfig(data=str(ft_fmnist_dir), batch_size=32, workers=0, limit_train=160)
+    bundle = prepare_data(config, data_cfg, 10)
+    full = list(train_loader(bundle, config, epoch=1))
+    tail = list(train_loader(bundle, config, epoch=1, skip_batches=2))
+    assert len(full) == steps_per_epoch(bundle, config) == 5 and len(tail) == 3
+    for (x, y), (x2, y2) in zip(full[2:], tail):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    other_epoch = list(train_loader(bundle, config, epoch=2))
+    assert not torch.equal(full[0][1], other_epoch[0][1])
+    assert list(SkipSampler(range(10), 7)) == [7, 8, 9]
