@@ -1,0 +1,148 @@
+"""Speed of converted models: models x rules x backends x batch sizes, one Markdown table on stdout.
+
+Every cell times the original and all its conversions in the same interleaved rounds (see
+:mod:`pfconvert.report.latency`), so the speed-ups are measured under the same conditions. The machine description
+(CPU, threads, versions, load) is printed above the table; progress goes to stderr.
+
+The ``identity`` rule is the speed ceiling of any parameter-free replacement of depthwise convs (the conv and its
+BN/act removed outright). Its stride-2 subsample ``x[:, :, ::2, ::2]`` is timed as a strided 1x1 max-pool when traced
+or exported (same values): a Slice would leave oneDNN's/ONNX Runtime's blocked layout and understate the ceiling.
+
+Usage::
+
+    python benchmarks/speed.py                       # the README table (takes 10-20 minutes on 2 cores)
+    python benchmarks/speed.py --models mobilenetv2_100 --batch-sizes 1 --backends cpu,ort --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pfconvert
+from pfconvert.ops import Subsample
+from pfconvert.report.counting import count_macs
+from pfconvert.report.latency import LatencyConfig, backend_label, default_backends, measure
+from pfconvert.report.machine import describe_machine, machine_info
+from pfconvert.report.report import SLOWER, compare_timings
+from pfconvert.zoo import create_model
+
+CASES = {"mobilenetv2_100": ["maxpool", "identity"], "efficientnet_lite0": ["maxpool", "identity"],
+         "resnet50": ["r50-max", "r50-hybrid"]}
+CEILING = "identity"
+
+
+class CeilingSubsample(nn.Module):
+    """``x[:, :, ::s, ::s]`` that traces/exports as a strided 1x1 max-pool (identical values, layout-friendly)."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return F.max_pool2d(x, 1, self.stride)
+        return x[:, :, ::self.stride, ::self.stride]
+
+
+def _ceiling_friendly(model: nn.Module) -> nn.Module:
+    for name, module in list(model.named_modules()):
+        if isinstance(module, Subsample) and module.same is None and module.offset == 0:
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, CeilingSubsample(module.stride))
+    return model
+
+
+def _build(name: str, rules: list[str], size: tuple[int, int, int]) -> dict[str, nn.Module]:
+    original = create_model(name).eval()
+    models = {"original": original}
+    for rule in rules:
+        converted, _ = pfconvert.convert(original, rule, input_size=size)
+        models[rule] = _ceiling_friendly(converted.eval()) if rule == CEILING else converted.eval()
+    return models
+
+
+def _gmacs(model: nn.Module, size: tuple[int, int, int]) -> float:
+    return count_macs(model, size).macs / 1e9
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Measure every case; returns one dict per (model, rule, backend, batch size)."""
+    size = (3, 224, 224)
+    config = LatencyConfig(batch_sizes=tuple(args.batch_sizes), input_size=size, runs=args.runs, warmup=args.warmup,
+                           threads=args.threads, max_seconds=args.max_seconds, deploy_method=args.deploy)
+    rows = []
+    for name in args.models:
+        print(f"[{time.strftime('%H:%M:%S')}] building {name} + {', '.join(CASES[name])}", file=sys.stderr)
+        models = _build(name, CASES[name], size)
+        macs = {key: _gmacs(m, size) for key, m in models.items()}
+        timings = measure(models, args.backends, config,
+                          progress=lambda t, n=name: print(f"[{time.strftime('%H:%M:%S')}] {n}: {t}", file=sys.stderr))
+        for (backend, bs), times in timings.items():
+            ceiling = times.get(CEILING)
+            for rule in CASES[name]:
+                row = compare_timings(backend, backend_label(backend, config), bs, times["original"], times[rule])
+                gap = None
+                if ceiling is not None and rule != CEILING:
+                    gap = row.converted_ms / (sorted(ceiling)[len(ceiling) // 2] * 1e3) - 1
+                rows.append({"model": name, "rule": rule, "gmacs": [macs["original"], macs[rule]], "gap": gap,
+                             **row.__dict__})
+    return rows
+
+
+def markdown(rows: list[dict], machine: str) -> str:
+    """The table: one line per model, rule, backend and batch size."""
+    out = [f"Machine: {machine}", "",
+           "| model | rule | GMACs | backend | batch | original ms | converted ms | speed-up | verdict | vs ceiling |",
+           "|---|---|---:|---|---:|---:|---:|---:|---|---:|"]
+    for r in rows:
+        verdict = f"**{r['verdict']}**" if r["verdict"] == SLOWER else r["verdict"]
+        gap = f"{r['gap']:+.0%}" if r["gap"] is not None else ""
+        out.append(f"| {r['model']} | {r['rule']} | {r['gmacs'][0]:.2f} -> {r['gmacs'][1]:.2f} | {r['backend_label']} "
+                   f"| {r['batch_size']} | {r['original_ms']:.2f} | {r['converted_ms']:.2f} | {r['speedup']:.2f}x "
+                   f"| {verdict} | {gap} |")
+    out += ["", "Median of interleaved rounds after warm-up; speed-up = original / converted latency; 'same' = within "
+            "the noise margin (at least 3%). 'vs ceiling': converted latency above the identity rule's (the ceiling "
+            "of parameter-free replacements of depthwise convs). GMACs: fvcore convention (1 multiply-add = 1, "
+            "pooling not counted)."]
+    return "\n".join(out) + "\n"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=lambda t: t.split(","), default=list(CASES), help="comma-separated")
+    parser.add_argument("--batch-sizes", type=_ints, default=[1, 32])
+    parser.add_argument("--backends", type=lambda t: t.split(","), default=None, help="default: all available")
+    parser.add_argument("--threads", type=int, default=None, help="default: torch's")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--max-seconds", type=float, default=40.0, help="time budget per cell (>= 5 rounds)")
+    parser.add_argument("--deploy", default="auto", help="deploy method of the 'cpu' backend")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.models if m not in CASES]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {list(CASES)}")
+    args.backends = args.backends or default_backends()
+    machine = describe_machine(machine_info(args.threads))
+    start = time.perf_counter()
+    rows = run(args)
+    machine += f", {time.perf_counter() - start:.0f} s total, {time.strftime('%Y-%m-%d')}"
+    sys.stdout.write(markdown(rows, machine))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

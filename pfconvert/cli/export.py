@@ -1,0 +1,55 @@
+"""``pfconvert export``: write an artifact's model as ONNX and check it against PyTorch with ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import PfconvertError
+from ..export import EXPORTERS, export_onnx
+from . import _options as o
+from ._console import err_console, out_console
+from .app import app
+
+__all__ = ["export_cmd"]
+
+
+@app.command("export")
+def export_cmd(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by `pfconvert convert`.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="Output format (onnx).")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default: ARTIFACT/model.onnx).")]
+    = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 18,
+    dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic.")] = False,
+    exporter: Annotated[str, typer.Option(help=f"torch.onnx exporter: {', '.join(EXPORTERS)}.")] = "dynamo",
+    weights: Annotated[str, typer.Option(help="auto (fine-tuned if present), converted or finetuned.")] = "auto",
+    tolerance: Annotated[float, typer.Option(help="Max abs difference ONNX Runtime vs PyTorch accepted.")] = 1e-3,
+    check: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch on a random input.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    as_json: o.JsonOpt = False,
+) -> None:
+    """Export ARTIFACT's model to ONNX, then run ONNX Runtime and PyTorch on the same input and compare."""
+    if format.lower() != "onnx":
+        raise PfconvertError(f"--format {format!r} is not supported; the supported format is onnx")
+    from ..artifact import load_artifact
+
+    art = load_artifact(artifact, weights=weights)
+    target = out or art.path / "model.onnx"
+    with err_console.status(f"exporting {art.recipe.model} to {target}..."):
+        result = export_onnx(art.model, target, tuple(art.recipe.input_size), opset=opset,  # type: ignore[arg-type]
+                             dynamic_batch=dynamic_batch, exporter=exporter, check=check, tolerance=tolerance,
+                             overwrite=overwrite)
+    if as_json:
+        out_console.print_json(json.dumps({
+            "path": str(result.path), "exporter": result.exporter, "opset": result.opset,
+            "dynamic_batch": result.dynamic_batch, "max_abs_diff": result.max_abs_diff,
+            "tolerance": result.tolerance, "size_bytes": result.size_bytes}))
+        return
+    check_text = (f"max abs diff vs PyTorch {result.max_abs_diff:.2e} (tolerance {result.tolerance:g})"
+                  if result.max_abs_diff is not None else "not checked (--no-check)")
+    out_console.print(f"{result.path}\t{result.size_bytes / 1e6:.1f} MB\topset {result.opset}\t"
+                      f"{result.exporter} exporter\t{check_text}", highlight=False, soft_wrap=True)

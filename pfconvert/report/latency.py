@@ -1,0 +1,268 @@
+"""Latency measurement: a registry of backends and an interleaved, warmed-up, synchronised timing loop.
+
+Backends (``list_backends()``; the CUDA ones only where a GPU exists):
+
+- ``cpu``: PyTorch on the CPU through :func:`pfconvert.deploy.optimize_for_cpu` (BN folded, frozen, oneDNN kernels);
+  the path to deploy a model with in PyTorch, applied to the original and the converted model alike.
+- ``cpu-eager``: PyTorch eager on the CPU, the model as it is (NCHW, BN unfused): what a plain ``model(x)`` costs.
+- ``ort``: ONNX Runtime CPU, the model exported by :func:`pfconvert.export.export_onnx`, all graph optimisations.
+- ``cuda`` / ``cuda-amp``: PyTorch eager on the GPU in float32 / under ``torch.autocast(float16)``.
+
+Every timing is of one forward at a fixed batch size, after warm-up, with the device synchronised before the clock
+is read. The models of a comparison are timed in interleaved rounds (A B, B A, A B...), so drift of a shared machine
+hits both alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import PfconvertError
+
+__all__ = ["Runner", "Backend", "LatencyConfig", "register_backend", "get_backend", "backend_label", "list_backends",
+           "default_backends", "torch_threads", "measure"]
+
+Runner = Callable[[], object]
+"""One synchronised forward on a prepared input."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A way of running a model: how to prepare a runner for it, and whether this machine has it.
+
+    ``prepare(model, batch_size, config, cache)`` returns a :data:`Runner`. ``cache`` is a dict kept per model and
+    backend across batch sizes (an exported ONNX session, a deployed module...).
+    """
+
+    name: str
+    label: str
+    device: str
+    prepare: Callable[[nn.Module, int, "LatencyConfig", dict[str, Any]], Runner]
+    is_available: Callable[[], bool] = lambda: True
+    description: str = ""
+
+
+@dataclass
+class LatencyConfig:
+    """How to measure.
+
+    Attributes:
+        batch_sizes: Batch sizes to time, each on every backend.
+        input_size: (C, H, W) of the random input.
+        runs: Timed rounds per backend and batch size (each round times every model once).
+        warmup: Untimed forwards per model before timing.
+        threads: CPU threads for PyTorch and ONNX Runtime; None keeps torch's current setting.
+        max_seconds: Time budget of the timed rounds of one backend and batch size; fewer rounds are run when it
+            would be exceeded, but never fewer than ``min_runs``.
+        min_runs: See ``max_seconds``.
+        deploy_method: How the ``cpu`` backend deploys (:func:`pfconvert.deploy.optimize_for_cpu`'s ``method``).
+    """
+
+    batch_sizes: Sequence[int] = (1, 32)
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    runs: int = 20
+    warmup: int = 3
+    threads: int | None = None
+    max_seconds: float = 30.0
+    min_runs: int = 5
+    deploy_method: str = "auto"
+
+    def resolved_threads(self) -> int:
+        """The thread count in effect."""
+        return self.threads if self.threads is not None else torch.get_num_threads()
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> Backend:
+    """Add a backend to the registry (a later registration under the same name replaces the earlier one)."""
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def get_backend(name: str) -> Backend:
+    """The registered backend ``name``.
+
+    Raises:
+        PfconvertError: unknown name, or the backend is not available on this machine.
+    """
+    if name not in _BACKENDS:
+        raise PfconvertError(f"unknown backend {name!r}; choose from {', '.join(_BACKENDS)}")
+    backend = _BACKENDS[name]
+    if not backend.is_available():
+        raise PfconvertError(f"backend {name!r} is not available on this machine ({backend.description})")
+    return backend
+
+
+def backend_label(name: str, config: LatencyConfig) -> str:
+    """Display label of a backend, with the concrete deploy path for ``cpu`` (e.g. "PyTorch CPU deployed (compile)")."""
+    backend = get_backend(name)
+    if name == "cpu":
+        from ..deploy import resolve_method
+
+        return f"{backend.label} ({resolve_method(config.deploy_method)})"
+    return backend.label
+
+
+def list_backends(available_only: bool = True) -> list[str]:
+    """Registered backend names, in registration order."""
+    return [b.name for b in _BACKENDS.values() if not available_only or b.is_available()]
+
+
+def default_backends() -> list[str]:
+    """Every available backend: the CPU ones always, the CUDA ones when a GPU exists."""
+    return list_backends(available_only=True)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Set torch's intra-op thread count for the block and restore it after."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _cpu_input(batch_size: int, config: LatencyConfig) -> torch.Tensor:
+    return torch.randn((batch_size, *config.input_size), generator=torch.Generator().manual_seed(0))
+
+
+def _prepare_eager(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
+    x = _cpu_input(batch_size, config)
+    model.eval()
+
+    def run() -> object:
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def _prepare_deployed(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
+    from ..deploy import optimize_for_cpu
+
+    x = _cpu_input(batch_size, config)
+    if "deployed" not in cache:
+        cache["deployed"] = optimize_for_cpu(model, x, method=config.deploy_method)
+    deployed = cache["deployed"]
+    with torch.inference_mode():
+        deployed(x)  # a compiled model specialises (recompiles) per input shape: do it before any timing
+
+    def run() -> object:
+        with torch.inference_mode():
+            return deployed(x)
+
+    return run
+
+
+def _ort_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _prepare_ort(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
+    from ..export import export_onnx_bytes, ort_session
+
+    if "session" not in cache:
+        data = export_onnx_bytes(model, config.input_size, dynamic_batch=True)
+        cache["session"] = ort_session(data, threads=config.resolved_threads())
+    session = cache["session"]
+    name = session.get_inputs()[0].name
+    feed = {name: _cpu_input(batch_size, config).numpy()}
+    return lambda: session.run(None, feed)
+
+
+def _prepare_cuda(amp: bool) -> Callable[[nn.Module, int, LatencyConfig, dict[str, Any]], Runner]:
+    def prepare(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
+        if "model" not in cache:
+            cache["model"] = copy.deepcopy(model).eval().cuda()
+        gpu_model = cache["model"]
+        x = torch.randn((batch_size, *config.input_size), device="cuda")
+
+        def run() -> object:
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                out = gpu_model(x)
+            torch.cuda.synchronize()
+            return out
+
+        return run
+
+    return prepare
+
+
+register_backend(Backend("cpu", "PyTorch CPU deployed", "cpu", _prepare_deployed,
+                         description="pfconvert.deploy.optimize_for_cpu: BN folded, frozen graph, oneDNN kernels"))
+register_backend(Backend("cpu-eager", "PyTorch CPU eager (naive)", "cpu", _prepare_eager,
+                         description="model(x) as it is: NCHW, BN unfused, aten kernels"))
+register_backend(Backend("ort", "ONNX Runtime CPU", "cpu", _prepare_ort, _ort_available,
+                         description="onnxruntime CPUExecutionProvider, all graph optimisations (needs onnxruntime)"))
+register_backend(Backend("cuda", "PyTorch CUDA eager", "cuda", _prepare_cuda(False), torch.cuda.is_available,
+                         description="needs a CUDA GPU"))
+register_backend(Backend("cuda-amp", "PyTorch CUDA eager AMP fp16", "cuda", _prepare_cuda(True),
+                         torch.cuda.is_available, description="needs a CUDA GPU"))
+
+
+def _time_rounds(runners: Mapping[str, Runner], config: LatencyConfig) -> dict[str, list[float]]:
+    """Warm up every runner, then time them in interleaved rounds, alternating the order each round."""
+    names = list(runners)
+    for name in names:
+        for _ in range(config.warmup):
+            runners[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    start = time.perf_counter()
+    for i in range(config.runs):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            runners[name]()
+            times[name].append(time.perf_counter() - t0)
+        if i + 1 >= config.min_runs and time.perf_counter() - start > config.max_seconds:
+            break
+    return times
+
+
+def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: LatencyConfig,
+            progress: Callable[[str], None] | None = None) -> dict[tuple[str, int], dict[str, list[float]]]:
+    """Time every model on every backend at every batch size, the models interleaved.
+
+    Args:
+        models: Name -> model (typically ``{"original": ..., "converted": ...}``); CPU models, timed in eval mode
+            and left unchanged (their train/eval mode is restored).
+        backends: Backend names (see :func:`list_backends`).
+        config: What to measure and how often.
+        progress: Called with a short text before each backend and batch size (for a status line).
+
+    Returns:
+        ``{(backend, batch_size): {model name: [seconds per round, ...]}}``.
+    """
+    resolved = [get_backend(name) for name in backends]
+    results: dict[tuple[str, int], dict[str, list[float]]] = {}
+    modes = {name: model.training for name, model in models.items()}
+    try:
+        with torch_threads(config.threads):
+            for backend in resolved:
+                caches: dict[str, dict[str, Any]] = {name: {} for name in models}
+                for batch_size in config.batch_sizes:
+                    if progress is not None:
+                        progress(f"{backend.label}, batch {batch_size}")
+                    runners = {name: backend.prepare(model, batch_size, config, caches[name])
+                               for name, model in models.items()}
+                    results[(backend.name, batch_size)] = _time_rounds(runners, config)
+                del caches
+    finally:
+        for name, model in models.items():
+            model.train(modes[name])
+    return results

@@ -1,0 +1,159 @@
+"""Deploy-time transforms compute what the eager model computes (speed is the benchmark's business, not tested)."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from pfconvert.deploy import (FastMaxPool2d, fold_batchnorm, optimize_for_cpu, resolve_method, separate_pools,
+                              use_fast_pools)
+from pfconvert.errors import PfconvertError
+
+SIZE = 64
+
+
+def _randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial running statistics and affine parameters, so that folding is really exercised."""
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return model.eval()
+
+
+def _maxpool_mnv2() -> nn.Module:
+    """mobilenetv2_050 with its depthwise convs replaced by max-pools (and their BN+act by Identity), by hand."""
+    model = _randomize_bn(timm.create_model("mobilenetv2_050", num_classes=10))
+    for block in model.modules():
+        conv = getattr(block, "conv_dw", None)
+        if isinstance(conv, nn.Conv2d) and conv.groups == conv.in_channels == conv.out_channels:
+            k, s = conv.kernel_size[0], conv.stride[0]
+            block.conv_dw = nn.MaxPool2d(k, s, k // 2)
+            norm = "bn1" if type(block).__name__ == "DepthwiseSeparableConv" else "bn2"
+            setattr(block, norm, nn.Identity())
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    return torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2_050", "efficientnet_lite0"])
+def test_fold_batchnorm_matches_eager(name: str, x: torch.Tensor) -> None:
+    model = _randomize_bn(timm.create_model(name, num_classes=10))
+    folded, count = fold_batchnorm(model)
+    assert count > 0
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert type(folded) is type(model)  # the class (and its methods) survive
+    with torch.no_grad():
+        # max-pool picks the largest input, so folding's rounding can flip a pick: 1e-3 rather than 1e-4
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-3, atol=1e-3)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # not in place by default
+
+
+def test_fold_batchnorm_refuses_training_mode() -> None:
+    with pytest.raises(PfconvertError, match="eval mode"):
+        fold_batchnorm(timm.create_model("resnet18").train())
+
+
+def test_fold_batchnorm_keeps_bn_whose_conv_output_is_shared(x: torch.Tensor) -> None:
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            y = self.conv(t)
+            return self.bn(y) + y
+
+    model = _randomize_bn(Shared())
+    folded, count = fold_batchnorm(model)
+    assert count == 0
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x))
+
+
+@pytest.mark.parametrize("k, s", [(3, 1), (3, 2), (5, 1), (5, 2), (2, 2)])
+def test_fast_max_pool_is_exact(k: int, s: int) -> None:
+    t = torch.randn(2, 8, 17, 17)
+    pool, fast = nn.MaxPool2d(k, s, k // 2), FastMaxPool2d(k, s, k // 2)
+    with torch.inference_mode():
+        assert torch.equal(fast(t), pool(t))
+        assert torch.equal(fast(t.contiguous(memory_format=torch.channels_last)), pool(t))
+    grad_in = t.clone().requires_grad_()  # autograd on: falls back to nn.MaxPool2d and backpropagates
+    fast(grad_in).sum().backward()
+    assert grad_in.grad is not None
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace is deprecated; tracing is what is tested
+def test_fast_max_pool_traces_exports_and_folds_as_a_plain_pool(x: torch.Tensor) -> None:
+    model = _maxpool_mnv2()
+    use_fast_pools(model)
+    assert any(isinstance(m, FastMaxPool2d) for m in model.modules())
+    folded, count = fold_batchnorm(model)  # FX sees the pool as one leaf node
+    assert count > 0
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x, check_trace=False)
+        torch.testing.assert_close(traced(x), model(x))
+        # max-pool picks the largest input, so folding's rounding can flip a pick: 1e-3 rather than 1e-4
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-3, atol=1e-3)
+
+
+def test_separate_pools_is_exact_and_only_for_large_windows() -> None:
+    model = nn.Sequential(nn.MaxPool2d(5, 1, 2), nn.MaxPool2d(3, 1, 1), nn.MaxPool2d(5, 2, 2), nn.MaxPool2d(7, 2, 3))
+    ref = copy.deepcopy(model)
+    assert separate_pools(model) == 3
+    assert isinstance(model[1], nn.MaxPool2d)  # 3x3 stays whole
+    t = torch.randn(2, 4, 23, 23)
+    assert torch.equal(model(t), ref(t))
+
+
+def test_use_fast_pools_swaps_plain_pools_only() -> None:
+    model = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.AvgPool2d(3, 1, 1), FastMaxPool2d(3, 1, 1))
+    assert use_fast_pools(model) == 1
+    assert isinstance(model[0], FastMaxPool2d) and isinstance(model[1], nn.AvgPool2d)
+
+
+@pytest.mark.parametrize("method", ["eager", "jit"])
+@pytest.mark.parametrize("build", [_maxpool_mnv2, lambda: _randomize_bn(timm.create_model("resnet18", num_classes=10))],
+                         ids=["mnv2-maxpool", "resnet18"])
+def test_optimize_for_cpu_matches_eager(method: str, build, x: torch.Tensor) -> None:
+    model = build()
+    before = copy.deepcopy(model.state_dict())
+    fast = optimize_for_cpu(model, x, method=method)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fast(x[:1]), model(x[:1]), rtol=1e-4, atol=1e-4)  # another batch size
+    for key, value in model.state_dict().items():  # the model itself is untouched
+        assert torch.equal(value, before[key])
+
+
+def test_optimize_for_cpu_compile_matches_eager(x: torch.Tensor) -> None:
+    if not shutil.which("g++") and not shutil.which("c++"):
+        pytest.skip("no C++ compiler: torch.compile's CPU backend is unavailable")
+    model = _randomize_bn(nn.Sequential(  # tiny: compile time, not model size, dominates this test
+        nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(), nn.MaxPool2d(3, 1, 1),
+        nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(), nn.MaxPool2d(5, 2, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)))
+    fast = optimize_for_cpu(model, x, method="compile")
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_auto_resolves_to_a_concrete_method() -> None:
+    assert resolve_method("auto") in ("jit", "compile", "eager")
+    assert resolve_method("eager") == "eager"
+
+
+def test_unknown_method_is_a_clear_error() -> None:
+    with pytest.raises(PfconvertError, match="unknown deploy method"):
+        optimize_for_cpu(nn.Identity(), torch.zeros(1, 3, 4, 4), method="fast")
