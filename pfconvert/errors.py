@@ -16,6 +16,7 @@ __all__ = [
     "ArtifactError",
     "DataError",
     "TrainingError",
+    "ExportError",
 ]
 
 
@@ -49,3 +50,7 @@ class DataError(PfconvertError):
 
 class TrainingError(PfconvertError):
     """Training cannot start or has to stop (e.g. a non-finite loss)."""
+
+
+class ExportError(PfconvertError):
+    """A model cannot be exported, or the export does not compute what the PyTorch model computes."""

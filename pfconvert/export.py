@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import PfconvertError
+from .errors import ExportError
 
 __all__ = ["ExportError", "ExportResult", "EXPORTERS", "export_onnx", "export_onnx_bytes", "ort_session",
            "check_onnx"]
@@ -29,10 +29,6 @@ __all__ = ["ExportError", "ExportResult", "EXPORTERS", "export_onnx", "export_on
 EXPORTERS = ("dynamo", "torchscript", "auto")
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-
-
-class ExportError(PfconvertError):
-    """A model cannot be exported, or the export does not compute what the PyTorch model computes."""
 
 
 @dataclass

@@ -27,13 +27,15 @@ def convert_cmd(
     model: o.ModelArg,
     rule: o.RuleOpt = "maxpool",
     checkpoint: o.CheckpointOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Artifact directory [default: ./MODEL-RULE].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Artifact directory (default: ./MODEL-RULE).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the contents of an existing --out directory.")] = False,
     num_classes: o.NumClassesOpt = None,
     in_chans: o.InChansOpt = None,
     kwarg: o.KwargOpt = None,
     input_size: o.InputSizeOpt = None,
     allow_empty: o.AllowEmptyOpt = False,
+    report: Annotated[bool, typer.Option("--report", help="Also measure latency (batch 1 and 32) on every available "
+                                         "backend and print the efficiency report (takes a minute).")] = False,
     as_json: o.JsonOpt = False,
 ) -> None:
     """Convert MODEL with a rule, print a before/after table and write the artifact (recipe + safetensors)."""
@@ -61,6 +63,13 @@ def convert_cmd(
         return
     out_console.print(conversion_table(record, before, after))
     err_console.print(f"wrote {target}/ (load with pfconvert.load('{target}'))")
+    if report:
+        from ..report import render_report, run_report
+
+        with err_console.status("measuring latency...") as status:
+            result = run_report(original.eval(), converted.eval(), names=(model, f"{model}+{rules.name}"),
+                                input_size=size, progress=status.update)
+        out_console.print(render_report(result))
 
 
 @app.command("inspect")

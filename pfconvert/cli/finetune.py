@@ -69,6 +69,9 @@ def finetune_command(
                                          "exactly.", rich_help_panel=_RUN)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an earlier run's checkpoints and fine-tuned "
                                             "weights.", rich_help_panel=_RUN)] = False,
+    report: Annotated[bool, typer.Option("--report", help="After training, measure latency of the original and the "
+                                         "fine-tuned model and print the efficiency report (with accuracies).",
+                                         rich_help_panel=_RUN)] = False,
     json_out: o.JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines; warnings and "
                                         "errors are still shown.")] = False,
@@ -103,8 +106,24 @@ def finetune_command(
             out_console.print_json(json.dumps(result.as_dict(), default=str))
         else:
             out_console.print(render_result(result))
+        if report and result.status != "interrupted":
+            _print_report(artifact, result)
     if result.status == "interrupted":
         raise SystemExit(130)  # the conventional code of a run stopped by Ctrl-C (its checkpoint is saved)
+
+
+def _print_report(artifact: Path, result: Any) -> None:
+    """The efficiency report of the original vs. the fine-tuned model, with their validation top-1."""
+    from ..artifact import build_original, load_artifact
+    from ..report import render_report, run_report
+
+    loaded = load_artifact(artifact)
+    teacher = build_original(loaded.recipe, artifact).eval()
+    accuracies = ((result.start.get("teacher") or {}).get("top1"), (result.best or {}).get("val_top1"))
+    with err_console.status("measuring latency...") as status:
+        rep = run_report(teacher, loaded.model.eval(), input_size=tuple(loaded.recipe.input_size),
+                         accuracies=accuracies, progress=status.update)
+    out_console.print(render_report(rep))
 
 
 def _accuracy(record: dict[str, Any] | None, prefix: str = "") -> str:
