@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 from torch import nn
 
-__all__ = ["meta_model", "tiny_input", "DwBlock", "MultiplierNet"]
+__all__ = ["meta_model", "tiny_input", "run_cli", "DwBlock", "MultiplierNet"]
 
 
 def meta_model(name: str, **kwargs: object) -> nn.Module:
@@ -43,3 +44,20 @@ class MultiplierNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
+
+
+def run_cli(argv: list[str], capsys: "pytest.CaptureFixture[str]",
+            monkeypatch: "pytest.MonkeyPatch") -> tuple[int, str, str]:
+    """Run ``pfconvert ARGV`` in-process through the console-script entry point; returns (exit code, out, err)."""
+    import sys
+
+    from pfconvert.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["pfconvert", *argv])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 
-from pfconvert.cli.app import main
 from pfconvert.export import ExportError, check_onnx, export_onnx, export_onnx_bytes
+
+from helpers import run_cli
 
 SIZE = (3, 64, 64)
 
@@ -21,17 +21,7 @@ def small() -> torch.nn.Module:
     return timm.create_model("test_efficientnet", num_classes=10).eval()
 
 
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
-    import pfconvert.cli.export  # noqa: F401  (registers the command even before commands.py lists it)
-
-    monkeypatch.setattr(sys, "argv", ["pfconvert", *argv])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+_cli = run_cli
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])

@@ -18,24 +18,16 @@ from safetensors.torch import load_file
 import pfconvert
 import pfconvert.cli.evaluate  # noqa: F401  (registers `eval`)
 import pfconvert.cli.finetune  # noqa: F401  (registers `finetune`)
-from pfconvert.cli.app import main
 from pfconvert.finetune import FinetuneConfig, Reporter, finetune
 from pfconvert.finetune.checkpoint import load_checkpoint
+
+from helpers import run_cli
 
 FAST = ["--img-size", "32", "--batch-size", "16", "--limit-train", "96", "--limit-val", "48", "--workers", "0",
         "--bn-recalib-batches", "2", "--quiet"]
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
-    """Run ``pfconvert ARGV`` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["pfconvert", *argv])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 @pytest.fixture()

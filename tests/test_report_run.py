@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,14 @@ import timm
 import torch
 from rich.console import Console
 
-from pfconvert.cli.app import main
 from pfconvert.report.latency import LatencyConfig, list_backends, measure
 from pfconvert.report.memory import peak_memory_cpu
 from pfconvert.report.plot import plot_report
 from pfconvert.report.render import render_report
 from pfconvert.report.report import FASTER, SAME, SLOWER, Report
 from pfconvert.report.run import run_report
+
+from helpers import run_cli
 
 SIZE = (3, 64, 64)
 FAST = {"runs": 3, "warmup": 1, "batch_sizes": (1, 2), "input_size": SIZE}
@@ -94,17 +94,7 @@ def test_peak_memory_grows_with_batch(pair: tuple[torch.nn.Module, torch.nn.Modu
     assert 0 < one < four
 
 
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
-    import pfconvert.cli.report  # noqa: F401  (registers the command even before commands.py lists it)
-
-    monkeypatch.setattr(sys, "argv", ["pfconvert", *argv])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+_cli = run_cli
 
 
 QUICK = ["--batch-sizes", "1", "--runs", "3", "--warmup", "1", "--backends", "cpu-eager", "--threads", "1"]
