@@ -15,7 +15,9 @@ from torch import nn
 
 from .errors import ConversionError
 
-__all__ = ["Call", "Dataflow", "trace_dataflow", "run_forward", "tensor_shapes", "is_norm", "is_activation", "is_transparent"]
+__all__ = [
+    "Call", "Dataflow", "trace_dataflow", "run_forward", "tensor_shapes", "is_norm", "is_activation", "is_transparent",
+]
 
 _ACT_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.PReLU,
@@ -56,15 +58,24 @@ class Call:
 
 @dataclass
 class Dataflow:
-    """All module calls of one forward, in call order, plus the model's output shapes."""
+    """All module calls of one forward, in call order, plus the model's output shapes.
+
+    A module called several times (a shared layer) has one :class:`Call` per call; ``by_path`` holds the first.
+    """
 
     calls: list[Call]
     output_shapes: list[tuple[int, ...]]
     by_path: dict[str, Call] = field(default_factory=dict)
+    all_by_path: dict[str, list[Call]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for call in self.calls:
             self.by_path.setdefault(call.path, call)
+            self.all_by_path.setdefault(call.path, []).append(call)
+
+    def calls_of(self, path: str) -> list[Call]:
+        """Every call of the module at ``path``, in call order."""
+        return self.all_by_path.get(path, [])
 
     def consumers(self, producer: Call) -> list[Call]:
         """Module calls after ``producer`` whose first input is its output, outside ``producer`` itself.
@@ -148,10 +159,10 @@ def trace_dataflow(model: nn.Module, input_size: tuple[int, ...]) -> Dataflow:
     handles = []
     pending: dict[int, list[Call]] = {}
 
-    def pre_hook(module: nn.Module, args: tuple) -> None:
+    def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
         if module is model:
             return
-        t = _first_tensor(args)
+        t = _first_tensor(args) if args else _first_tensor(kwargs)  # the input may be passed by keyword
         if t is not None:
             keep_alive.append(t)
         call = Call(len(calls), names.get(module, "?"), module, id(t) if t is not None else None,
@@ -170,7 +181,7 @@ def trace_dataflow(model: nn.Module, input_size: tuple[int, ...]) -> Dataflow:
             call.output_id, call.output_shape = id(t), tuple(t.shape)
 
     for module in names:
-        handles.append(module.register_forward_pre_hook(pre_hook))
+        handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
         handles.append(module.register_forward_hook(post_hook))
     try:
         output = run_forward(model, input_size)

@@ -18,7 +18,7 @@ from torch import nn
 from .analysis import Call, Dataflow, is_activation, is_norm
 from .schema import MatchSpec, Rule, RuleSet
 
-__all__ = ["Site", "Match", "conv_geometry", "find_matches", "stage_block"]
+__all__ = ["Site", "Match", "axes_text", "conv_geometry", "find_matches", "stage_block"]
 
 _LAYER_RE = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)(?:\.|$)")
 _STAGE_RE = re.compile(r"(?:^|\.)(?:stages|stage|features|layers|blocks)\.(\d+)(?:\.(?:blocks\.)?(\d+))?(?:\.|$)")
@@ -47,6 +47,12 @@ def conv_geometry(module: nn.Module) -> dict[str, object] | None:
     return None
 
 
+def axes_text(value: object) -> str:
+    """``3`` for a square size (``3`` or ``(3, 3)``), ``1x5`` for a rectangular one (height x width)."""
+    h, w = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    return str(h) if h == w else f"{h}x{w}"
+
+
 def _is_attention(module: nn.Module) -> bool:
     return type(module).__name__ == "Attention" and hasattr(module, "qkv") and hasattr(module, "num_heads")
 
@@ -73,7 +79,8 @@ class Site:
         if g is None:
             return type(self.module).__name__
         dw = " dw" if g["groups"] == g["in"] and g["in"] > 1 else ""
-        return f"{type(self.module).__name__} {g['in']}->{g['out']} k{g['kernel'][0]} s{g['stride'][0]}{dw}"
+        k, s = axes_text(g["kernel"]), axes_text(g["stride"])
+        return f"{type(self.module).__name__} {g['in']}->{g['out']} k{k} s{s}{dw}"
 
 
 @dataclass
@@ -86,8 +93,20 @@ class Match:
 
 
 def _single(flow: Dataflow, call: Call) -> Call | None:
-    users = flow.consumers(call)
-    return users[0] if len(users) == 1 else None
+    """The one module that consumes the output of every call of ``call``'s module and nothing else, if any.
+
+    A shared module (called more than once) counts only when each of its calls feeds that same consumer; a consumer
+    that is also called on other tensors (a shared norm) does not count, since absorbing it would change those too.
+    """
+    calls = flow.calls_of(call.path) or [call]
+    users = [flow.consumers(c) for c in calls]
+    if any(len(u) != 1 for u in users) or len({u[0].path for u in users}) != 1:
+        return None
+    user = users[0][0]
+    produced = {c.output_id for c in calls}
+    if any(c.input_id not in produced for c in flow.calls_of(user.path)):
+        return None
+    return user
 
 
 def _site(model_modules: dict[str, nn.Module], flow: Dataflow, call: Call, kind: str) -> Site:
@@ -153,6 +172,12 @@ def _holds(spec: MatchSpec, site: Site, block_counts: dict[str, int]) -> bool:
     return all(checks)
 
 
+def _kind(module: nn.Module) -> str | None:
+    if conv_geometry(module) is not None:
+        return "conv2d"
+    return "attention" if _is_attention(module) else None
+
+
 def _block_counts(model: nn.Module) -> dict[str, int]:
     counts: dict[str, set[int]] = {}
     for name, _ in model.named_modules():
@@ -171,7 +196,7 @@ def find_matches(model: nn.Module, ruleset: RuleSet, flow: Dataflow) -> list[Mat
     for call in flow.calls:
         if call.path in seen:
             continue
-        kind = "conv2d" if conv_geometry(call.module) is not None else "attention" if _is_attention(call.module) else None
+        kind = _kind(call.module)
         if kind is None:
             continue
         seen.add(call.path)
