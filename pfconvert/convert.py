@@ -76,9 +76,13 @@ def plan(model: nn.Module, rules: LoadedRules, input_size: tuple[int, int, int])
 
 
 def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, name, new)
+    """Put ``new`` at ``path`` and at every other name the same module object is registered under."""
+    old = model.get_submodule(path)
+    paths = {path} | {name for name, m in model.named_modules(remove_duplicate=False) if m is old and name}
+    for each in sorted(paths):
+        parent_path, _, name = each.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        setattr(parent, name, new)
 
 
 def build_op(match: Match, model: nn.Module) -> nn.Module:
@@ -91,9 +95,16 @@ def build_op(match: Match, model: nn.Module) -> nn.Module:
     return build_replacement(spec, match.site.module, match.site.path)
 
 
-def _check_shape(match: Match, op: nn.Module) -> None:
-    call = match.site.call
-    if call.input_shape is None or call.output_shape is None or match.site.kind != "conv2d":
+def _check_shape(match: Match, op: nn.Module, flow: Dataflow) -> None:
+    """Every call of the replaced layer: the replacement gives the same output shape for the same input shape."""
+    if match.site.kind != "conv2d":
+        return
+    for call in flow.calls_of(match.site.path) or [match.site.call]:
+        _check_call_shape(match, op, call)
+
+
+def _check_call_shape(match: Match, op: nn.Module, call: Any) -> None:
+    if call.input_shape is None or call.output_shape is None:
         return
     ref = next(iter(match.site.module.parameters()), None)
     x = torch.zeros(call.input_shape, device=ref.device if ref is not None else "cpu",
@@ -147,7 +158,7 @@ def apply_matches(model: nn.Module, matches: list[Match], flow: Dataflow,
         if removed_state is not None:
             removed_state.update(_state_of(model, [site.path, *match.absorbed]))
         op = build_op(match, model)
-        _check_shape(match, op)
+        _check_shape(match, op, flow)
         op.train(site.module.training)
         removed = count_params(site.module) - count_params(op)
         for path in match.absorbed:

@@ -64,13 +64,16 @@ class FastMaxPool2d(nn.MaxPool2d):
             return False
         if torch.compiler.is_compiling() or isinstance(x, fx.Proxy):
             return False
+        dilation = self.dilation if isinstance(self.dilation, (tuple, list)) else (self.dilation,)
+        if any(d != 1 for d in dilation):  # oneDNN pooling has no dilation
+            return False
         return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and not self.return_indices
                 and not (torch.is_grad_enabled() and x.requires_grad) and torch.backends.mkldnn.is_available())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._use_onednn(x):
-            return super().forward(x)
-        out = F.max_pool2d(x.contiguous().to_mkldnn(), self.kernel_size, self.stride, self.padding, self.dilation,
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.MaxPool2d's argument name
+        if not self._use_onednn(input):
+            return super().forward(input)
+        out = F.max_pool2d(input.contiguous().to_mkldnn(), self.kernel_size, self.stride, self.padding, self.dilation,
                            self.ceil_mode)
         return out.to_dense()
 

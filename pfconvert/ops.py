@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .deploy import FastMaxPool2d
 from .errors import ConversionError
 from .match import axes_text, conv_geometry
 from .schema import IdentitySpec, KeepSpec, PoolSpec, SequenceSpec, ShiftSpec
@@ -163,9 +164,9 @@ def _max_pool(kernel: Pair, stride: Pair, dilation: Pair, pads: Pads, path: str)
     left, right, top, bottom = pads
     symmetric = left == right and top == bottom
     if symmetric and top <= kernel[0] // 2 and left <= kernel[1] // 2:
-        return nn.MaxPool2d(_square(kernel), _square(stride), _square((top, left)), dilation=_square(dilation))
+        return FastMaxPool2d(_square(kernel), _square(stride), _square((top, left)), dilation=_square(dilation))
     # nn.MaxPool2d takes symmetric padding of at most half the undilated kernel; -inf padding is the same thing
-    pool = nn.MaxPool2d(_square(kernel), _square(stride), 0, dilation=_square(dilation))
+    pool = FastMaxPool2d(_square(kernel), _square(stride), 0, dilation=_square(dilation))
     return nn.Sequential(nn.ConstantPad2d(pads, float("-inf")), pool)
 
 
@@ -288,7 +289,8 @@ def describe_op(module: nn.Module) -> str:
                                              getattr(module, "dilation", 1)))
         same = " same" if type(module).__name__.endswith("Same") else f" p{p}"
         k = k if "x" in k else f"{k}x{k}"
-        return f"{type(module).__name__} {k} s{s}{same}" + (f" d{d}" if d != "1" else "")
+        name = "MaxPool2d" if isinstance(module, FastMaxPool2d) else type(module).__name__  # same op, oneDNN kernel
+        return f"{name} {k} s{s}{same}" + (f" d{d}" if d != "1" else "")
     geo = conv_geometry(module)
     if geo is not None:
         k, s = axes_text(geo["kernel"]), axes_text(geo["stride"])
