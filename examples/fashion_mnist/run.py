@@ -55,6 +55,8 @@ def parse_args() -> tuple[argparse.Namespace, Budget]:
     parser.add_argument("--val-images", type=int, default=None, help="default: the whole 10k test split")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train the originals again even when OUT holds their weights from an earlier run")
     args = parser.parse_args()
     if args.quick:
         args.train_images, args.train_epochs, args.finetune_epochs, args.val_images = 512, 4, 1, 256
@@ -70,11 +72,16 @@ def config(data: str, budget: Budget, epochs: int, **kw: object) -> FinetuneConf
                           limit_val=budget.val_images, batch_size=budget.batch_size, workers=1, **kw)
 
 
-def train_original(name: str, data: str, budget: Budget, out: Path) -> tuple[Path, dict]:
-    """Train the original from scratch on labels; returns its weights file and run summary."""
+def train_original(name: str, data: str, budget: Budget, out: Path, retrain: bool) -> tuple[Path, dict]:
+    """Train the original from scratch on labels; returns its weights file and run summary.
+
+    An earlier run's original (weights and ``finetune.json`` summary in ``out``) is reused unless ``retrain``.
+    """
+    weights, summary = out / "original.safetensors", out / "original-run" / "finetune.json"
+    if not retrain and weights.is_file() and summary.is_file():
+        return weights, json.loads(summary.read_text())
     torch.manual_seed(0)
     model = create_model(name, num_classes=10)
-    weights = out / "original.safetensors"
     result = run_finetune(
         model, None, config(data, budget, budget.train_epochs, kd_weight=0.0, lr=2e-3, bn_recalib_batches=0),
         out / "original-run", data_cfg=model_data_config(model, budget.img_size), overwrite=True,
@@ -132,7 +139,7 @@ def main() -> None:
     for name in args.models:
         out = args.out / name
         out.mkdir(parents=True, exist_ok=True)
-        weights, orig_run = train_original(name, args.data, budget, out)
+        weights, orig_run = train_original(name, args.data, budget, out, args.retrain)
         for rule in PIPELINES[name]:
             rows.append(run_rule(name, rule, weights, args.data, budget, out, orig_run))
             (args.out / "results.json").write_text(json.dumps(rows, indent=2))
