@@ -31,7 +31,7 @@ from .zoo import create_model, load_weights
 
 __all__ = [
     "RECIPE_FILE", "WEIGHTS_FILE", "REMOVED_FILE", "FINETUNED_FILE", "Recipe", "Artifact",
-    "save", "load", "load_artifact", "build_original", "save_weights", "read_weights",
+    "save", "load", "load_artifact", "build_original", "save_weights", "read_weights", "ensure_writable",
 ]
 
 RECIPE_FILE = "recipe.json"
@@ -158,8 +158,7 @@ def save(model: nn.Module, record: Any, out: str | Path, overwrite: bool = False
     if record.model_name is None:
         raise ArtifactError("only timm models can be saved as artifacts (the recipe rebuilds them by name); "
                             "for other models save model.state_dict() and replay pfconvert.convert on load")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ArtifactError(f"output {out} already exists and is not empty; choose another --out or pass --overwrite")
+    ensure_writable(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     for stale in (FINETUNED_FILE,):
         (out / stale).unlink(missing_ok=True)
@@ -176,6 +175,13 @@ def save(model: nn.Module, record: Any, out: str | Path, overwrite: bool = False
     save_weights(record.removed_state, out / REMOVED_FILE)
     _write_text(out / RECIPE_FILE, recipe.to_json())
     return out
+
+
+def ensure_writable(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse an existing non-empty output (nothing the user had is overwritten silently) unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ArtifactError(f"output {out} already exists and is not empty; choose another --out or pass --overwrite")
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -19,16 +19,12 @@ from .analysis import Dataflow, run_forward, tensor_shapes, trace_dataflow
 from .errors import ConversionError, RuleError
 from .match import Match, find_matches
 from .ops import Subsample, build_replacement, describe_op
+from .report.counting import count_params
 from .rules import LoadedRules, load_rules
 from .schema import TokenMixerSpec
 from .zoo import create_model, input_size as model_input_size
 
-__all__ = ["Replacement", "ConversionRecord", "plan", "build_op", "apply_matches", "convert", "count_params"]
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (shared ones counted once)."""
-    return sum(p.numel() for p in model.parameters())
+__all__ = ["Replacement", "ConversionRecord", "plan", "build_op", "apply_matches", "convert"]
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..artifact import save
+from ..artifact import ensure_writable, save
 from ..convert import build_op, convert, plan
 from ..ops import describe_op
 from ..report.counting import count_macs
@@ -42,10 +42,7 @@ def convert_cmd(
     kwargs = o.model_kwargs(num_classes, in_chans, kwarg)
     rules = load_rules(rule)
     target = out or Path(f"{model}-{Path(rule).stem if rule.endswith(('.yaml', '.yml')) else rule}")
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        from ..errors import ArtifactError
-
-        raise ArtifactError(f"output {target} already exists and is not empty; choose another --out or pass --overwrite")
+    ensure_writable(target, overwrite)  # fail before the conversion, not after it
     original = create_model(model, checkpoint=checkpoint, **kwargs)
     size = o.parse_input_size(input_size) or model_input_size(original)
     with err_console.status(f"converting {model} with rule '{rules.name}'..."):
