@@ -112,6 +112,10 @@ def input_size(model: nn.Module, default: tuple[int, int, int] = (3, 224, 224)) 
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     size = cfg.get("input_size") if isinstance(cfg, dict) else None
     in_chans = getattr(model, "in_chans", None)
+    fixed = getattr(getattr(model, "patch_embed", None), "img_size", None)  # ViTs built with img_size=...
+    if isinstance(fixed, (tuple, list)) and len(fixed) == 2 and all(isinstance(v, int) for v in fixed):
+        c = in_chans if isinstance(in_chans, int) else (size[0] if size is not None else default[0])
+        return int(c), int(fixed[0]), int(fixed[1])
     if size is not None and len(size) == 3:
         c = in_chans if isinstance(in_chans, int) else size[0]
         return int(c), int(size[1]), int(size[2])

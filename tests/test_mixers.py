@@ -63,3 +63,18 @@ def test_vit_max_trains_and_round_trips(tmp_path: object) -> None:
     loaded = pfconvert.load(out).eval()
     with torch.no_grad():
         assert torch.equal(loaded(tiny_input(SIZE)), model.eval()(tiny_input(SIZE)))
+
+
+def test_vit_input_size_follows_img_size_and_attention_macs_are_counted() -> None:
+    from pfconvert.report.counting import count_macs
+    from pfconvert.zoo import input_size
+
+    vit = _vit()
+    assert input_size(vit) == (3, 64, 64)  # not the pretrained config's 224
+    original = count_macs(vit, (3, 64, 64)).macs
+    converted = count_macs(pfconvert.convert(vit, "vit-max", input_size=SIZE)[0], SIZE).macs
+    n, d = 17, 192  # 16 patches + class token, width
+    attention = 12 * (2 * n * n * d)  # Q K^T and A V per block
+    linear = 12 * (4 * n * d * d + 2 * n * d * 4 * d)  # qkv + proj, MLP
+    assert original > attention + linear  # fused attention is counted (fvcore alone gives 0 for it)
+    assert converted < original * 1.5

@@ -1,7 +1,8 @@
 """Parameter and MAC counts with the counting convention stated.
 
 MACs come from fvcore (``FlopCountAnalysis``), which counts one fused multiply-add as one "flop" (so its numbers are
-MACs, as timm's benchmark labels them) and counts pooling as zero. pfconvert adds handlers for max/avg pooling that
+MACs, as timm's benchmark labels them) and counts pooling as zero. fvcore has no handler for fused attention
+(``scaled_dot_product_attention``); pfconvert adds one (Q K^T and the weighted sum of V). pfconvert adds handlers for max/avg pooling that
 count one comparison or addition per window element, reported separately as ``pool_ops`` so that the MAC figure stays
 comparable with the paper's (R50 4.1 G, R50-max 2.2 G, R50-hybrid 2.6 G).
 """
@@ -15,6 +16,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ..errors import ConversionError
 
 __all__ = ["MacCount", "CONVENTION", "count_params", "count_macs"]
 
@@ -58,6 +61,15 @@ def _pool_handle(inputs: list[Any], outputs: list[Any]) -> int:
     return math.prod(out_shape) * math.prod(kernel)
 
 
+def _sdpa_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """scaled_dot_product_attention: Q K^T and (softmax) V, one MAC per multiply-add (fvcore has no handler)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(inputs[i]) for i in range(3))
+    batch = math.prod(q[:-2])
+    return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
+
+
 def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> MacCount:
     """Count MACs and pooling ops of one forward at batch 1 (eval mode; the model's mode is restored)."""
     with warnings.catch_warnings():
@@ -76,7 +88,12 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
             for op in _POOL_OPS:
                 analysis.set_op_handle(op, _pool_handle)
+            analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_handle)
             by_op = analysis.by_operator()
+    except Exception as exc:  # noqa: BLE001 - the traced forward failed: say which input, in one line
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"counting MACs of {type(model).__name__} on input {(1, *input_size)} failed: "
+                              f"{msg[:300]} (pass the model's input size with --input-size C,H,W)") from None
     finally:
         for module, flag in flags.items():
             module.training = flag
