@@ -8,6 +8,8 @@ why the absorbed chain must be module -> module with a single module consumer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -128,27 +130,37 @@ def tensor_shapes(obj: object) -> list[tuple[int, ...]]:
     return []
 
 
-def _dummy_input(model: nn.Module, input_size: tuple[int, ...]) -> torch.Tensor:
-    ref = next(iter(model.parameters()), None)
+def probe_input(module: nn.Module, shape: tuple[int, ...], seed: int | None = 0) -> torch.Tensor:
+    """A probe tensor on ``module``'s parameter device and float dtype: seeded random, or zeros when ``seed`` is None."""
+    ref = next(iter(module.parameters()), None)
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-    return torch.randn((1, *input_size), generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
+    if seed is None:
+        return torch.zeros(shape, device=device, dtype=dtype)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device=device, dtype=dtype)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode for the block, then restore each module's own train/eval flag."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
 
 
 def run_forward(model: nn.Module, input_size: tuple[int, ...]) -> object:
     """One eval-mode forward on a random input; the model's train/eval flags are restored afterwards."""
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
     try:
-        with torch.no_grad():
-            return model(_dummy_input(model, input_size))
+        with eval_mode(model), torch.no_grad():
+            return model(probe_input(model, (1, *input_size)))
     except Exception as exc:  # noqa: BLE001 - report which model/input failed, in one line
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"forward pass of {type(model).__name__} on input {(1, *input_size)} failed: "
                               f"{msg[:300]} (pass the model's input size with --input-size C,H,W)") from None
-    finally:
-        for module, flag in flags.items():
-            module.training = flag
 
 
 def trace_dataflow(model: nn.Module, input_size: tuple[int, ...]) -> Dataflow:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .analysis import Dataflow, run_forward, tensor_shapes, trace_dataflow
+from .analysis import Dataflow, probe_input, run_forward, tensor_shapes, trace_dataflow
 from .errors import ConversionError, RuleError
 from .match import Match, find_matches
 from .ops import Subsample, build_replacement, describe_op
@@ -102,9 +102,7 @@ def _check_shape(match: Match, op: nn.Module, flow: Dataflow) -> None:
 def _check_call_shape(match: Match, op: nn.Module, call: Any) -> None:
     if call.input_shape is None or call.output_shape is None:
         return
-    ref = next(iter(match.site.module.parameters()), None)
-    x = torch.zeros(call.input_shape, device=ref.device if ref is not None else "cpu",
-                    dtype=ref.dtype if ref is not None else torch.float32)
+    x = probe_input(match.site.module, call.input_shape, seed=None)
     with torch.no_grad():
         out = op.eval()(x)
     if tuple(out.shape) != call.output_shape:

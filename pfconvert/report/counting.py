@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..analysis import eval_mode, probe_input
 from ..errors import ConversionError
 
 __all__ = ["MacCount", "CONVENTION", "count_params", "count_macs"]
@@ -76,13 +77,9 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
         warnings.simplefilter("ignore")  # fvcore's import touches deprecated torch.jit APIs
         from fvcore.nn import FlopCountAnalysis
 
-    ref = next(iter(model.parameters()), None)
-    x = torch.zeros((1, *input_size), device=ref.device if ref is not None else "cpu",
-                    dtype=ref.dtype if ref is not None else torch.float32)
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
+    x = probe_input(model, (1, *input_size), seed=None)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with eval_mode(model), warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             analysis = FlopCountAnalysis(model, x)
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
@@ -94,8 +91,5 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"counting MACs of {type(model).__name__} on input {(1, *input_size)} failed: "
                               f"{msg[:300]} (pass the model's input size with --input-size C,H,W)") from None
-    finally:
-        for module, flag in flags.items():
-            module.training = flag
     pool = sum(v for k, v in by_op.items() if k.endswith("pool2d") or "pool2d_with_indices" in k)
     return MacCount(macs=int(sum(by_op.values()) - pool), pool_ops=int(pool))
