@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .analysis import probe_input
 from .errors import ExportError
 
 __all__ = ["ExportError", "ExportResult", "EXPORTERS", "export_onnx", "export_onnx_bytes", "ort_session",
@@ -52,15 +53,9 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _example(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1) -> torch.Tensor:
-    ref = next(iter(model.parameters()), None)
-    device = ref.device if ref is not None else torch.device("cpu")
-    return torch.randn((batch_size, *input_size), device=device, generator=None)
-
-
 def _export_to(model: nn.Module, path: Path, input_size: tuple[int, int, int], opset: int, dynamic_batch: bool,
                exporter: str) -> None:
-    x = _example(model, input_size, batch_size=2 if dynamic_batch else 1)
+    x = probe_input(model, (2 if dynamic_batch else 1, *input_size))
     if exporter == "torchscript":
         axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
         torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

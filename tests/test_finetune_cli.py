@@ -39,12 +39,13 @@ def artifact(ft_artifact: Path, tmp_path: Path) -> Path:
 def test_finetune_then_eval_reproduces_the_best_accuracy(artifact: Path, ft_fmnist_dir: Path,
                                                          capsys: pytest.CaptureFixture[str],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    code, out, err = run(["finetune", str(artifact), "--data", str(ft_fmnist_dir), "--epochs", "2", *FAST, "--json"],
-                         capsys, monkeypatch)
+    code, out, err = run(["finetune", str(artifact), "--data", str(ft_fmnist_dir), "--epochs", "2", *FAST,
+                          "--reconstruct-images", "32", "--json"], capsys, monkeypatch)
     assert code == 0, err
     summary = json.loads(out)
     assert summary["status"] == "completed" and summary["global_step"] == 12 and summary["best"]["val_count"] == 48
-    assert {"teacher", "converted", "recalibrated"} <= set(summary["start"])
+    assert {"teacher", "converted", "reconstructed", "bn_recalib_images"} <= set(summary["start"])
+    assert summary["start"]["reconstruction"]["images"] == 32
     code, out, err = run(["eval", str(artifact), "--data", str(ft_fmnist_dir), "--img-size", "32", "--limit", "48",
                           "--workers", "0", "--original", "--json"], capsys, monkeypatch)
     assert code == 0, err

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from pfconvert.errors import ArtifactError, CheckpointError, TrainingError
 from pfconvert.finetune import FinetuneConfig, FinetuneResult, Reporter, run_finetune
 from pfconvert.finetune._artifact_io import save_finetuned
-from pfconvert.finetune.bn import recalibrate_batchnorm
+from pfconvert.finetune.bn import batchnorm_layers, recalibrate_batchnorm
 from pfconvert.finetune.checkpoint import load_checkpoint
 from pfconvert.finetune.data import model_data_config
 from pfconvert.finetune.loop import StepEvent
@@ -72,7 +72,9 @@ def reference(ft_fmnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_run_writes_checkpoints_logs_summary_and_weights(reference: tuple[FinetuneResult, Path]) -> None:
     result, out = reference
     assert result.status == "completed" and result.global_step == result.total_steps == 2 * STEPS_PER_EPOCH
-    assert set(result.start) == {"converted", "recalibrated", "teacher", "bn_recalib_images"}
+    assert set(result.start) - {"recalibrated", "bn_recalib", "bn_recalib_reverted"} == {
+        "converted", "teacher", "bn_recalib_images"}
+    assert ("recalibrated" in result.start) == ("bn_recalib" in result.start) != ("bn_recalib_reverted" in result.start)
     assert result.best is not None and result.final is not None and result.final["epoch"] == 2
     assert 0.0 <= result.best["val_top1"] <= 100.0 and result.best["val_count"] == 64
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -180,6 +182,25 @@ def test_batchnorm_recalibration_changes_statistics_only(ft_fmnist_dir: Path) ->
     assert used == 24 and not student.training and bn.momentum == 0.1
     assert not torch.allclose(bn.running_mean, before) and int(bn.num_batches_tracked) == 3
     assert all(torch.equal(v, weights[k]) for k, v in student.named_parameters())
+
+
+def test_batchnorm_re_estimation_that_raises_the_loss_is_undone(ft_fmnist_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from pfconvert.finetune import runner
+
+    def harmful(model: torch.nn.Module, *args: Any, **kwargs: Any) -> int:
+        for layer in batchnorm_layers(model):
+            layer.running_var.fill_(1e-6)  # normalising by ~0: logits blow up, the loss rises
+        return 32
+
+    student, teacher = _pair()
+    assert all(torch.equal(bn.running_var, torch.ones_like(bn.running_var)) for bn in batchnorm_layers(student))
+    monkeypatch.setattr(runner, "recalibrate_batchnorm", harmful)
+    result = _run((student, teacher), _config(ft_fmnist_dir, epochs=1, max_steps=1), tmp_path)
+    reverted = result.start["bn_recalib_reverted"]
+    assert "recalibrated" not in result.start and reverted["calibration_loss_after"] > reverted["calibration_loss_before"]
+    # undone: after the one training step (momentum 0.1) each running variance is 0.9 * 1 + 0.1 * batch variance
+    assert all(float(bn.running_var.min()) >= 0.9 - 1e-5 for bn in batchnorm_layers(student))
 
 
 def test_ema_model_is_validated_and_exported(ft_fmnist_dir: Path, tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ def finetune_command(
     grad_clip: Annotated[Optional[float], _opt("grad_clip", "--grad-clip", _TRAIN)] = None,
     ema: Annotated[Optional[bool], _opt("ema", "--ema/--no-ema", _TRAIN)] = None,
     bn_recalib_batches: Annotated[Optional[int], _opt("bn_recalib_batches", "--bn-recalib-batches", _TRAIN)] = None,
+    reconstruct_images: Annotated[Optional[int], _opt("reconstruct_images", "--reconstruct-images", _TRAIN)] = None,
     temperature: Annotated[Optional[float], _opt("temperature", "--temperature", _KD)] = None,
     kd_weight: Annotated[Optional[float], _opt("kd_weight", "--kd-weight", _KD)] = None,
     task_weight: Annotated[Optional[float], _opt("task_weight", "--ce-weight", _KD)] = None,
@@ -88,7 +89,7 @@ def finetune_command(
     overrides = dict(
         data=data, epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, weight_decay=weight_decay, sched=sched,
         warmup_epochs=warmup_epochs, min_lr=min_lr, grad_clip=grad_clip, ema=ema,
-        bn_recalib_batches=bn_recalib_batches, temperature=temperature, kd_weight=kd_weight, task_weight=task_weight,
+        bn_recalib_batches=bn_recalib_batches, reconstruct_images=reconstruct_images, temperature=temperature, kd_weight=kd_weight, task_weight=task_weight,
         smoothing=smoothing, img_size=img_size, augment=augment, limit_train=limit_train, limit_val=limit_val,
         workers=workers, seed=seed, device=device, amp=amp, channels_last=channels_last, compile=compile_model,
         max_steps=max_steps, log_every=log_every,
@@ -145,6 +146,7 @@ def render_result(result: FinetuneResult) -> Table:
         ("device", f"{result.device}, {result.precision}, {result.world_size} process(es)"),
         ("teacher (original)", _accuracy(start.get("teacher"))),
         ("student as converted", _accuracy(start.get("converted"))),
+        ("student after reconstruction", _accuracy(start.get("reconstructed"))),
         ("student after BN re-estimation", _accuracy(start.get("recalibrated"))),
         ("best" + (f" (epoch {result.best['epoch']})" if result.best else ""), _accuracy(result.best, "val_")),
         ("final", _accuracy(result.final, "val_")),
@@ -153,6 +155,8 @@ def render_result(result: FinetuneResult) -> Table:
         ("checkpoint", result.checkpoint or "-"),
         ("metrics log", result.metrics_log or "-"),
     ]
+    optional = {"student after reconstruction", "student after BN re-estimation"}  # steps that may be switched off
     for key, value in rows:
-        table.add_row(key, value)
+        if not (key in optional and value == "-"):
+            table.add_row(key, value)
     return table

@@ -70,7 +70,8 @@ def finetune(artifact_dir: str | Path, config: FinetuneConfig | None = None, *, 
             raise TrainingError("a FinetuneConfig is needed (at least data=...) unless resuming")
         config = resume_config(path)
     student, recipe, _ = load_student(path, weights="converted")
-    teacher = load_teacher(recipe, path) if config.kd_weight > 0 or config.eval_teacher else None
+    teacher = (load_teacher(recipe, path) if config.kd_weight > 0 or config.eval_teacher
+               or config.reconstruct_images > 0 else None)
     data_cfg = _data_config(teacher if teacher is not None else student, recipe.input_size, config.img_size)
     warnings = []
     if teacher is not None and recipe.checkpoint is None and config.kd_weight > 0:

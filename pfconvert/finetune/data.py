@@ -203,9 +203,13 @@ class _EvalView(Dataset):
 
 
 def recalibration_loader(bundle: DataBundle, config: FinetuneConfig, rank: int = 0, world_size: int = 1,
-                         pin_memory: bool = False) -> DataLoader:
-    """Batches of a fixed random subset of training images, un-augmented, for BatchNorm re-estimation."""
-    count = min(len(bundle.train), config.bn_recalib_batches * config.batch_size * world_size)
+                         pin_memory: bool = False, count: int | None = None) -> DataLoader:
+    """Batches of a fixed random subset of training images, un-augmented, for BatchNorm re-estimation and
+    reconstruction; ``count`` images in all (default: ``bn_recalib_batches`` batches per process), sharded over
+    ``world_size`` processes."""
+    if count is None:
+        count = config.bn_recalib_batches * config.batch_size * world_size
+    count = min(len(bundle.train), count)
     pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(config.seed + 1))[:count]
     shard = pick[rank::world_size].tolist()
     view = _EvalView(bundle.train, bundle.val.transform)  # type: ignore[arg-type]

@@ -21,11 +21,20 @@ from timm.utils import distribute_bn
 from torch import nn
 
 from ..errors import ArtifactError, TrainingError
+from ..reconstruct import reconstruct
 from . import dist
 from ._artifact_io import FINETUNED_FILE
-from .bn import recalibrate_batchnorm
-from .checkpoint import (BEST_FILE, CHECKPOINT_DIR, LAST_FILE, capture_rng, copy_checkpoint, load_checkpoint,
-                         restore_rng, save_checkpoint)
+from .bn import batchnorm_state, load_batchnorm_state, recalibrate_batchnorm
+from .checkpoint import (
+    BEST_FILE,
+    CHECKPOINT_DIR,
+    LAST_FILE,
+    capture_rng,
+    copy_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from .config import FinetuneConfig
 from .data import DataBundle, eval_loader, prepare_data, recalibration_loader, steps_per_epoch
 from .engine import Engine, build_engine, engine_state, load_engine_state
@@ -94,6 +103,7 @@ class _Job:
         self.bundle: DataBundle | None = None
         self.engine: Engine | None = None
         self.run_state: RunState | None = None
+        self.fit_norms: list[str] = []  # BatchNorms whose statistics reconstruction set (kept by re-estimation)
         self.saved_step = -1
         self.exported: Path | None = None
 
@@ -142,16 +152,57 @@ class _Job:
         """BatchNorm re-estimation and the start-of-run evaluations (student before/after, teacher once)."""
         assert self.bundle is not None
         start: dict[str, Any] = {"converted": self._evaluate(self.student)}
+        if self.config.reconstruct_images > 0:
+            start.update(self._reconstruct())
         if self.config.bn_recalib_batches > 0:
-            loader = recalibration_loader(self.bundle, self.config, self.ctx.rank, self.ctx.world_size)
-            images = recalibrate_batchnorm(self.student, loader, self.precision, self.config.bn_recalib_batches)
-            if images and self.ctx.distributed:
-                distribute_bn(self.student, self.ctx.world_size, reduce=True)
-            start["bn_recalib_images"] = images * self.ctx.world_size
-            start["recalibrated"] = self._evaluate(self.student) if images else start["converted"]
+            start.update(self._recalibrate())
         if self.teacher is not None and self.config.eval_teacher:
             start["teacher"] = self._evaluate(self.teacher)
         return start
+
+    def _recalibrate(self) -> dict[str, Any]:
+        """BatchNorm re-estimation, kept only if it lowers the loss on the (training) images it was estimated on.
+
+        After a reconstruction, the refit layers' statistics are already the original's, and re-estimating the other
+        layers can make the start worse (the fit shrinks output variance on purpose); the check catches that without
+        looking at validation data.
+        """
+        assert self.bundle is not None
+        loader = recalibration_loader(self.bundle, self.config, self.ctx.rank, self.ctx.world_size)
+        saved = batchnorm_state(self.student)
+        loss_before = evaluate(self.student, loader, self.precision, self.ctx).loss
+        keep = [self.student.get_submodule(path) for path in self.fit_norms]
+        images = recalibrate_batchnorm(self.student, loader, self.precision, self.config.bn_recalib_batches, keep=keep)
+        if not images:
+            return {}
+        if self.ctx.distributed:
+            distribute_bn(self.student, self.ctx.world_size, reduce=True)
+        loss_after = evaluate(self.student, loader, self.precision, self.ctx).loss
+        losses = {"calibration_loss_before": round(loss_before, 4), "calibration_loss_after": round(loss_after, 4)}
+        if loss_after > loss_before:
+            load_batchnorm_state(self.student, saved)
+            return {"bn_recalib_images": images * self.ctx.world_size, "bn_recalib_reverted": losses}
+        return {"bn_recalib_images": images * self.ctx.world_size, "recalibrated": self._evaluate(self.student),
+                "bn_recalib": losses}
+
+    def _reconstruct(self) -> dict[str, Any]:
+        """Least-squares refit of the layers after replaced ops (every process fits on the same images)."""
+        assert self.bundle is not None
+        if self.teacher is None:
+            raise TrainingError("reconstruction needs the original model; pass it as the teacher, or set "
+                                "reconstruct_images=0")
+        loader = recalibration_loader(self.bundle, self.config, count=self.config.reconstruct_images)
+        batches = [self.precision.to_device(images) for images, _ in loader]
+        fits = reconstruct(self.student, self.teacher, batches, input_size=tuple(self.data_cfg["input_size"]))
+        self.fit_norms = [fit.norm for fit in fits if fit.norm is not None]
+        if not fits:
+            self.reporter.warn("[yellow]warning:[/] reconstruction found no layer to refit (no parameter-free "
+                               "replacement is read by a 1x1 conv or Linear); continuing without it")
+            return {}
+        return {"reconstructed": self._evaluate(self.student),
+                "reconstruction": {"images": sum(len(b) for b in batches), "layers": len(fits),
+                                   "rel_error_before": round(sum(f.rel_error_before for f in fits) / len(fits), 4),
+                                   "rel_error_after": round(sum(f.rel_error for f in fits) / len(fits), 4)}}
 
     def _setup(self, resume: bool, overwrite: bool) -> None:
         """Everything before the first step; fails early on bad data, settings or files."""
@@ -205,12 +256,21 @@ class _Job:
                                f"{chance:.1f}%): distilling from it will not help; was the original trained on "
                                "these classes? Consider --kd-weight 0")
         recalibrated = f"student after BatchNorm re-estimation on {run.start.get('bn_recalib_images')} images"
+        fit = run.start.get("reconstruction", {})
+        reconstructed = (f"student after least-squares reconstruction of {fit.get('layers')} layers on "
+                         f"{fit.get('images')} images (output error {fit.get('rel_error_before', 0):.0%} -> "
+                         f"{fit.get('rel_error_after', 0):.0%})")
         labels = {"teacher": "teacher (original model)", "converted": "student as converted",
-                  "recalibrated": recalibrated}
+                  "reconstructed": reconstructed, "recalibrated": recalibrated}
         for key, label in labels.items():
             if key in run.start and not resumed:
                 metrics = run.start[key]
                 self.reporter.note(f"{label}: val top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}%")
+        reverted = run.start.get("bn_recalib_reverted")
+        if reverted and not resumed:
+            self.reporter.note(f"BatchNorm re-estimation undone: it raised the loss on its {run.start['bn_recalib_images']}"
+                               f" training images from {reverted['calibration_loss_before']:.3f} to "
+                               f"{reverted['calibration_loss_after']:.3f}")
 
     # -- events -----------------------------------------------------------------------------------------------------
 

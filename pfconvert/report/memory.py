@@ -21,17 +21,13 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..analysis import probe_input
+
 __all__ = ["MEMORY_NOTE", "peak_memory", "peak_memory_cpu", "peak_memory_cuda"]
 
 MEMORY_NOTE = ("Peak memory: tensor memory allocated during one eager forward (activations and temporaries; weights "
                "and input excluded), from torch.profiler memory events on CPU, torch.cuda.max_memory_allocated on "
                "CUDA")
-
-
-def _input(model: nn.Module, batch_size: int, input_size: tuple[int, int, int], device: torch.device) -> torch.Tensor:
-    ref = next(iter(model.parameters()), None)
-    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-    return torch.randn((batch_size, *input_size), device=device, dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -62,7 +58,7 @@ def peak_memory_cpu(model: nn.Module, batch_size: int = 1, input_size: tuple[int
     """
     from torch.profiler import ProfilerActivity, profile
 
-    x = _input(model, batch_size, input_size, torch.device("cpu"))
+    x = probe_input(model, (batch_size, *input_size))
     was_training = model.training
     model.eval()
     try:
@@ -89,7 +85,7 @@ def peak_memory_cpu(model: nn.Module, batch_size: int = 1, input_size: tuple[int
 def peak_memory_cuda(model: nn.Module, batch_size: int = 1, input_size: tuple[int, int, int] = (3, 224, 224)) -> int:
     """Peak bytes allocated by one CUDA forward above what was allocated before it (model already on the GPU)."""
     device = next(iter(model.parameters())).device
-    x = _input(model, batch_size, input_size, device)
+    x = probe_input(model, (batch_size, *input_size))
     was_training = model.training
     model.eval()
     try:

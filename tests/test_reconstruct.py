@@ -1,0 +1,120 @@
+"""Least-squares reconstruction of the layer after each replaced op: which layers, exactness, and the fine-tune hook."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_input
+from torch import nn
+
+import pfconvert
+from pfconvert.finetune import FinetuneConfig, finetune
+from pfconvert.finetune.bn import recalibrate_batchnorm
+from pfconvert.finetune.precision import resolve_precision
+from pfconvert.reconstruct import changed_paths, find_consumers, reconstruct
+from pfconvert.zoo import create_model
+
+
+class _Block(nn.Module):
+    """1x1 expand -> per-channel scale (a 1x1 depthwise conv) -> 1x1 project (with bias) + residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_pw = nn.Conv2d(4, 8, 1, bias=False)
+        self.conv_dw = nn.Conv2d(8, 8, 1, groups=8, bias=True)
+        self.conv_pwl = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_pwl(self.conv_dw(torch.relu(self.conv_pw(x))))
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(nn.Sequential(_Block(), _Block()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+def _pair(name: str, rule: str) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    kwargs = {"zero_init_last": False} if name.startswith("resnet") else {}  # else every residual branch outputs 0
+    original = create_model(name, num_classes=10, **kwargs).eval()
+    converted, _ = pfconvert.convert(original, rule, input_size=(3, 32, 32))
+    return converted.eval(), original
+
+
+def test_an_exact_fit_is_found_when_one_exists() -> None:
+    """Dropping a per-channel affine op is undone exactly by folding it into the next 1x1 conv and its bias."""
+    torch.manual_seed(0)
+    original = _Net().eval()
+    converted = copy.deepcopy(original)
+    for block in converted.blocks[0]:
+        block.conv_dw = nn.Identity()
+    x = torch.randn(16, 4, 6, 6)
+    assert (converted(x) - original(x)).abs().max() > 1e-2
+    fits = reconstruct(converted, original, list(x.split(8)), ridge=0.0)
+    assert [f.path for f in fits] == ["blocks.0.0.conv_pwl", "blocks.0.1.conv_pwl"]
+    assert all(f.after == (f.path.replace("conv_pwl", "conv_dw"),) for f in fits)
+    assert all(f.rel_error_before > 0.05 and f.rel_error < 1e-6 for f in fits)
+    torch.testing.assert_close(converted(torch.randn(4, 4, 6, 6, generator=torch.Generator().manual_seed(1))),
+                               original(torch.randn(4, 4, 6, 6, generator=torch.Generator().manual_seed(1))),
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("name", "rule", "reader", "count"), [
+    ("mobilenetv2_050", "maxpool", r"blocks\.\d+\.\d+\.conv_(pwl|pw)$", 17),
+    ("resnet26", "r50-max", r"layer\d\.\d\.conv3$", 8),
+])
+def test_the_reader_of_each_replaced_op_is_refit(name: str, rule: str, reader: str, count: int) -> None:
+    converted, original = _pair(name, rule)
+    consumers = find_consumers(converted, original, (3, 32, 32))
+    assert len(consumers) == count and all(re.search(reader, path) for path in consumers)
+    x = tiny_input((3, 32, 32), batch=8, seed=1)
+    gap_before = (converted(x) - original(x)).norm()
+    fits = reconstruct(converted, original, list(tiny_input((3, 32, 32), batch=64, seed=2).split(32)))
+    assert [f.path for f in fits] == list(consumers)
+    assert all(f.norm == re.sub(r"conv(\d|_pwl|_pw)$", lambda m: {"3": "bn3", "_pwl": "bn3", "_pw": "bn2"}[m.group(1)],
+                                f.path) for f in fits)
+    assert all(f.rel_error <= f.rel_error_before for f in fits)
+    assert sum(f.rel_error for f in fits) < 0.8 * sum(f.rel_error_before for f in fits)
+    assert (converted(x) - original(x)).norm() < gap_before
+
+
+def test_batchnorm_re_estimation_keeps_the_statistics_reconstruction_set() -> None:
+    converted, original = _pair("mobilenetv2_050", "maxpool")
+    fits = reconstruct(converted, original, [tiny_input((3, 32, 32), batch=32, seed=2)])
+    kept = [converted.get_submodule(f.norm) for f in fits if f.norm]
+    saved = {id(bn): bn.running_mean.clone() for bn in kept}
+    other = converted.get_submodule("blocks.1.0.bn1")
+    before = other.running_mean.clone()
+    batches = [(tiny_input((3, 32, 32), batch=16, seed=3), torch.zeros(16))]
+    assert recalibrate_batchnorm(converted, batches, resolve_precision(torch.device("cpu")), 1, keep=kept) == 16
+    assert all(torch.equal(bn.running_mean, saved[id(bn)]) for bn in kept) and len(kept) == len(fits)
+    assert not torch.equal(other.running_mean, before) and not converted.training and not kept[0].training
+
+
+def test_mixers_with_their_own_weights_are_left_to_fine_tuning() -> None:
+    original = create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8, depth=2).eval()
+    converted, _ = pfconvert.convert(original, "vit-max", input_size=(3, 32, 32))
+    assert changed_paths(converted, original) == []
+    assert reconstruct(converted.eval(), original, [tiny_input((3, 32, 32), batch=4)]) == []
+
+
+def test_fine_tuning_starts_from_the_reconstructed_student(ft_artifact: Path, ft_fmnist_dir: Path,
+                                                           tmp_path: Path) -> None:
+    art = Path(shutil.copytree(ft_artifact, tmp_path / "art"))
+    config = FinetuneConfig(data=str(ft_fmnist_dir), epochs=1, batch_size=32, img_size=32, limit_train=64,
+                            limit_val=32, workers=0, bn_recalib_batches=0, reconstruct_images=64, max_steps=1)
+    finetune(art, config)
+    start = json.loads((art / "metrics.jsonl").read_text().splitlines()[0])
+    fit = start["reconstruction"]
+    assert start["event"] == "start" and fit["images"] == 64 and fit["layers"] > 0
+    assert fit["rel_error_after"] < fit["rel_error_before"] and "reconstructed" in start
