@@ -62,3 +62,16 @@ def test_teacher_stays_frozen_in_eval_mode(pair) -> None:
     assert student.training and not teacher.training
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     assert any(p.grad is not None for p in student.parameters())
+
+
+def test_frozen_batchnorm_normalises_with_fixed_statistics(pair) -> None:
+    student, teacher = pair
+    task = DistillationTask(student, teacher, freeze_bn=True).train()
+    norms = [m for m in student.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    before = [m.running_mean.clone() for m in norms]
+    assert norms and student.training and not any(m.training for m in norms)
+    task(torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 5, 9]))["loss"].backward()
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before))
+    assert all(m.weight.grad is not None for m in norms if m.weight is not None)
+    DistillationTask(student, teacher).train()
+    assert all(m.training for m in norms)

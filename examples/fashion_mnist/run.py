@@ -49,11 +49,14 @@ class Pipeline:
     lr: float = 2e-3
     finetune_lr: float = 1e-3
     batch_size: int = 128
+    freeze_bn: bool = False  # fine-tune with fixed BatchNorm statistics
 
 
 PIPELINES: dict[str, Pipeline] = {
-    # MobileNetV2 needs more steps and a higher learning rate than the others to train well from scratch
-    "mobilenetv2_050": Pipeline("mobilenetv2_050", ("maxpool",), 64, lr=4e-3, finetune_lr=1e-3, batch_size=64),
+    # MobileNetV2 needs more steps and a higher learning rate than the others to train well from scratch; its
+    # fine-tune keeps BatchNorm statistics fixed (measured: 71.9% vs 67.0% top-1; for resnet26 + r50-max it cost 1.1)
+    "mobilenetv2_050": Pipeline("mobilenetv2_050", ("maxpool",), 64, lr=4e-3, finetune_lr=1e-3, batch_size=64,
+                                freeze_bn=True),
     "resnet26": Pipeline("resnet26", ("r50-max", "r50-hybrid"), 32, finetune_lr=3e-3),
     # a ViT with 8x8 = 64 patch tokens (4 px patches of a 32 px image), 6 blocks of width 96
     "vit": Pipeline("vit_tiny_patch16_224", ("vit-max",), 32,
@@ -152,7 +155,7 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
                                limit=budget.val_images)
     ft = finetune(art, config(data, budget, pipe, budget.finetune_epochs, lr=pipe.finetune_lr, limit_train=images,
                               reconstruct_images=budget.calib_images if refits else 0,
-                              bn_recalib_batches=budget.calib_images // pipe.batch_size),
+                              bn_recalib_batches=budget.calib_images // pipe.batch_size, freeze_bn=pipe.freeze_bn),
                   overwrite=True)
     after = evaluate_artifact(art, data, weights="finetuned", img_size=pipe.img_size, limit=budget.val_images)
     original_top1, converted_top1 = before.metrics["original"].top1, before.metrics["student"].top1

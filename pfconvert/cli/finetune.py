@@ -50,6 +50,7 @@ def finetune_command(
     ema: Annotated[Optional[bool], _opt("ema", "--ema/--no-ema", _TRAIN)] = None,
     bn_recalib_batches: Annotated[Optional[int], _opt("bn_recalib_batches", "--bn-recalib-batches", _TRAIN)] = None,
     reconstruct_images: Annotated[Optional[int], _opt("reconstruct_images", "--reconstruct-images", _TRAIN)] = None,
+    freeze_bn: Annotated[Optional[bool], _opt("freeze_bn", "--freeze-bn/--no-freeze-bn", _TRAIN)] = None,
     temperature: Annotated[Optional[float], _opt("temperature", "--temperature", _KD)] = None,
     kd_weight: Annotated[Optional[float], _opt("kd_weight", "--kd-weight", _KD)] = None,
     task_weight: Annotated[Optional[float], _opt("task_weight", "--ce-weight", _KD)] = None,
@@ -89,7 +90,8 @@ def finetune_command(
     overrides = dict(
         data=data, epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, weight_decay=weight_decay, sched=sched,
         warmup_epochs=warmup_epochs, min_lr=min_lr, grad_clip=grad_clip, ema=ema,
-        bn_recalib_batches=bn_recalib_batches, reconstruct_images=reconstruct_images, temperature=temperature, kd_weight=kd_weight, task_weight=task_weight,
+        bn_recalib_batches=bn_recalib_batches, reconstruct_images=reconstruct_images, freeze_bn=freeze_bn,
+        temperature=temperature, kd_weight=kd_weight, task_weight=task_weight,
         smoothing=smoothing, img_size=img_size, augment=augment, limit_train=limit_train, limit_val=limit_val,
         workers=workers, seed=seed, device=device, amp=amp, channels_last=channels_last, compile=compile_model,
         max_steps=max_steps, log_every=log_every,

@@ -61,6 +61,8 @@ class FinetuneConfig(BaseModel):
     ema_decay: float = Field(0.9998, gt=0, lt=1, description="EMA decay per step")
     bn_recalib_batches: int = Field(8, ge=0, description="re-estimate the student's BatchNorm statistics on N "
                                     "training batches before training (0: off)")
+    freeze_bn: bool = Field(False, description="keep the student's BatchNorm statistics fixed while training (eval-"
+                            "mode BN; affine weights still train)")
     reconstruct_images: int = Field(0, ge=0, description="before training, refit the layer after each replaced op "
                                     "by least squares on N un-augmented training images (0: off)")
     max_steps: int | None = Field(None, ge=1, description="stop (resumably) after this many steps in total; "

@@ -37,11 +37,15 @@ class DistillationTask(nn.Module):
         kd_weight: weight of the KD term; 0 skips the teacher forward.
         task_weight: weight of the label cross-entropy.
         smoothing: label smoothing of the cross-entropy (timm's ``create_classification_loss``).
+        freeze_bn: keep the student's BatchNorm layers in eval mode while training: they normalise with their
+            running statistics (which stay fixed) instead of batch statistics; their affine weights still train.
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, temperature: float = 4.0,
-                 kd_weight: float = 1.0, task_weight: float = 1.0, smoothing: float = 0.0) -> None:
+                 kd_weight: float = 1.0, task_weight: float = 1.0, smoothing: float = 0.0,
+                 freeze_bn: bool = False) -> None:
         super().__init__()
+        self.freeze_bn = freeze_bn
         self.student = student
         self.teacher = teacher if kd_weight > 0 else None
         if self.teacher is not None:
@@ -50,10 +54,15 @@ class DistillationTask(nn.Module):
         self.temperature, self.kd_weight, self.task_weight = temperature, kd_weight, task_weight
 
     def train(self, mode: bool = True) -> DistillationTask:
-        """Set the student's mode; the teacher always stays in eval mode (fixed BN statistics, no dropout)."""
+        """Set the student's mode; the teacher always stays in eval mode (fixed BN statistics, no dropout), and so do
+        the student's BatchNorm layers with ``freeze_bn``."""
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()
+        if self.freeze_bn:
+            for module in self.student.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
