@@ -119,7 +119,11 @@ def _first_reader(calls: Sequence[Call], block: str, shape: tuple[int, ...]) -> 
 
 
 class _Normal:
-    """Running sums of the normal equations of ``y_orig ~ A [x_conv; 1]``, in float64 on the activations' device."""
+    """Running sums of the normal equations of ``y_orig ~ A [x_conv; 1]``, in float64 on the activations' device.
+
+    ``xx`` is ``sum [x_conv; 1] [x_conv; 1]^T``, ``tx`` is ``sum x_orig [x_conv; 1]^T`` and ``tt`` is
+    ``sum x_orig x_orig^T``; the blocks without the constant row are :attr:`ss` and :attr:`ts`.
+    """
 
     CHUNK = 1 << 16  # samples per outer product: bounds the float64 copies of large activations
 
@@ -127,28 +131,35 @@ class _Normal:
         def zeros(rows: int, cols: int) -> torch.Tensor:
             return torch.zeros(rows, cols, dtype=torch.float64, device=device)
 
-        self.xx, self.tx = zeros(features + 1, features + 1), zeros(features, features + 1)
-        self.tt, self.ss, self.ts = zeros(features, features), zeros(features, features), zeros(features, features)
+        self.xx = zeros(features + 1, features + 1)
+        self.tx = zeros(features, features + 1)
+        self.tt = zeros(features, features)
+
+    @property
+    def ss(self) -> torch.Tensor:
+        """``sum x_conv x_conv^T``."""
+        return self.xx[:-1, :-1]
+
+    @property
+    def ts(self) -> torch.Tensor:
+        """``sum x_orig x_conv^T``."""
+        return self.tx[:, :-1]
 
     def add(self, x_conv: torch.Tensor, x_orig: torch.Tensor) -> None:
         for start in range(0, x_conv.shape[1], self.CHUNK):
             xs = x_conv[:, start:start + self.CHUNK].to(self.xx)
             xt = x_orig[:, start:start + self.CHUNK].to(self.xx)
-            sums_s, sums_t = xs.sum(1), xt.sum(1)
-            self.ss += xs @ xs.T
-            self.ts += xt @ xs.T
+            self.ss.add_(xs @ xs.T)
+            self.ts.add_(xt @ xs.T)
             self.tt += xt @ xt.T
-            self.xx[:-1, -1] += sums_s
+            self.xx[:-1, -1] += xs.sum(1)
             self.xx[-1, -1] += xs.shape[1]
-            self.tx[:, -1] += sums_t
+            self.tx[:, -1] += xt.sum(1)
 
     def moments(self) -> _Normal:
-        """Fill the conv-input block of the normal matrix from ``ss`` and move everything to the CPU."""
-        self.xx[:-1, :-1] = self.ss
+        """Mirror the constant row of the (symmetric) normal matrix and move everything to the CPU."""
         self.xx[-1, :-1] = self.xx[:-1, -1]
-        self.tx[:, :-1] = self.ts
-        for name in ("xx", "tx", "tt", "ss", "ts"):
-            setattr(self, name, getattr(self, name).cpu())
+        self.xx, self.tx, self.tt = self.xx.cpu(), self.tx.cpu(), self.tt.cpu()
         return self
 
 
@@ -181,10 +192,10 @@ def _input_of(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> torch
 
 def _next_batchnorm(model: nn.Module, path: str, channels: int) -> str | None:
     """The path of the BatchNorm registered right after ``path``, if it normalises ``channels`` channels."""
-    names = [n for n, _ in model.named_modules()]
-    following = names[names.index(path) + 1:names.index(path) + 2]
-    for name in following:
-        module = model.get_submodule(name)
+    modules = list(model.named_modules())
+    index = next(i for i, (name, _) in enumerate(modules) if name == path)
+    if index + 1 < len(modules):
+        name, module = modules[index + 1]
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == channels:
             return name
     return None
