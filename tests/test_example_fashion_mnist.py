@@ -1,0 +1,32 @@
+"""The Fashion-MNIST example runs end to end (``--quick``: a few hundred real images) and writes its results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist" / "run.py"
+
+
+def test_quick_run_trains_converts_finetunes_and_reports(ft_fmnist_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--data", str(ft_fmnist_dir), "--out", str(out),
+                           "--models", "mobilenetv2_050"], check=False, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["model"], r["rule"]) for r in rows] == [("mobilenetv2_050", "maxpool")]
+    row = rows[0]
+    for key in ("original_top1", "converted_top1", "finetuned_top1"):
+        assert 0.0 <= row[key] <= 100.0
+    assert row["gap"] == round(row["original_top1"] - row["finetuned_top1"], 2)
+    assert row["params"][1] < row["params"][0] and row["macs"][1] < row["macs"][0]
+    assert row["finetune_images_per_epoch"] >= 64  # at least one fine-tune batch, even on the tiny --quick budget
+    assert row["budget_compute_ratio"] > 0
+    assert {k.split(" bs")[0] for k in row["latency_ratio_converted_over_original"]} >= {"ONNX Runtime CPU"}
+    assert (out / "mobilenetv2_050" / "maxpool" / "report.png").stat().st_size > 0
+    table = (out / "results.md").read_text()
+    assert "| mobilenetv2_050 | 64 | maxpool |" in table and table.startswith("Wall time ")
+    assert table in proc.stdout  # the table is the data on stdout; progress goes to stderr
