@@ -184,7 +184,8 @@ def finetune_images(budget: Budget, macs_original: int, macs_converted: int, sha
 
 
 def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget, out: Path, orig_run: dict) -> dict:
-    """Convert, evaluate, fine-tune, evaluate, report one rule; returns a results row."""
+    """Convert, fine-tune (the run validates before its first step and after every epoch), report one rule; returns
+    a results row."""
     size = (3, pipe.img_size, pipe.img_size)
     torch.manual_seed(0)  # replacements with weights of their own (the ViT's token mixers) start the same every run
     model, record = pfconvert.convert(pipe.model, rule, checkpoint=weights, input_size=size, num_classes=10,
