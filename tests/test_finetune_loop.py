@@ -220,3 +220,14 @@ def test_compiled_run_trains(ft_fmnist_dir: Path, tmp_path: Path) -> None:
     assert result.status == "completed" and result.final is not None and result.final["val_count"] == 64
     keys = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["engine"]["model"].keys()
     assert not any(key.startswith("_orig_mod") for key in keys)  # saved from the plain module
+
+
+def test_eval_every_validates_only_every_nth_and_the_last_epoch(ft_fmnist_dir: Path, tmp_path: Path) -> None:
+    config = _config(ft_fmnist_dir, epochs=3, eval_every=2, bn_recalib_batches=0, eval_teacher=False)
+    result = _run(_pair(), config, tmp_path)
+    epochs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    epochs = [rec for rec in epochs if rec["event"] == "epoch"]
+    assert [rec["epoch"] for rec in epochs] == [1, 2, 3]
+    assert ["val_top1" in rec for rec in epochs] == [False, True, True]
+    assert not epochs[0]["best"] and result.best is not None and result.best["epoch"] in (2, 3)
+    assert result.final is not None and result.final["epoch"] == 3 and (tmp_path / "finetuned.safetensors").is_file()

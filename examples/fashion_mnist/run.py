@@ -132,7 +132,8 @@ def train_original(pipe: Pipeline, data: str, budget: Budget, out: Path, retrain
     torch.manual_seed(0)
     model = create_model(pipe.model, num_classes=10, **pipe.kwargs)
     result = run_finetune(
-        model, None, config(data, budget, pipe, budget.train_epochs, kd_weight=0.0, lr=pipe.lr, bn_recalib_batches=0),
+        model, None, config(data, budget, pipe, budget.train_epochs, kd_weight=0.0, lr=pipe.lr, bn_recalib_batches=0,
+               eval_every=budget.train_epochs),  # validated once, after the last epoch
         out / "original-run", data_cfg=model_data_config(model, pipe.img_size), overwrite=True,
         reporter=RichReporter(), export=lambda m, _d: (save_weights(m, weights), weights)[1])
     run = {**result.as_dict(), "example_recipe": recipe}

@@ -67,6 +67,7 @@ def finetune_command(
     compile_model: Annotated[Optional[bool], _opt("compile", "--compile/--no-compile", _RUN)] = None,
     max_steps: Annotated[Optional[int], _opt("max_steps", "--max-steps", _RUN)] = None,
     log_every: Annotated[Optional[int], _opt("log_every", "--log-every", _RUN)] = None,
+    eval_every: Annotated[Optional[int], _opt("eval_every", "--eval-every", _RUN)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved in ARTIFACT/checkpoints/last.pt "
                                          "exactly.", rich_help_panel=_RUN)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an earlier run's checkpoints and fine-tuned "
@@ -94,7 +95,7 @@ def finetune_command(
         temperature=temperature, kd_weight=kd_weight, task_weight=task_weight,
         smoothing=smoothing, img_size=img_size, augment=augment, limit_train=limit_train, limit_val=limit_val,
         workers=workers, seed=seed, device=device, amp=amp, channels_last=channels_last, compile=compile_model,
-        max_steps=max_steps, log_every=log_every,
+        max_steps=max_steps, log_every=log_every, eval_every=eval_every,
     )
     if resume:
         config = resume_config(artifact, **overrides)

@@ -19,8 +19,8 @@ __all__ = ["FinetuneConfig", "RESUME_FREE_FIELDS", "make_config", "merge_for_res
 # Fields that may differ on --resume: they change where data is read from, what is logged, or how fast the run goes,
 # not which weights it produces.
 RESUME_FREE_FIELDS = frozenset(
-    {"data", "workers", "max_steps", "log_every", "eval_teacher", "limit_val", "compile", "compile_backend",
-     "bn_recalib_batches", "device"}
+    {"data", "workers", "max_steps", "log_every", "eval_teacher", "eval_every", "limit_val", "compile",
+     "compile_backend", "bn_recalib_batches", "device"}
 )
 
 
@@ -68,6 +68,8 @@ class FinetuneConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="stop (resumably) after this many steps in total; "
                                   "not kept by --resume")
     log_every: int = Field(20, ge=1, description="write a step record to metrics.jsonl every N steps")
+    eval_every: int = Field(1, ge=1, description="validate every N epochs and after the last one (the best epoch is "
+                            "chosen among the validated ones)")
     eval_teacher: bool = Field(True, description="validate the teacher once before training")
 
     def trajectory_diff(self, other: FinetuneConfig) -> dict[str, tuple[Any, Any]]:

@@ -1,7 +1,7 @@
 """The training loop as a generator of events (after spaCy's ``train_while_improving``).
 
 :func:`train_loop` yields a :class:`StepEvent` after every optimisation step and an :class:`EpochEvent` after every
-validation. It never prints, logs or saves: the consumer (:mod:`pfconvert.finetune.runner`) does that, and may stop
+epoch. It never prints, logs or saves: the consumer (:mod:`pfconvert.finetune.runner`) does that, and may stop
 at any event; :class:`RunState` is then consistent and checkpointing it allows an exact resume. The loop returns when
 the last epoch is done or ``max_steps`` is reached.
 """
@@ -78,7 +78,8 @@ class StepEvent:
 
 @dataclass(frozen=True)
 class EpochEvent:
-    """An epoch finished and was validated; ``record`` is its metrics line; ``is_best`` if top-1 improved."""
+    """An epoch finished; ``record`` is its metrics line (with ``val_*`` fields when the epoch was validated);
+    ``is_best`` if it was validated and top-1 improved."""
 
     record: dict[str, Any]
     is_best: bool
@@ -126,23 +127,27 @@ def _epoch_steps(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx
 
 def _finish_epoch(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx: DistContext,
                   run: RunState) -> EpochEvent:
-    """Validate, summarise the epoch's training losses over all processes, and advance ``run`` to the next epoch."""
+    """Validate (every ``config.eval_every`` epochs and after the last), summarise the epoch's training losses over
+    all processes, and advance ``run`` to the next epoch."""
     sync_batchnorm_stats(engine, ctx)
     pin = engine.precision.device.type == "cuda"
-    val = evaluate(engine.eval_model, eval_loader(bundle.val, config.batch_size, config.workers, ctx.rank,
-                                                   ctx.world_size, pin), engine.precision, ctx)
+    done = run.epoch + 1
+    val = None
+    if done % config.eval_every == 0 or done == config.epochs:
+        val = evaluate(engine.eval_model, eval_loader(bundle.val, config.batch_size, config.workers, ctx.rank,
+                                                       ctx.world_size, pin), engine.precision, ctx)
     totals = all_reduce_sum(run.loss_sums, ctx) / ctx.world_size
     steps = max(run.steps_per_epoch, 1)
     images = run.steps_per_epoch * config.batch_size * ctx.world_size
     record: dict[str, Any] = {
         "event": "epoch", "epoch": run.epoch + 1, "step": run.global_step,
         **{f"train_{name}": value / steps for name, value in zip(LOSS_NAMES, totals.tolist())},
-        **val.as_dict("val_"), "lr": engine.lr, "seconds": run.epoch_seconds,
+        **(val.as_dict("val_") if val is not None else {}), "lr": engine.lr, "seconds": run.epoch_seconds,
         "images_per_s": images / run.epoch_seconds if run.epoch_seconds > 0 else 0.0,
     }
-    is_best = val.top1 > run.best_top1
+    is_best = val is not None and val.top1 > run.best_top1
     if is_best:
-        run.best_top1, run.best_epoch = val.top1, run.epoch + 1
+        run.best_top1, run.best_epoch = val.top1, done
     record["best"] = is_best
     run.history.append(record)
     run.epoch, run.step_in_epoch, run.epoch_seconds = run.epoch + 1, 0, 0.0

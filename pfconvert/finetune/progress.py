@@ -104,10 +104,11 @@ class RichReporter(Reporter):
             return
         rec = event.record
         best = " [green](best)[/]" if event.is_best else ""
+        val = (f"val top-1 {rec['val_top1']:.2f}% top-5 {rec['val_top5']:.2f}% loss {rec['val_loss']:.4f}"
+               if "val_top1" in rec else "not validated")
         self.console.print(
             f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f} (ce {rec['train_task_loss']:.4f}, "
-            f"kd {rec['train_kd_loss']:.4f}) | val top-1 {rec['val_top1']:.2f}% top-5 {rec['val_top5']:.2f}% "
-            f"loss {rec['val_loss']:.4f} | {rec['images_per_s']:.0f} img/s, {rec['seconds']:.1f} s{best}",
+            f"kd {rec['train_kd_loss']:.4f}) | {val} | {rec['images_per_s']:.0f} img/s, {rec['seconds']:.1f} s{best}",
             highlight=False,
         )
 
