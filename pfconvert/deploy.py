@@ -21,7 +21,11 @@ Paths (``method``):
 - ``compile``: ``torch.compile`` with Inductor's freezing (weights constant-folded, oneDNN convolutions with fused
   activations) and its own vectorised C++ pooling kernels, specialised per input shape. Needs a C++ compiler;
   compiling takes 10-60 s per model and shape (done by :func:`optimize_for_cpu` on the example input). The path that
-  outlives TorchScript.
+  outlives TorchScript, but not yet a good one for max-pool conversions: on the 2-core EPYC, through this path,
+  efficientnet_lite0 + maxpool was 0.94x its original's speed (batch 1 and 32) and mobilenetv2_100 + maxpool 0.70x
+  (batch 1) and 0.43x (batch 32), while the ``identity`` rule was 1.14-1.41x faster: Inductor's pooling kernels are
+  the slow part (``python benchmarks/speed.py --models efficientnet_lite0,mobilenetv2_100 --backends cpu --deploy
+  compile``).
 - ``eager``: no graph capture: BN folded into convs (:func:`fold_batchnorm`) and ``nn.MaxPool2d`` swapped for
   :class:`FastMaxPool2d` (oneDNN pooling). Works everywhere; slower than the two above.
 - ``auto``: ``jit`` while TorchScript exists, else ``compile`` where a C++ compiler exists, else ``eager``.
