@@ -43,7 +43,8 @@ def test_two_processes_with_gloo_match_one_process(ft_artifact: Path, ft_fmnist_
     main()
     single = json.loads(capsys.readouterr().out)
 
-    assert _shape(multi) == _shape(single)
+    # the best record is an epoch's or the start's (whichever scored higher), so its fields may differ between the two
+    assert _shape({**multi, "best": None}) == _shape({**single, "best": None})
     assert (multi["world_size"], single["world_size"]) == (2, 1) and multi["status"] == single["status"] == "completed"
     assert multi["total_steps"] == 4 and single["total_steps"] == 8  # 128 images: 16 per step and per process
     assert multi["best"]["val_count"] == single["best"]["val_count"] == 48  # each image validated once in total

@@ -168,8 +168,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
 
 def test_exploding_learning_rate_is_reported(ft_fmnist_dir: Path, tmp_path: Path) -> None:
     config = _config(ft_fmnist_dir, lr=1e30, warmup_epochs=0, bn_recalib_batches=0, eval_teacher=False)
-    with pytest.raises(TrainingError, match=r"non-finite at epoch 1, step \d.*no checkpoint was written yet"):
+    with pytest.raises(TrainingError, match=r"non-finite at epoch 1, step \d.*last good checkpoint kept: .*last\.pt"):
         _run(_pair(), config, tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["run"]["global_step"] == 0  # the start's
 
 
 def test_batchnorm_recalibration_changes_statistics_only(ft_fmnist_dir: Path) -> None:
@@ -231,3 +232,38 @@ def test_eval_every_validates_only_every_nth_and_the_last_epoch(ft_fmnist_dir: P
     assert ["val_top1" in rec for rec in epochs] == [False, True, True]
     assert not epochs[0]["best"] and result.best is not None and result.best["epoch"] in (2, 3)
     assert result.final is not None and result.final["epoch"] == 3 and (tmp_path / "finetuned.safetensors").is_file()
+
+
+def test_a_run_that_never_beats_its_start_keeps_the_start_weights(ft_fmnist_dir: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from pfconvert.finetune import runner
+
+    real = runner._Job._evaluate
+
+    def start_scores_high(job: Any, model: torch.nn.Module) -> dict[str, float]:
+        metrics = real(job, model)
+        return {**metrics, "top1": 99.0} if job.run_state is None else metrics  # before training: the start
+
+    monkeypatch.setattr(runner._Job, "_evaluate", start_scores_high)
+    student, teacher = _pair()
+    before = {key: value.clone() for key, value in student.state_dict().items()}
+    config = _config(ft_fmnist_dir, epochs=1, bn_recalib_batches=0, eval_teacher=False)
+    result = _run((student, teacher), config, tmp_path)
+    exported = load_file(str(tmp_path / "finetuned.safetensors"))
+    assert result.status == "completed" and result.best is not None and result.best["epoch"] == 0
+    assert result.best["val_top1"] == 99.0 and result.final is not None and result.final["epoch"] == 1
+    assert all(torch.equal(exported[key], before[key]) for key in exported)  # the start's weights, not the trained
+    assert any(not torch.equal(student.state_dict()[key], before[key]) for key in exported)
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert best["run"]["global_step"] == 0
+
+
+def test_the_start_is_exported_until_an_epoch_beats_it(reference: tuple[FinetuneResult, Path]) -> None:
+    result, out = reference
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [rec for rec in records if rec["event"] == "epoch"]
+    start = records[0]
+    start_top1 = (start.get("recalibrated") or start["converted"])["top1"]
+    best_epochs = [rec["epoch"] for rec in epochs if rec["best"]]
+    assert all(rec["val_top1"] > start_top1 for rec in epochs if rec["best"])
+    assert result.best is not None and (result.best["epoch"] == (best_epochs[-1] if best_epochs else 0))

@@ -151,7 +151,8 @@ def render_result(result: FinetuneResult) -> Table:
         ("student as converted", _accuracy(start.get("converted"))),
         ("student after reconstruction", _accuracy(start.get("reconstructed"))),
         ("student after BN re-estimation", _accuracy(start.get("recalibrated"))),
-        ("best" + (f" (epoch {result.best['epoch']})" if result.best else ""), _accuracy(result.best, "val_")),
+        ("best" + (f" (epoch {result.best['epoch']})" if result.best and result.best["epoch"] else
+                   " (the start)" if result.best else ""), _accuracy(result.best, "val_")),
         ("final", _accuracy(result.final, "val_")),
         ("training", f"{result.train_seconds:.1f} s, {result.images_per_s:.1f} images/s"),
         ("fine-tuned weights", result.finetuned_weights or "-"),

@@ -3,9 +3,10 @@
 :func:`run_finetune` works on plain modules (student, teacher) and an output directory, so it serves artifacts
 (:func:`pfconvert.finetune.finetune`) and any pair of timm models alike. Only rank 0 writes files or reports.
 
-Files in ``out_dir``: ``checkpoints/last.pt`` (every epoch, and on Ctrl-C / ``max_steps``), ``checkpoints/best.pt``
-(the best validation top-1), ``finetuned.safetensors`` (the best weights, for :func:`pfconvert.load`),
-``metrics.jsonl`` and ``finetune.json``.
+Files in ``out_dir``: ``checkpoints/last.pt`` (at the start, every epoch, and on Ctrl-C / ``max_steps``),
+``checkpoints/best.pt`` (the best validation top-1, the start included: a run that only makes the model worse leaves
+the start's weights), ``finetuned.safetensors`` (the best weights, for :func:`pfconvert.load`), ``metrics.jsonl`` and
+``finetune.json``.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ class _Job:
         loader = eval_loader(self.bundle.val, self.config.batch_size, self.config.workers, self.ctx.rank,
                              self.ctx.world_size, self.precision.device.type == "cuda")
         metrics = evaluate(model, loader, self.precision, self.ctx)
-        return {"top1": metrics.top1, "top5": metrics.top5}
+        return {"top1": metrics.top1, "top5": metrics.top5, "count": metrics.count}
 
     def _fresh_start(self) -> dict[str, Any]:
         """BatchNorm re-estimation and the start-of-run evaluations (student before/after, teacher once)."""
@@ -224,6 +225,7 @@ class _Job:
                 for path in self._earlier_run_files():
                     path.unlink()
                 self.log.reset()
+            self._keep_start()
         else:
             if state["run"]["steps_per_epoch"] != spe:
                 raise TrainingError(f"the data differ from the saved run's ({spe} steps per epoch, saved: "
@@ -235,6 +237,22 @@ class _Job:
             if self.ctx.is_main:
                 self.log.truncate_after(self.run_state.global_step)
         self._report_start(resumed=state is not None)
+
+    def _keep_start(self) -> None:
+        """Make the start (after reconstruction and BatchNorm re-estimation) the best so far, "epoch 0": it is
+        checkpointed as ``best.pt`` and exported, and an epoch becomes the best only by beating its top-1. A short run
+        that ends below its own start then leaves the start's weights, not worse ones."""
+        assert self.run_state is not None
+        start = start_record(self.run_state.start)
+        if start is None:
+            return
+        self.run_state.best_top1, self.run_state.best_epoch = start["val_top1"], 0
+        last = self._save()
+        if self.ctx.is_main:
+            copy_checkpoint(last, self.ckpt_dir / BEST_FILE)
+            if self.export is not None:
+                assert self.engine is not None
+                self.exported = self.export(self.engine.eval_model, self.out_dir)
 
     def _report_start(self, resumed: bool) -> None:
         """Tell the reporter and the log where the run starts; warn about a teacher that cannot help."""
@@ -365,6 +383,8 @@ class _Job:
         assert self.run_state is not None
         run, history = self.run_state, self.run_state.history
         best = next((rec for rec in history if rec["epoch"] == run.best_epoch), None)
+        if run.best_epoch == 0:
+            best = start_record(run.start)
         images = run.global_step * self.config.batch_size * self.ctx.world_size
         return FinetuneResult(
             status=status, artifact=str(self.out_dir), epochs=self.config.epochs, epochs_done=run.epoch,
@@ -382,12 +402,29 @@ class _Job:
         try:
             self._setup(resume, overwrite)
             status = self._train()
+            assert self.run_state is not None
+            if self.run_state.best_epoch == 0 and self.run_state.epoch > 0:
+                start = start_record(self.run_state.start) or {}
+                top1 = start.get("val_top1", 0.0)
+                self.reporter.warn(f"[yellow]warning:[/] no validated epoch beat the start ({top1:.2f}% top-1): the "
+                                   "exported weights are the start's; try a lower --lr")
         finally:
             self.reporter.close()
         result = self._result(status)
         if self.ctx.is_main:
             write_summary(result, self.out_dir)
         return result
+
+
+def start_record(start: dict[str, Any]) -> dict[str, Any] | None:
+    """The student's accuracy as training began, as an epoch-0 validation record (``val_top1``, ``val_top5``): after
+    BatchNorm re-estimation if it was kept, else after reconstruction, else as converted; None if not measured."""
+    for key in ("recalibrated", "reconstructed", "converted"):
+        if key in start:
+            metrics = start[key]
+            return {"event": "start", "epoch": 0, "val_top1": metrics["top1"], "val_top5": metrics["top5"],
+                    "val_count": metrics.get("count"), "state": key}
+    return None
 
 
 def _existing(path: Path) -> str | None:
