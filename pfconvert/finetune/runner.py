@@ -391,7 +391,7 @@ class _Job:
             global_step=run.global_step, total_steps=run.steps_per_epoch * self.config.epochs,
             world_size=self.ctx.world_size, device=str(self.precision.device), precision=self.precision.name,
             train_seconds=run.train_seconds, images_per_s=images / run.train_seconds if run.train_seconds else 0.0,
-            start=run.start, best=best, final=next((rec for rec in reversed(history) if 'val_top1' in rec), None),
+            start=run.start, best=best, final=next((rec for rec in reversed(history) if "val_top1" in rec), None),
             finetuned_weights=str(self.exported) if self.exported else _existing(self.out_dir / FINETUNED_FILE),
             checkpoint=str(self.ckpt_dir / LAST_FILE), metrics_log=str(self.log.path),
             config=self.config.model_dump(),
