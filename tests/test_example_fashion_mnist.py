@@ -28,6 +28,7 @@ def test_quick_run_trains_converts_finetunes_and_reports(ft_fmnist_dir: Path, tm
     for key in ("original_top1", "converted_top1", "finetuned_top1"):
         assert 0.0 <= row[key] <= 100.0
     assert row["gap"] == round(row["original_top1"] - row["finetuned_top1"], 2)
+    assert 0 <= row["best_epoch"] <= 1  # --quick fine-tunes 1 epoch; 0 is the start, kept when the epoch is worse
     assert row["params"][1] < row["params"][0] and row["macs"][1] < row["macs"][0]
     # at least one fine-tune batch, even on the tiny --quick budget
     assert row["finetune_images_per_epoch"] >= _finetune_batch("mobilenetv2_050")

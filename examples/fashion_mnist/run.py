@@ -219,7 +219,7 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
                   overwrite=True)
     # the original's top-1 is its training run's last validation (same weights, images and transforms); the fine-tune
     # validates the student as converted before its first step, and every epoch after; the exported fine-tuned
-    # weights are those of its best epoch
+    # weights are those of its best epoch (epoch 0, the start after reconstruction, if no epoch beat it)
     if ft.best is None or orig_run.get("final") is None:
         raise SystemExit(f"{art}: the fine-tune or the original's training ended without a validated epoch")
     original_top1, converted_top1 = orig_run["final"]["val_top1"], ft.start["converted"]["top1"]
@@ -236,7 +236,7 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
         "model": pipe.model, "rule": rule, "img_size": pipe.img_size, "original_top1": original_top1,
         "converted_top1": converted_top1,
         "reconstructed_top1": start.get("recalibrated", start.get("reconstructed", {})).get("top1"),
-        "finetuned_top1": ft_top1, "gap": round(original_top1 - ft_top1, 2),
+        "finetuned_top1": ft_top1, "best_epoch": ft.best["epoch"], "gap": round(original_top1 - ft_top1, 2),
         "params": [record.params_before, record.params_after], "macs": list(macs),
         "latency_ratio_converted_over_original": lat,
         "finetune_images_per_epoch": images, "budget_compute_ratio": round(share, 3),
