@@ -140,7 +140,7 @@ def _finish_epoch(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ct
     steps = max(run.steps_per_epoch, 1)
     images = run.steps_per_epoch * config.batch_size * ctx.world_size
     record: dict[str, Any] = {
-        "event": "epoch", "epoch": run.epoch + 1, "step": run.global_step,
+        "event": "epoch", "epoch": done, "step": run.global_step,
         **{f"train_{name}": value / steps for name, value in zip(LOSS_NAMES, totals.tolist())},
         **(val.as_dict("val_") if val is not None else {}), "lr": engine.lr, "seconds": run.epoch_seconds,
         "images_per_s": images / run.epoch_seconds if run.epoch_seconds > 0 else 0.0,

@@ -247,7 +247,10 @@ class _Job:
         if start is None:
             return
         self.run_state.best_top1, self.run_state.best_epoch = start["val_top1"], 0
-        last = self._save()
+        self._keep_best(self._save())
+
+    def _keep_best(self, last: Path) -> None:
+        """On rank 0: copy the checkpoint just saved to ``best.pt`` and export its weights."""
         if self.ctx.is_main:
             copy_checkpoint(last, self.ckpt_dir / BEST_FILE)
             if self.export is not None:
@@ -316,10 +319,8 @@ class _Job:
         last = self._save()
         if self.ctx.is_main:
             self.log.write(event.record)
-            if event.is_best:
-                copy_checkpoint(last, self.ckpt_dir / BEST_FILE)
-                if self.export is not None:
-                    self.exported = self.export(self.engine.eval_model, self.out_dir)
+        if event.is_best:
+            self._keep_best(last)
         self.reporter.epoch(event)
 
     def _on_step(self, event: StepEvent) -> None:
@@ -382,9 +383,8 @@ class _Job:
         """Summarise the run from its state and history."""
         assert self.run_state is not None
         run, history = self.run_state, self.run_state.history
-        best = next((rec for rec in history if rec["epoch"] == run.best_epoch), None)
-        if run.best_epoch == 0:
-            best = start_record(run.start)
+        best = (start_record(run.start) if run.best_epoch == 0 else
+                next((rec for rec in history if rec["epoch"] == run.best_epoch), None))
         images = run.global_step * self.config.batch_size * self.ctx.world_size
         return FinetuneResult(
             status=status, artifact=str(self.out_dir), epochs=self.config.epochs, epochs_done=run.epoch,
@@ -403,11 +403,10 @@ class _Job:
             self._setup(resume, overwrite)
             status = self._train()
             assert self.run_state is not None
-            if self.run_state.best_epoch == 0 and self.run_state.epoch > 0:
-                start = start_record(self.run_state.start) or {}
-                top1 = start.get("val_top1", 0.0)
-                self.reporter.warn(f"[yellow]warning:[/] no validated epoch beat the start ({top1:.2f}% top-1): the "
-                                   "exported weights are the start's; try a lower --lr")
+            start = start_record(self.run_state.start)
+            if self.run_state.best_epoch == 0 and start is not None and self.run_state.epoch > 0:
+                self.reporter.warn(f"[yellow]warning:[/] no validated epoch beat the start ({start['val_top1']:.2f}% "
+                                   "top-1): the exported weights are the start's; try a lower --lr")
         finally:
             self.reporter.close()
         result = self._result(status)
