@@ -3,8 +3,9 @@
 Why this exists: a converted model run eagerly is often *slower* than the original on a CPU. aten's CPU
 ``max_pool2d`` always computes the argmax indices (it is ``max_pool2d_with_indices`` with the indices thrown away) and
 runs 5-50x slower than oneDNN's depthwise convolution, so replacing depthwise convs with max-pools buys nothing until
-the pools run on a kernel that computes only the max. The fast paths here do, and they fold BatchNorm into the
-preceding convolutions. They apply to the original and the converted model alike: compare both through the same path.
+the pools run on a kernel that computes only the max. :class:`FastMaxPool2d` (the pool :func:`pfconvert.convert`
+builds) does in eager mode (:mod:`pfconvert.native`'s C kernel, else oneDNN); the paths here do in a frozen graph, and
+they fold BatchNorm into the preceding convolutions. They apply to the original and the converted model alike: compare both through the same path.
 
 What to expect (measured on a 2-core AMD EPYC, see ``benchmarks/speed.py``): both paths make *both* models 1.5-2x
 faster than eager. Against its original through the same path, a ResNet-50 with max-pool bottlenecks is 1.5-1.8x
@@ -27,7 +28,7 @@ Paths (``method``):
   the slow part (``python benchmarks/speed.py --models efficientnet_lite0,mobilenetv2_100 --backends cpu --deploy
   compile``).
 - ``eager``: no graph capture: BN folded into convs (:func:`fold_batchnorm`) and ``nn.MaxPool2d`` swapped for
-  :class:`FastMaxPool2d` (oneDNN pooling). Works everywhere; slower than the two above.
+  :class:`FastMaxPool2d` (native or oneDNN pooling). Works everywhere; slower than the two above.
 - ``auto``: ``jit`` while TorchScript exists, else ``compile`` where a C++ compiler exists, else ``eager``.
 
 The deployed model computes what the eager model computes (up to float rounding from the folding): see
@@ -46,6 +47,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
 from .errors import PfconvertError
 
 __all__ = ["METHODS", "FastMaxPool2d", "fold_batchnorm", "use_fast_pools", "separate_pools", "optimize_for_cpu",
@@ -55,26 +57,33 @@ METHODS = ("auto", "compile", "jit", "eager")
 
 
 class FastMaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` that, in CPU float32 inference, runs oneDNN's pooling (the max only, no argmax indices).
+    """``nn.MaxPool2d`` that, in CPU float32 inference, computes only the max (no argmax indices).
 
-    Same parameters and state as ``nn.MaxPool2d``. It is exactly ``nn.MaxPool2d`` with autograd on, on other devices
-    or dtypes, for ``return_indices=True``, and while being traced, scripted, compiled or exported (so those see a
-    plain ``max_pool2d``). The oneDNN path costs two layout copies and is still 5-20x cheaper than aten's CPU kernel:
-    a converted model then runs eagerly at about the original's speed instead of 2-4x slower.
+    Same parameters and state as ``nn.MaxPool2d``. Two kernels, the first available: :mod:`pfconvert.native` (a C
+    kernel built on first use, in the input's own layout, no copies), else oneDNN's pooling (two layout copies). Both
+    are exact. It is exactly ``nn.MaxPool2d`` with autograd on, on other devices or dtypes, for
+    ``return_indices=True``, and while being traced, scripted, compiled or exported (so those see a plain
+    ``max_pool2d``). aten's CPU kernel, which always computes the indices, is 5-20x slower than either.
     """
 
-    def _use_onednn(self, x: torch.Tensor) -> bool:
+    def _inference_cpu(self, x: torch.Tensor) -> bool:
         if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return False
         if torch.compiler.is_compiling() or isinstance(x, fx.Proxy):
             return False
-        dilation = self.dilation if isinstance(self.dilation, (tuple, list)) else (self.dilation,)
-        if any(d != 1 for d in dilation):  # oneDNN pooling has no dilation
-            return False
         return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and not self.return_indices
-                and not (torch.is_grad_enabled() and x.requires_grad) and torch.backends.mkldnn.is_available())
+                and not (torch.is_grad_enabled() and x.requires_grad))
+
+    def _use_onednn(self, x: torch.Tensor) -> bool:
+        dilation = self.dilation if isinstance(self.dilation, (tuple, list)) else (self.dilation,)
+        return all(d == 1 for d in dilation) and torch.backends.mkldnn.is_available()  # oneDNN has no dilation
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.MaxPool2d's argument name
+        if not self._inference_cpu(input):
+            return super().forward(input)
+        if native.supports(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode) and \
+                native.library() is not None:
+            return native.max_pool2d(input, self.kernel_size, self.stride, self.padding)
         if not self._use_onednn(input):
             return super().forward(input)
         out = F.max_pool2d(input.contiguous().to_mkldnn(), self.kernel_size, self.stride, self.padding, self.dilation,

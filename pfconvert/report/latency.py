@@ -4,7 +4,8 @@ Backends (``list_backends()``; the CUDA ones only where a GPU exists):
 
 - ``cpu``: PyTorch on the CPU through :func:`pfconvert.deploy.optimize_for_cpu` (BN folded, frozen, oneDNN kernels);
   the path to deploy a model with in PyTorch, applied to the original and the converted model alike.
-- ``cpu-eager``: PyTorch eager on the CPU, the model as it is (NCHW, BN unfused): what a plain ``model(x)`` costs.
+- ``cpu-eager``: PyTorch eager on the CPU, the model as it is (NCHW, BN unfused): what a plain ``model(x)`` costs
+  (a converted model's max-pools are :class:`pfconvert.deploy.FastMaxPool2d`, which computes only the max).
 - ``ort``: ONNX Runtime CPU, the model exported by :func:`pfconvert.export.export_onnx`, all graph optimisations.
 - ``cuda`` / ``cuda-amp``: PyTorch eager on the GPU in float32 / under ``torch.autocast(float16)``.
 
@@ -27,7 +28,7 @@ from torch import nn
 from ..errors import PfconvertError
 
 __all__ = ["Runner", "Backend", "LatencyConfig", "register_backend", "get_backend", "backend_label", "list_backends",
-           "default_backends", "torch_threads", "measure"]
+           "default_backends", "torch_threads", "measure", "time_rounds"]
 
 Runner = Callable[[], object]
 """One synchronised forward on a prepared input."""
@@ -207,7 +208,7 @@ def _prepare_cuda(amp: bool) -> Callable[[nn.Module, int, LatencyConfig, dict[st
 register_backend(Backend("cpu", "PyTorch CPU deployed", "cpu", _prepare_deployed,
                          description="pfconvert.deploy.optimize_for_cpu: BN folded, frozen graph, oneDNN kernels"))
 register_backend(Backend("cpu-eager", "PyTorch CPU eager (naive)", "cpu", _prepare_eager,
-                         description="model(x) as it is: NCHW, BN unfused, aten kernels"))
+                         description="model(x) as it is: NCHW, BN unfused, aten kernels (converted max-pools: FastMaxPool2d)"))
 register_backend(Backend("ort", "ONNX Runtime CPU", "cpu", _prepare_ort, _ort_available,
                          description="onnxruntime CPUExecutionProvider, all graph optimisations (needs onnxruntime)"))
 register_backend(Backend("cuda", "PyTorch CUDA eager", "cuda", _prepare_cuda(False), torch.cuda.is_available,
@@ -216,7 +217,7 @@ register_backend(Backend("cuda-amp", "PyTorch CUDA eager AMP fp16", "cuda", _pre
                          torch.cuda.is_available, description="needs a CUDA GPU"))
 
 
-def _time_rounds(runners: Mapping[str, Runner], config: LatencyConfig) -> dict[str, list[float]]:
+def time_rounds(runners: Mapping[str, Runner], config: LatencyConfig) -> dict[str, list[float]]:
     """Warm up every runner, then time them in interleaved rounds, alternating the order each round."""
     names = list(runners)
     for name in names:
@@ -260,7 +261,7 @@ def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: La
                         progress(f"{backend.label}, batch {batch_size}")
                     runners = {name: backend.prepare(model, batch_size, config, caches[name])
                                for name, model in models.items()}
-                    results[(backend.name, batch_size)] = _time_rounds(runners, config)
+                    results[(backend.name, batch_size)] = time_rounds(runners, config)
                 del caches
     finally:
         for name, model in models.items():
