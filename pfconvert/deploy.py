@@ -7,29 +7,35 @@ the pools run on a kernel that computes only the max. :class:`FastMaxPool2d` (th
 builds) does in eager mode (:mod:`pfconvert.native`'s C kernel, else oneDNN); the paths here do in a frozen graph, and
 they fold BatchNorm into the preceding convolutions. They apply to the original and the converted model alike: compare both through the same path.
 
-What to expect (measured on a 2-core AMD EPYC, see ``benchmarks/speed.py``): both paths make *both* models 1.5-2x
-faster than eager. Against its original through the same path, a ResNet-50 with max-pool bottlenecks is 1.5-1.8x
-faster; a MobileNetV2/EfficientNet-Lite with max-pools instead of depthwise convs only 0-6% faster, because on a CPU
-a max-pool, like the depthwise conv it replaces, is one memory-bound pass over the expanded tensor: only removing
-the pass (the ``identity`` rule, 1.15-1.4x) saves its time.
+What to expect (measured on this project's 2-core Xeon, see ``benchmarks/speed.py`` and the README table): the
+graph paths make *both* models 1.5-3x faster than eager. Against its original through the same path, a ResNet-50
+with max-pool bottlenecks is 1.4-1.8x faster. A MobileNetV2/EfficientNet-Lite with max-pools instead of depthwise
+convs gains little or loses: on a CPU a max-pool, like the depthwise conv it replaces, is one memory-bound pass over
+the expanded tensor, and under oneDNN Graph fusion (``llga``) the original's depthwise conv runs fused with its
+activation while the pool is a partition of its own.
 
 Paths (``method``):
 
+- ``llga``: ``torch.jit.trace`` + ``freeze`` run with oneDNN Graph fusion (``torch.jit.enable_onednn_fusion``): BN
+  folded, convolutions fused with their activations and residual adds, pools and convolutions in oneDNN. The fastest
+  path measured here for every model tried (1.2-1.7x faster than ``jit``). The fusion switch is process-global in
+  PyTorch; the returned module turns it on for its own calls only. Warm-up runs at build time let the profiling
+  executor fuse for the example's shape; another shape runs unfused until the executor has re-profiled it.
 - ``jit``: ``torch.jit.trace`` + ``freeze`` + ``optimize_for_inference``: BN folded, the graph run in oneDNN's
-  blocked layout with oneDNN convolutions and oneDNN pooling. Builds in about a second and gave the lowest latency
-  on this project's 2-core CPU for MobileNetV2/EfficientNet-Lite (ResNet-50: within 15% of ``compile``).
-  TorchScript is deprecated since PyTorch 2.10 (still present in 2.14); its warnings are silenced here.
+  blocked layout with oneDNN convolutions and oneDNN pooling, activations as separate passes. Builds in about a
+  second. TorchScript is deprecated since PyTorch 2.10 (still present in 2.14); its warnings are silenced here.
 - ``compile``: ``torch.compile`` with Inductor's freezing (weights constant-folded, oneDNN convolutions with fused
   activations) and its own vectorised C++ pooling kernels, specialised per input shape. Needs a C++ compiler;
   compiling takes 10-60 s per model and shape (done by :func:`optimize_for_cpu` on the example input). The path that
-  outlives TorchScript, but not yet a good one for max-pool conversions: on the 2-core EPYC, through this path,
-  efficientnet_lite0 + maxpool was 0.94x its original's speed (batch 1 and 32) and mobilenetv2_100 + maxpool 0.70x
-  (batch 1) and 0.43x (batch 32), while the ``identity`` rule was 1.14-1.41x faster: Inductor's pooling kernels are
-  the slow part (``python benchmarks/speed.py --models efficientnet_lite0,mobilenetv2_100 --backends cpu --deploy
+  outlives TorchScript, but not yet a good one for max-pool conversions: on the earlier 2-core EPYC, through this
+  path, efficientnet_lite0 + maxpool was 0.94x its original's speed (batch 1 and 32) and mobilenetv2_100 + maxpool
+  0.70x (batch 1) and 0.43x (batch 32), while the ``identity`` rule was 1.14-1.41x faster: Inductor's pooling kernels
+  are the slow part (``python benchmarks/speed.py --models efficientnet_lite0,mobilenetv2_100 --backends cpu --deploy
   compile``).
 - ``eager``: no graph capture: BN folded into convs (:func:`fold_batchnorm`) and ``nn.MaxPool2d`` swapped for
-  :class:`FastMaxPool2d` (native or oneDNN pooling). Works everywhere; slower than the two above.
-- ``auto``: ``jit`` while TorchScript exists, else ``compile`` where a C++ compiler exists, else ``eager``.
+  :class:`FastMaxPool2d` (native or oneDNN pooling). Works everywhere; slower than the graph paths.
+- ``auto``: ``llga`` where TorchScript and oneDNN Graph exist (falling back to ``jit``, with a warning, for a model
+  the fusion pass fails on), else ``jit``, else ``compile`` where a C++ compiler exists, else ``eager``.
 
 The deployed model computes what the eager model computes (up to float rounding from the folding): see
 ``tests/test_deploy.py``. It is for inference only.
@@ -37,10 +43,11 @@ The deployed model computes what the eager model computes (up to float rounding 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.fx as fx
@@ -50,10 +57,10 @@ from torch import nn
 from . import native
 from .errors import PfconvertError
 
-__all__ = ["METHODS", "FastMaxPool2d", "fold_batchnorm", "use_fast_pools", "separate_pools", "optimize_for_cpu",
-           "resolve_method"]
+__all__ = ["METHODS", "FastMaxPool2d", "FusedGraph", "fold_batchnorm", "use_fast_pools", "separate_pools",
+           "optimize_for_cpu", "onednn_fusion", "resolve_method"]
 
-METHODS = ("auto", "compile", "jit", "eager")
+METHODS = ("auto", "llga", "jit", "compile", "eager")
 
 
 class FastMaxPool2d(nn.MaxPool2d):
@@ -222,6 +229,11 @@ def _has_cxx() -> bool:
     return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
 
 
+def _has_llga() -> bool:
+    return hasattr(torch.jit, "enable_onednn_fusion") and hasattr(torch.jit, "onednn_fusion_enabled") and \
+        torch.backends.mkldnn.is_available()
+
+
 def resolve_method(method: str = "auto") -> str:
     """The concrete path ``auto`` stands for on this machine (see the module docstring)."""
     if method not in METHODS:
@@ -229,8 +241,31 @@ def resolve_method(method: str = "auto") -> str:
     if method != "auto":
         return method
     if all(hasattr(torch.jit, name) for name in ("trace", "freeze", "optimize_for_inference")):
-        return "jit"
+        return "llga" if _has_llga() else "jit"
     return "compile" if _has_cxx() else "eager"
+
+
+@contextlib.contextmanager
+def onednn_fusion(enabled: bool = True) -> Iterator[None]:
+    """Set PyTorch's process-global oneDNN Graph fusion switch for the block, then restore it."""
+    before = torch.jit.onednn_fusion_enabled()
+    torch.jit.enable_onednn_fusion(enabled)
+    try:
+        yield
+    finally:
+        torch.jit.enable_onednn_fusion(before)
+
+
+class FusedGraph(nn.Module):
+    """A frozen TorchScript graph that runs with oneDNN Graph fusion on (for its own calls only)."""
+
+    def __init__(self, graph: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with onednn_fusion(True):
+            return self.graph(x)
 
 
 def _eager(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -244,6 +279,15 @@ def _jit(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], to
         warnings.simplefilter("ignore")  # TorchScript deprecation and tracer warnings
         traced = torch.jit.trace(model, example, check_trace=False)
         return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+
+def _llga(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    with warnings.catch_warnings(), torch.no_grad(), onednn_fusion(True):
+        warnings.simplefilter("ignore")  # TorchScript deprecation and tracer warnings
+        frozen = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
+        for _ in range(3):  # the profiling executor records shapes, then fuses and compiles the partitions
+            frozen(example)
+    return FusedGraph(frozen)
 
 
 def _compile(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -263,13 +307,13 @@ def optimize_for_cpu(model: nn.Module, example: torch.Tensor, *, method: str = "
         model: The model (any mode; the copy is put in eval mode).
         example: An input of the shape that will be used (``compile`` specialises to it and compiles now; other
             shapes recompile on first use).
-        method: ``auto``, ``compile``, ``jit`` or ``eager`` (see the module docstring).
-        channels_last: Run in NHWC memory layout; None = yes for ``jit``/``compile``, no for ``eager`` (whose oneDNN
-            pooling would pay two extra layout copies per pool).
+        method: ``auto``, ``llga``, ``jit``, ``compile`` or ``eager`` (see the module docstring).
+        channels_last: Run in NHWC memory layout; None = yes for ``jit``/``compile``, no for ``llga`` (no difference
+            measured) and ``eager`` (whose pools and convolutions are faster in NCHW there).
 
     Returns:
         A callable ``f(x) -> output`` (an ``nn.Module`` or TorchScript module); call it under
-        ``torch.inference_mode()`` or ``torch.no_grad()``.
+        ``torch.inference_mode()`` or ``torch.no_grad()``, with inputs of the example's shape for full speed.
 
     Raises:
         PfconvertError: the chosen method failed on this model (the message names it; ``--deploy eager`` always
@@ -281,11 +325,25 @@ def optimize_for_cpu(model: nn.Module, example: torch.Tensor, *, method: str = "
         ...     y = fast(x)
     """
     chosen = resolve_method(method)
+    try:
+        return _build(model, example, chosen, channels_last)
+    except PfconvertError as exc:
+        if method != "auto" or chosen != "llga":
+            raise
+        cause = exc.__cause__
+        reason = f"{type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}" if cause else exc
+        warnings.warn(f"deploying {type(model).__name__} with method 'llga' (oneDNN Graph fusion) failed ({reason}); "
+                      "using method 'jit'", RuntimeWarning, stacklevel=2)
+        return _build(model, example, "jit", channels_last)
+
+
+def _build(model: nn.Module, example: torch.Tensor, chosen: str,
+           channels_last: bool | None) -> Callable[[torch.Tensor], torch.Tensor]:
     deployed = copy.deepcopy(model).eval().cpu()
     example = example.cpu()
-    if channels_last or (channels_last is None and chosen != "eager"):
+    if channels_last or (channels_last is None and chosen in ("jit", "compile")):
         deployed = _ChannelsLastInput(deployed).eval()
-    build = {"compile": _compile, "jit": _jit, "eager": _eager}[chosen]
+    build = {"compile": _compile, "jit": _jit, "llga": _llga, "eager": _eager}[chosen]
     try:
         return build(deployed, example)
     except PfconvertError:

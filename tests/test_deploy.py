@@ -10,8 +10,9 @@ import timm
 import torch
 from torch import nn
 
-from pfconvert.deploy import (FastMaxPool2d, fold_batchnorm, optimize_for_cpu, resolve_method, separate_pools,
-                              use_fast_pools)
+import pfconvert.deploy as deploy
+from pfconvert.deploy import (FastMaxPool2d, FusedGraph, fold_batchnorm, optimize_for_cpu, resolve_method,
+                              separate_pools, use_fast_pools)
 from pfconvert.errors import PfconvertError
 
 SIZE = 64
@@ -123,7 +124,7 @@ def test_use_fast_pools_swaps_plain_pools_only() -> None:
     assert isinstance(model[0], FastMaxPool2d) and isinstance(model[1], nn.AvgPool2d)
 
 
-@pytest.mark.parametrize("method", ["eager", "jit"])
+@pytest.mark.parametrize("method", ["eager", "jit", "llga"])
 @pytest.mark.parametrize("build", [_maxpool_mnv2, lambda: _randomize_bn(timm.create_model("resnet18", num_classes=10))],
                          ids=["mnv2-maxpool", "resnet18"])
 def test_optimize_for_cpu_matches_eager(method: str, build, x: torch.Tensor) -> None:
@@ -153,8 +154,35 @@ def test_optimize_for_cpu_compile_matches_eager(x: torch.Tensor) -> None:
 
 
 def test_auto_resolves_to_a_concrete_method() -> None:
-    assert resolve_method("auto") in ("jit", "compile", "eager")
+    assert resolve_method("auto") in ("llga", "jit", "compile", "eager")
     assert resolve_method("eager") == "eager"
+
+
+def test_llga_turns_fusion_on_for_its_own_calls_only(x: torch.Tensor) -> None:
+    model = _maxpool_mnv2()
+    assert not torch.jit.onednn_fusion_enabled()
+    fast = optimize_for_cpu(model, x, method="llga")
+    assert isinstance(fast, FusedGraph) and not torch.jit.onednn_fusion_enabled()
+    plain = optimize_for_cpu(model, x, method="jit")  # a jit graph next to it still runs (it must run unfused)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-4)
+    assert not torch.jit.onednn_fusion_enabled()
+
+
+def test_auto_falls_back_to_jit_when_fusion_fails(x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deploy, "_has_llga", lambda: True)
+
+    def broken(model: nn.Module, example: torch.Tensor) -> None:
+        raise RuntimeError("fusion pass failed")
+    monkeypatch.setattr(deploy, "_llga", broken)
+    model = _maxpool_mnv2()
+    with pytest.warns(RuntimeWarning, match=r"method 'llga' \(oneDNN Graph fusion\) failed \(RuntimeError: fusion pass failed\); using method 'jit'"):
+        fast = optimize_for_cpu(model, x)
+    assert not isinstance(fast, FusedGraph)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-3)
+    with pytest.raises(PfconvertError, match="method 'llga' failed"):  # asked for by name: no fallback
+        optimize_for_cpu(model, x, method="llga")
 
 
 def test_unknown_method_is_a_clear_error() -> None:

@@ -93,7 +93,7 @@ def report_cmd(
     warmup: Annotated[int, typer.Option(min=0, help="Untimed forwards per model first.")] = 3,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: torch's setting).")] = None,
     max_seconds: Annotated[float, typer.Option(help="Time budget per backend and batch size.")] = 30.0,
-    deploy: Annotated[str, typer.Option(help="How the 'cpu' backend deploys both models: auto, compile, jit, "
+    deploy: Annotated[str, typer.Option(help="How the 'cpu' backend deploys both models: auto, llga, jit, compile, "
                                              "eager (see pfconvert.deploy).")] = "auto",
     input_size: o.InputSizeOpt = None,
     num_classes: o.NumClassesOpt = None,

@@ -2,7 +2,8 @@
 
 Backends (``list_backends()``; the CUDA ones only where a GPU exists):
 
-- ``cpu``: PyTorch on the CPU through :func:`pfconvert.deploy.optimize_for_cpu` (BN folded, frozen, oneDNN kernels);
+- ``cpu``: PyTorch on the CPU through :func:`pfconvert.deploy.optimize_for_cpu` (BN folded, frozen, oneDNN kernels,
+  oneDNN Graph fusion where PyTorch has it), built for each batch size;
   the path to deploy a model with in PyTorch, applied to the original and the converted model alike.
 - ``cpu-eager``: PyTorch eager on the CPU, the model as it is (NCHW, BN unfused): what a plain ``model(x)`` costs
   (a converted model's max-pools are :class:`pfconvert.deploy.FastMaxPool2d`, which computes only the max).
@@ -154,11 +155,11 @@ def _prepare_deployed(model: nn.Module, batch_size: int, config: LatencyConfig, 
     from ..deploy import optimize_for_cpu
 
     x = _cpu_input(batch_size, config)
-    if "deployed" not in cache:
-        cache["deployed"] = optimize_for_cpu(model, x, method=config.deploy_method)
-    deployed = cache["deployed"]
+    # one deployment per batch size: compile specialises and llga fuses for the example's shape
+    cache.pop("deployed", None)  # the previous batch size's, freed before the next is built
+    cache["deployed"] = deployed = optimize_for_cpu(model, x, method=config.deploy_method)
     with torch.inference_mode():
-        deployed(x)  # a compiled model specialises (recompiles) per input shape: do it before any timing
+        deployed(x)
 
     def run() -> object:
         with torch.inference_mode():
@@ -206,7 +207,7 @@ def _prepare_cuda(amp: bool) -> Callable[[nn.Module, int, LatencyConfig, dict[st
 
 
 register_backend(Backend("cpu", "PyTorch CPU deployed", "cpu", _prepare_deployed,
-                         description="pfconvert.deploy.optimize_for_cpu: BN folded, frozen graph, oneDNN kernels"))
+                         description="pfconvert.deploy.optimize_for_cpu: BN folded, frozen graph, oneDNN kernels and fusion"))
 register_backend(Backend("cpu-eager", "PyTorch CPU eager (naive)", "cpu", _prepare_eager,
                          description="model(x) as it is: NCHW, BN unfused, aten kernels (converted max-pools: FastMaxPool2d)"))
 register_backend(Backend("ort", "ONNX Runtime CPU", "cpu", _prepare_ort, _ort_available,
