@@ -67,7 +67,7 @@ def _kernels(x: torch.Tensor, layer: Layer) -> dict[str, callable]:
 
 def measure_layer(layer: Layer, batch_size: int, config: LatencyConfig) -> dict[str, float]:
     """Median ms of every kernel on one layer shape (checked equal to aten's pool first)."""
-    c, h, w, k, s, p = layer
+    c, h, w = layer[:3]
     x = torch.randn(batch_size, c, h, w)
     ops = _kernels(x, layer)
     with torch.inference_mode():
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                     for key, value in ms.items():
                         totals[key] += value * count
                     if args.per_layer:
-                        c, h, w, k, s, p = layer
+                        c, h, w, k, s, _ = layer
                         lines.append(f"| {name} | {bs} | {c}x{h}x{w} k{k} s{s} (x{count}) | "
                                      + " | ".join(f"{ms.get(key, float('nan')):.3f}" for key in _header()) + " |")
                 lines.append(f"| **{name}** | {bs} | all {sum(layers.values())} depthwise layers | "

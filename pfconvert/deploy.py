@@ -4,23 +4,25 @@ Why this exists: a converted model run eagerly is often *slower* than the origin
 ``max_pool2d`` always computes the argmax indices (it is ``max_pool2d_with_indices`` with the indices thrown away) and
 runs 5-50x slower than oneDNN's depthwise convolution, so replacing depthwise convs with max-pools buys nothing until
 the pools run on a kernel that computes only the max. :class:`FastMaxPool2d` (the pool :func:`pfconvert.convert`
-builds) does in eager mode (:mod:`pfconvert.native`'s C kernel, else oneDNN); the paths here do in a frozen graph, and
-they fold BatchNorm into the preceding convolutions. They apply to the original and the converted model alike: compare both through the same path.
+builds) does in eager mode (:mod:`pfconvert.native`'s C kernel, else oneDNN); the paths here do in a frozen graph,
+and they fold BatchNorm into the preceding convolutions. They apply to the original and the converted model alike:
+compare both through the same path.
 
-What to expect (measured on this project's 2-core Xeon, see ``benchmarks/speed.py`` and the README table): the
-graph paths make *both* models 1.5-3x faster than eager. Against its original through the same path, a ResNet-50
-with max-pool bottlenecks is 1.4-1.8x faster. A MobileNetV2/EfficientNet-Lite with max-pools instead of depthwise
-convs gains little or loses: on a CPU a max-pool, like the depthwise conv it replaces, is one memory-bound pass over
-the expanded tensor, and under oneDNN Graph fusion (``llga``) the original's depthwise conv runs fused with its
-activation while the pool is a partition of its own.
+What to expect (this project's 2-core Xeon; ``benchmarks/deploy_paths.py``, ``benchmarks/speed.py``): the graph
+paths make *both* models 1.5-4x faster than ``eager``. Against its original through the same path, a ResNet-50 with
+max-pool bottlenecks is 1.5-1.7x faster. A MobileNetV2/EfficientNet-Lite with max-pools instead of depthwise convs
+gains little or loses (``llga``, batch 32: 0.65-0.79x): a max-pool, like the depthwise conv it replaces, is one
+memory-bound pass over the expanded tensor, and oneDNN Graph fuses the original's depthwise conv into the 1x1 conv
+before it, which no library does for a pool.
 
 Paths (``method``):
 
 - ``llga``: ``torch.jit.trace`` + ``freeze`` run with oneDNN Graph fusion (``torch.jit.enable_onednn_fusion``): BN
-  folded, convolutions fused with their activations and residual adds, pools and convolutions in oneDNN. The fastest
-  path measured here for every model tried (1.2-1.7x faster than ``jit``). The fusion switch is process-global in
-  PyTorch; the returned module turns it on for its own calls only. Warm-up runs at build time let the profiling
-  executor fuse for the example's shape; another shape runs unfused until the executor has re-profiled it.
+  folded, convolutions fused with their activations and residual adds (and a 1x1 conv with the depthwise conv after
+  it), pools and convolutions in oneDNN. The fastest path measured here for every model tried (originals 1.2-1.7x
+  faster than through ``jit``, converted models 1.04-1.75x). The fusion switch is process-global in PyTorch; the
+  returned module turns it on for its own calls only. Warm-up runs at build time let the profiling executor fuse for
+  the example's shape; another shape runs unfused until the executor has re-profiled it.
 - ``jit``: ``torch.jit.trace`` + ``freeze`` + ``optimize_for_inference``: BN folded, the graph run in oneDNN's
   blocked layout with oneDNN convolutions and oneDNN pooling, activations as separate passes. Builds in about a
   second. TorchScript is deprecated since PyTorch 2.10 (still present in 2.14); its warnings are silenced here.

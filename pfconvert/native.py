@@ -62,7 +62,7 @@ def _compile(compiler: str, source: Path, out: Path) -> list[str]:
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         cmd = [compiler, *flags, "-shared", "-fPIC", "-o", str(tmp), str(source), "-lm"]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             errors.append(f"{' '.join(flags)}: {exc}")
             continue

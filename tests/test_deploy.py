@@ -10,7 +10,7 @@ import timm
 import torch
 from torch import nn
 
-import pfconvert.deploy as deploy
+from pfconvert import deploy
 from pfconvert.deploy import (FastMaxPool2d, FusedGraph, fold_batchnorm, optimize_for_cpu, resolve_method,
                               separate_pools, use_fast_pools)
 from pfconvert.errors import PfconvertError
@@ -176,7 +176,8 @@ def test_auto_falls_back_to_jit_when_fusion_fails(x: torch.Tensor, monkeypatch: 
         raise RuntimeError("fusion pass failed")
     monkeypatch.setattr(deploy, "_llga", broken)
     model = _maxpool_mnv2()
-    with pytest.warns(RuntimeWarning, match=r"method 'llga' \(oneDNN Graph fusion\) failed \(RuntimeError: fusion pass failed\); using method 'jit'"):
+    expected = r"method 'llga' \(oneDNN Graph fusion\) failed \(RuntimeError: fusion pass failed\); using method 'jit'"
+    with pytest.warns(RuntimeWarning, match=expected):
         fast = optimize_for_cpu(model, x)
     assert not isinstance(fast, FusedGraph)
     with torch.inference_mode():

@@ -207,9 +207,11 @@ def _prepare_cuda(amp: bool) -> Callable[[nn.Module, int, LatencyConfig, dict[st
 
 
 register_backend(Backend("cpu", "PyTorch CPU deployed", "cpu", _prepare_deployed,
-                         description="pfconvert.deploy.optimize_for_cpu: BN folded, frozen graph, oneDNN kernels and fusion"))
+                         description="pfconvert.deploy.optimize_for_cpu: BN folded, frozen graph, oneDNN kernels "
+                                     "and fusion"))
 register_backend(Backend("cpu-eager", "PyTorch CPU eager (naive)", "cpu", _prepare_eager,
-                         description="model(x) as it is: NCHW, BN unfused, aten kernels (converted max-pools: FastMaxPool2d)"))
+                         description="model(x) as it is: NCHW, BN unfused, aten kernels (converted max-pools: "
+                                     "FastMaxPool2d)"))
 register_backend(Backend("ort", "ONNX Runtime CPU", "cpu", _prepare_ort, _ort_available,
                          description="onnxruntime CPUExecutionProvider, all graph optimisations (needs onnxruntime)"))
 register_backend(Backend("cuda", "PyTorch CUDA eager", "cuda", _prepare_cuda(False), torch.cuda.is_available,
