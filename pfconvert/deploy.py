@@ -72,7 +72,8 @@ class FastMaxPool2d(nn.MaxPool2d):
     kernel built on first use, in the input's own layout, no copies), else oneDNN's pooling (two layout copies). Both
     are exact. It is exactly ``nn.MaxPool2d`` with autograd on, on other devices or dtypes, for
     ``return_indices=True``, and while being traced, scripted, compiled or exported (so those see a plain
-    ``max_pool2d``). aten's CPU kernel, which always computes the indices, is 5-20x slower than either.
+    ``max_pool2d``). aten's CPU kernel, which always computes the indices, is 4-20x slower than either
+    (``benchmarks/pool_kernels.py``).
     """
 
     def _inference_cpu(self, x: torch.Tensor) -> bool:

@@ -165,11 +165,11 @@ def max_pool2d(x: torch.Tensor, kernel_size: int | tuple[int, ...], stride: int 
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     threads = torch.get_num_threads()
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        out = torch.empty((n, c, ho, wo), memory_format=torch.channels_last)
+        out = torch.empty((n, c, ho, wo), dtype=torch.float32, memory_format=torch.channels_last)
         lib.pf_maxpool_nhwc(x.data_ptr(), out.data_ptr(), n, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, threads)
         return out
     x = x.contiguous()
-    out = torch.empty((n, c, ho, wo))
+    out = torch.empty((n, c, ho, wo), dtype=torch.float32)
     if lib.pf_maxpool_nchw(x.data_ptr(), out.data_ptr(), n * c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, threads):
         raise MemoryError("native max-pool: no memory for a row buffer")
     return out
