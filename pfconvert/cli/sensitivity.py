@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 from torch import nn
 
+from ..deploy import resolve_method
 from ..errors import DataError, RuleError
 from ..finetune.bn import recalibrate_batchnorm
 from ..finetune.data import build_transforms, eval_loader, model_data_config
@@ -30,7 +31,8 @@ __all__ = ["sensitivity_cmd"]
 
 def _table(result: SensitivityResult, max_drop: float | None) -> Table:
     table = Table(title=f"original: top-1 {result.base_top1:.2f}%, {result.base_latency_ms:.2f} ms (batch 1, "
-                        "PyTorch CPU deployed with jit; each ratio measured side by side with the original)", title_justify="left")
+                        f"PyTorch CPU deployed with {resolve_method('auto')}, as the report; each ratio measured side "
+                        "by side with the original)", title_justify="left")
     for col in ("rank", "group", "layers", "top-1", "drop", "latency", "latency ratio", "params removed", "convert?"):
         table.add_column(col, justify="left" if col in ("group", "convert?") else "right")
     for i, g in enumerate(result.ranked()):
@@ -91,7 +93,7 @@ def sensitivity_cmd(
 
     def latency(base: nn.Module, variant: nn.Module) -> tuple[float, float]:
         cfg = LatencyConfig(batch_sizes=(1,), input_size=size, runs=15, warmup=3, max_seconds=5,  # type: ignore[arg-type]
-                            deploy_method="jit")
+                            deploy_method="auto")
         times = measure({"original": base, "variant": variant}, ["cpu"], cfg)[("cpu", 1)]
         return tuple(1000 * sorted(t)[len(t) // 2] for t in (times["original"], times["variant"]))  # type: ignore
 
