@@ -1,10 +1,11 @@
 """A native max-pool kernel for CPU inference, compiled on first use with the machine's C compiler.
 
-Why: aten's CPU ``max_pool2d`` always computes argmax indices (5-50x slower than a depthwise conv), and oneDNN's
-pooling, reached from a plain tensor, costs two layout copies. ``pfconvert/csrc/maxpool.c`` computes only the max,
-in the tensor's own layout (NCHW or channels_last), with -inf padding and NaN propagation as torch's kernel has.
-Measured on this project's 2-core Xeon over MobileNetV2's ten pool shapes (``benchmarks/pool_kernels.py``): faster
-than oneDNN's path and than the NCHW depthwise conv that the pool replaces.
+Why: aten's CPU ``max_pool2d`` always computes argmax indices (3-20x slower, per layer, than the NCHW depthwise conv
+it replaces), and oneDNN's pooling, reached from a plain tensor, costs two layout copies. ``pfconvert/csrc/maxpool.c``
+computes only the max, in the tensor's own layout (NCHW or channels_last), with -inf padding and NaN propagation as
+torch's kernel has. Measured on this project's 2-core Xeon over MobileNetV2's and EfficientNet-Lite0's depthwise
+layer shapes (``benchmarks/pool_kernels.py``): summed over each model, faster than oneDNN's path and than the NCHW
+depthwise conv that the pool replaces (a few 7x7 maps at batch 32 are the exception).
 
 Build: ``cc -O3 -march=native -fopenmp -shared -fPIC`` (``$CC`` if set), once per machine, cached under
 ``$PFCONVERT_CACHE_DIR`` (default ``~/.cache/pfconvert``) by a hash of the source, compiler, flags and CPU. OpenMP
@@ -20,6 +21,7 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -55,12 +57,12 @@ def _cpu_signature() -> str:
     return f"{platform.machine()} {platform.processor()}"
 
 
-def _compile(compiler: str, source: Path, out: Path) -> list[str]:
+def _compile(compiler: list[str], source: Path, out: Path) -> list[str]:
     """Compile ``source`` into the shared library ``out`` with the first flag set that works; returns the flags."""
     errors = []
     for flags in _FLAG_SETS:
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        cmd = [compiler, *flags, "-shared", "-fPIC", "-o", str(tmp), str(source), "-lm"]
+        cmd = [*compiler, *flags, "-shared", "-fPIC", "-o", str(tmp), str(source), "-lm"]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -87,13 +89,14 @@ def _build() -> ctypes.CDLL:
         raise OSError("disabled by PFCONVERT_NATIVE=0")
     if os.name == "nt":
         raise OSError("not built on Windows")
-    compiler = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
-    if compiler is None or shutil.which(compiler) is None:
+    found = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+    compiler = shlex.split(found) if found else []
+    if not compiler or shutil.which(compiler[0]) is None:
         raise OSError("no C compiler found (install gcc or set CC)")
     source_ref = resources.files("pfconvert") / "csrc" / "maxpool.c"
     with resources.as_file(source_ref) as source:
         text = Path(source).read_bytes()
-        key = hashlib.sha256(b"\0".join([text, compiler.encode(), repr(_FLAG_SETS).encode(),
+        key = hashlib.sha256(b"\0".join([text, " ".join(compiler).encode(), repr(_FLAG_SETS).encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
         folder = _writable_folder()
         path = folder / f"maxpool-{key}.so"
@@ -107,16 +110,23 @@ def _build() -> ctypes.CDLL:
 
 
 def _writable_folder() -> Path:
-    """The cache folder, or a per-user temp folder where the cache cannot be written."""
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"pfconvert-{uid}"):
+    """The cache folder, or a per-user temp folder where the cache cannot be written.
+
+    A folder is used only if this user owns it and no one else can write to it: a library loaded from a folder that
+    others can write to would run their code.
+    """
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"pfconvert-{uid if uid is not None else 'user'}"):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = folder.stat()
+            if uid is not None and (info.st_uid != uid or info.st_mode & 0o022):
+                continue
             with tempfile.NamedTemporaryFile(dir=folder):
                 return folder
         except OSError:
             continue
-    raise OSError(f"no writable folder for the built kernel (tried {cache_dir()} and the temp folder)")
+    raise OSError(f"no private writable folder for the built kernel (tried {cache_dir()} and the temp folder)")
 
 
 @functools.cache

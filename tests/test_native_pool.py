@@ -141,3 +141,26 @@ def _counting(fn: Callable[..., object]) -> Callable[..., object]:
         return fn(*args, **kwargs)
     wrapped.calls = 0
     return wrapped
+
+
+def test_a_folder_others_can_write_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone could plant a library here
+    monkeypatch.setenv("PFCONVERT_CACHE_DIR", str(shared))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    chosen = native._writable_folder()
+    assert chosen != shared and chosen.parent == tmp_path / "tmp"
+    assert chosen.stat().st_mode & 0o077 == 0  # created private
+
+
+def test_cc_may_carry_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compiler = next(c for c in ("cc", "gcc", "clang") if native.shutil.which(c))
+    monkeypatch.setenv("PFCONVERT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", f"{compiler} -Wall")
+    lib = native._build()
+    x = torch.randn(1, 2, 5, 5)
+    out = torch.empty(1, 2, 3, 3)
+    assert lib.pf_maxpool_nchw(x.data_ptr(), out.data_ptr(), 2, 5, 5, 3, 3, 3, 3, 2, 2, 1, 1, 1) == 0
+    assert torch.equal(out, F.max_pool2d(x, 3, 2, 1))
