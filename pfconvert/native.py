@@ -79,8 +79,7 @@ def _compile(compiler: list[str], source: Path, out: Path) -> list[str]:
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.pf_maxpool_nchw.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [_INT] * 12
     lib.pf_maxpool_nhwc.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [_INT] * 13
-    lib.pf_maxpool_nchw.restype = ctypes.c_int
-    lib.pf_maxpool_nhwc.restype = None
+    lib.pf_maxpool_nchw.restype = lib.pf_maxpool_nhwc.restype = ctypes.c_int
     return lib
 
 
@@ -176,7 +175,8 @@ def max_pool2d(x: torch.Tensor, kernel_size: int | tuple[int, ...], stride: int 
     threads = torch.get_num_threads()
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         out = torch.empty((n, c, ho, wo), dtype=torch.float32, memory_format=torch.channels_last)
-        lib.pf_maxpool_nhwc(x.data_ptr(), out.data_ptr(), n, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, threads)
+        if lib.pf_maxpool_nhwc(x.data_ptr(), out.data_ptr(), n, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, threads):
+            raise MemoryError("native max-pool: no memory for a row buffer")
         return out
     x = x.contiguous()
     out = torch.empty((n, c, ho, wo), dtype=torch.float32)

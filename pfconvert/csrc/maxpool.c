@@ -114,22 +114,54 @@ int pf_maxpool_nchw(const float *x, float *y, int64_t planes, int64_t H, int64_t
     return failed;
 }
 
-void pf_maxpool_nhwc(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
-                     int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t threads) {
-    #pragma omp parallel for num_threads(team(threads, N * C * H * W)) schedule(static)
-    for (int64_t t = 0; t < N * Ho; ++t) {
-        const int64_t n = t / Ho, oy = t % Ho;
-        const int64_t y0 = lo0(oy * sh - ph), y1 = hi0(oy * sh - ph + kh, H);
-        const float *xn = x + n * H * W * C;
-        for (int64_t ox = 0; ox < Wo; ++ox) {
-            const int64_t x0 = lo0(ox * sw - pw), x1 = hi0(ox * sw - pw + kw, W);
-            float *restrict o = y + (t * Wo + ox) * C;
-            memcpy(o, xn + (y0 * W + x0) * C, (size_t)C * sizeof(float));
-            for (int64_t iy = y0; iy < y1; ++iy)
-                for (int64_t ix = (iy == y0 ? x0 + 1 : x0); ix < x1; ++ix) {
-                    const float *restrict p = xn + (iy * W + ix) * C;
-                    for (int64_t c = 0; c < C; ++c) o[c] = mx(o[c], p[c]);
+/* channels_last: each output row is the vertical max of its window's input rows (one long loop over W * C floats
+ * per row) into a -inf padded row, then the horizontal max over kw pixels (C floats apart): kh + kw - 2 max ops per
+ * output instead of kh * kw - 1. Returns 0, or 1 where a thread could not allocate its row buffer. */
+int pf_maxpool_nhwc(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t threads) {
+    const int64_t Wp = W + 2 * pw + kw, need = Wp * C;
+    int failed = 0;
+    #pragma omp parallel num_threads(team(threads, N * C * H * W))
+    {
+        float *buf = (float *)malloc((size_t)need * sizeof(float));
+        if (buf != NULL)
+            for (int64_t i = 0; i < need; ++i) buf[i] = -INFINITY;
+        #pragma omp for schedule(static)
+        for (int64_t t = 0; t < N * Ho; ++t) {
+            if (buf == NULL) {
+                #pragma omp atomic write
+                failed = 1;
+                continue;
+            }
+            const int64_t n = t / Ho, oy = t % Ho;
+            const int64_t y0 = lo0(oy * sh - ph), y1 = hi0(oy * sh - ph + kh, H);
+            const int64_t WC = W * C;
+            const float *restrict first = x + (n * H + y0) * WC;
+            float *restrict row = buf + pw * C;
+            memcpy(row, first, (size_t)WC * sizeof(float));
+            for (int64_t iy = y0 + 1; iy < y1; ++iy) {
+                const float *restrict r = x + (n * H + iy) * WC;
+                for (int64_t i = 0; i < WC; ++i) row[i] = mx(row[i], r[i]);
+            }
+            float *restrict out = y + t * Wo * C;
+            if (sw == 1) {
+                const int64_t n_out = Wo * C;
+                memcpy(out, buf, (size_t)n_out * sizeof(float));
+                for (int64_t j = 1; j < kw; ++j) {
+                    const float *restrict src = buf + j * C;
+                    for (int64_t i = 0; i < n_out; ++i) out[i] = mx(out[i], src[i]);
                 }
+            } else {
+                for (int64_t ox = 0; ox < Wo; ++ox) {
+                    float *restrict o = out + ox * C;
+                    const float *restrict src = buf + ox * sw * C;
+                    memcpy(o, src, (size_t)C * sizeof(float));
+                    for (int64_t j = 1; j < kw; ++j)
+                        for (int64_t c = 0; c < C; ++c) o[c] = mx(o[c], src[j * C + c]);
+                }
+            }
         }
+        free(buf);
     }
+    return failed;
 }
