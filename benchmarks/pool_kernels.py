@@ -18,6 +18,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,7 @@ def depthwise_layers(name: str, size: int = 224) -> Counter[Layer]:
     return found
 
 
-def _kernels(x: torch.Tensor, layer: Layer) -> dict[str, callable]:
+def _kernels(x: torch.Tensor, layer: Layer) -> dict[str, Callable[[], torch.Tensor]]:
     c, _, _, k, s, p = layer
     weight = torch.randn(c, 1, k, k)
     x_cl = x.contiguous(memory_format=torch.channels_last)
