@@ -148,6 +148,13 @@ def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[-1]))
 
 
+def _geometry(kernel_size: int | tuple[int, ...], stride: int | tuple[int, ...] | None,
+              padding: int | tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(kernel, stride, padding) per axis; no stride means the kernel's, as in ``nn.MaxPool2d``."""
+    kernel = _pair(kernel_size)
+    return kernel, _pair(stride) if stride not in (None, (), []) else kernel, _pair(padding)
+
+
 def supports(x: torch.Tensor, kernel_size: int | tuple[int, ...], stride: int | tuple[int, ...] | None,
              padding: int | tuple[int, ...], dilation: int | tuple[int, ...], ceil_mode: bool) -> bool:
     """Whether :func:`max_pool2d` computes this pool: CPU float32 NCHW input, no dilation, floor mode, and a
@@ -156,8 +163,7 @@ def supports(x: torch.Tensor, kernel_size: int | tuple[int, ...], stride: int | 
         return False
     if _pair(dilation) != (1, 1):
         return False
-    (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)
-    sh, sw = _pair(stride) if stride not in (None, (), []) else (kh, kw)
+    (kh, kw), (sh, sw), (ph, pw) = _geometry(kernel_size, stride, padding)
     h, w = x.shape[-2:]
     return min(kh, kw, sh, sw) >= 1 and 2 * ph <= kh and 2 * pw <= kw and h + 2 * ph >= kh and w + 2 * pw >= kw
 
@@ -168,8 +174,7 @@ def max_pool2d(x: torch.Tensor, kernel_size: int | tuple[int, ...], stride: int 
     (channels_last stays channels_last). Call only where :func:`supports` holds and :func:`library` is not None."""
     lib = library()
     assert lib is not None, "native kernel unavailable"
-    (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)
-    sh, sw = _pair(stride) if stride not in (None, (), []) else (kh, kw)
+    (kh, kw), (sh, sw), (ph, pw) = _geometry(kernel_size, stride, padding)
     n, c, h, w = x.shape
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     threads = torch.get_num_threads()

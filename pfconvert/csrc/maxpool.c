@@ -10,6 +10,15 @@ static inline float mx(float a, float b) { return (b > a || b != b) ? b : a; }
 static inline int64_t lo0(int64_t v) { return v < 0 ? 0 : v; }
 static inline int64_t hi0(int64_t v, int64_t n) { return v > n ? n : v; }
 
+/* dst[i] = max over d < count of src[i + d * step], for i < n (count >= 1): the one loop every pass below runs. */
+static inline void window_max(const float *restrict src, int64_t step, int64_t count, float *restrict dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+    for (int64_t d = 1; d < count; ++d) {
+        const float *restrict s = src + d * step;
+        for (int64_t i = 0; i < n; ++i) dst[i] = mx(dst[i], s[i]);
+    }
+}
+
 /* Any geometry, one narrow plane: copied into a -inf padded plane, then a vertical and a horizontal max over the
  * flattened padded rows (loops that run across row ends, so they stay long and vectorise even for 7x7 maps), then
  * the output pixels are picked out. `buf` holds padded_floats(...) floats, whose pad cells are -inf. */
@@ -25,28 +34,11 @@ static void padded_plane(const float *restrict x, float *restrict y, float *rest
     float *restrict P = buf, *restrict V = buf + (H + 2 * ph + kh) * Wp, *restrict Q = V + Ho * Wp;
     for (int64_t r = 0; r < H; ++r) memcpy(P + (r + ph) * Wp + pw, x + r * W, (size_t)W * sizeof(float));
     if (sh == 1) {
-        const int64_t n = Ho * Wp;
-        memcpy(V, P, (size_t)n * sizeof(float));
-        for (int64_t d = 1; d < kh; ++d) {
-            const float *restrict src = P + d * Wp;
-            for (int64_t i = 0; i < n; ++i) V[i] = mx(V[i], src[i]);
-        }
+        window_max(P, Wp, kh, V, Ho * Wp);
     } else {
-        for (int64_t oy = 0; oy < Ho; ++oy) {
-            float *restrict v = V + oy * Wp;
-            memcpy(v, P + oy * sh * Wp, (size_t)Wp * sizeof(float));
-            for (int64_t d = 1; d < kh; ++d) {
-                const float *restrict src = P + (oy * sh + d) * Wp;
-                for (int64_t i = 0; i < Wp; ++i) v[i] = mx(v[i], src[i]);
-            }
-        }
+        for (int64_t oy = 0; oy < Ho; ++oy) window_max(P + oy * sh * Wp, Wp, kh, V + oy * Wp, Wp);
     }
-    const int64_t n = Ho * Wp - kw;
-    memcpy(Q, V, (size_t)n * sizeof(float));
-    for (int64_t j = 1; j < kw; ++j) {
-        const float *restrict src = V + j;
-        for (int64_t i = 0; i < n; ++i) Q[i] = mx(Q[i], src[i]);
-    }
+    window_max(V, 1, kw, Q, Ho * Wp - kw);
     for (int64_t oy = 0; oy < Ho; ++oy) {
         const float *restrict q = Q + oy * Wp;
         float *restrict out = y + oy * Wo;
@@ -59,26 +51,17 @@ static void padded_plane(const float *restrict x, float *restrict y, float *rest
 }
 
 /* Any geometry, one plane, row by row: vertical max of the window's rows into a -inf padded row, then the
- * horizontal max at stride 1 and a strided pick. `buf` holds 2 * (W + 2 * pw + kw) floats. */
+ * horizontal max at stride 1 and a strided pick. `buf` holds 2 * (W + 2 * pw + kw) floats, all -inf on entry. */
 static void rows_plane(const float *restrict x, float *restrict y, float *restrict buf, int64_t H, int64_t W,
                        int64_t Ho, int64_t Wo, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
     const int64_t padded = (Wo - 1) * sw + kw;           /* the padded row length the windows read */
-    float *restrict row = buf, *restrict h = buf + padded + W + 2 * pw;
-    for (int64_t i = 0; i < padded + W + 2 * pw; ++i) row[i] = -INFINITY;
+    float *restrict row = buf, *restrict h = buf + padded + W + 2 * pw;  /* pad cells stay -inf */
     const int64_t span = padded - kw + 1;                /* stride-1 window starts needed */
     for (int64_t oy = 0; oy < Ho; ++oy) {
         const int64_t a = lo0(oy * sh - ph), b = hi0(oy * sh - ph + kh, H);
-        float *restrict r = row + pw;
-        memcpy(r, x + a * W, (size_t)W * sizeof(float));
-        for (int64_t q = a + 1; q < b; ++q) {
-            const float *restrict s = x + q * W;
-            for (int64_t i = 0; i < W; ++i) r[i] = mx(r[i], s[i]);
-        }
+        window_max(x + a * W, W, b - a, row + pw, W);
         float *restrict out = y + oy * Wo;
-        float *restrict dst = sw == 1 ? out : h;
-        memcpy(dst, row, (size_t)span * sizeof(float));
-        for (int64_t j = 1; j < kw; ++j)
-            for (int64_t i = 0; i < span; ++i) dst[i] = mx(dst[i], row[i + j]);
+        window_max(row, 1, kw, sw == 1 ? out : h, span);
         if (sw != 1)
             for (int64_t ox = 0; ox < Wo; ++ox) out[ox] = h[ox * sw];
     }
@@ -136,29 +119,12 @@ int pf_maxpool_nhwc(const float *x, float *y, int64_t N, int64_t C, int64_t H, i
             const int64_t n = t / Ho, oy = t % Ho;
             const int64_t y0 = lo0(oy * sh - ph), y1 = hi0(oy * sh - ph + kh, H);
             const int64_t WC = W * C;
-            const float *restrict first = x + (n * H + y0) * WC;
-            float *restrict row = buf + pw * C;
-            memcpy(row, first, (size_t)WC * sizeof(float));
-            for (int64_t iy = y0 + 1; iy < y1; ++iy) {
-                const float *restrict r = x + (n * H + iy) * WC;
-                for (int64_t i = 0; i < WC; ++i) row[i] = mx(row[i], r[i]);
-            }
+            window_max(x + (n * H + y0) * WC, WC, y1 - y0, buf + pw * C, WC);
             float *restrict out = y + t * Wo * C;
             if (sw == 1) {
-                const int64_t n_out = Wo * C;
-                memcpy(out, buf, (size_t)n_out * sizeof(float));
-                for (int64_t j = 1; j < kw; ++j) {
-                    const float *restrict src = buf + j * C;
-                    for (int64_t i = 0; i < n_out; ++i) out[i] = mx(out[i], src[i]);
-                }
+                window_max(buf, C, kw, out, Wo * C);
             } else {
-                for (int64_t ox = 0; ox < Wo; ++ox) {
-                    float *restrict o = out + ox * C;
-                    const float *restrict src = buf + ox * sw * C;
-                    memcpy(o, src, (size_t)C * sizeof(float));
-                    for (int64_t j = 1; j < kw; ++j)
-                        for (int64_t c = 0; c < C; ++c) o[c] = mx(o[c], src[j * C + c]);
-                }
+                for (int64_t ox = 0; ox < Wo; ++ox) window_max(buf + ox * sw * C, C, kw, out + ox * C, C);
             }
         }
         free(buf);
