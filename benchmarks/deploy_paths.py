@@ -19,15 +19,11 @@ import torch
 
 import pfconvert
 from pfconvert.deploy import optimize_for_cpu
-from pfconvert.report.latency import LatencyConfig, time_rounds, torch_threads
+from pfconvert.report.latency import LatencyConfig, median_ms, time_rounds, torch_threads
 from pfconvert.report.machine import describe_machine, machine_info
 from pfconvert.zoo import create_model
 
 RULES = {"mobilenetv2_100": "maxpool", "efficientnet_lite0": "maxpool", "resnet50": "r50-max"}
-
-
-def _median_ms(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2] * 1e3
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                         runners[(method, key)] = lambda f=fast, x=x: f(x)
                 with torch.inference_mode():
                     times = time_rounds(runners, LatencyConfig(runs=args.runs, warmup=2, max_seconds=60.0))
-                ms = {k: _median_ms(v) for k, v in times.items()}
+                ms = {k: median_ms(v) for k, v in times.items()}
                 best = min(ms[(m, "original")] for m in args.methods)
                 for method in args.methods:
                     o, c = ms[(method, "original")], ms[(method, RULES[name])]

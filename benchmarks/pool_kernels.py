@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pfconvert import native
-from pfconvert.report.latency import LatencyConfig, time_rounds, torch_threads
+from pfconvert.report.latency import LatencyConfig, median_ms, time_rounds, torch_threads
 from pfconvert.report.machine import describe_machine, machine_info
 from pfconvert.zoo import create_model
 
@@ -77,7 +77,7 @@ def measure_layer(layer: Layer, batch_size: int, config: LatencyConfig) -> dict[
             if not torch.equal(ops[key](), ref):
                 raise SystemExit(f"{key} differs from aten's max_pool2d on {layer}")
         times = time_rounds(ops, config)
-    return {key: sorted(v)[len(v) // 2] * 1e3 for key, v in times.items()}
+    return {key: median_ms(v) for key, v in times.items()}
 
 
 def main(argv: list[str] | None = None) -> None:

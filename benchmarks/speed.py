@@ -29,7 +29,7 @@ from torch import nn
 import pfconvert
 from pfconvert.ops import Subsample
 from pfconvert.report.counting import count_macs
-from pfconvert.report.latency import LatencyConfig, backend_label, default_backends, measure
+from pfconvert.report.latency import LatencyConfig, backend_label, default_backends, measure, median_ms
 from pfconvert.report.machine import describe_machine, machine_info
 from pfconvert.report.report import SLOWER, compare_timings
 from pfconvert.zoo import create_model
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 row = compare_timings(backend, backend_label(backend, config), bs, times["original"], times[rule])
                 gap = None
                 if ceiling is not None and rule != CEILING:
-                    gap = row.converted_ms / (sorted(ceiling)[len(ceiling) // 2] * 1e3) - 1
+                    gap = row.converted_ms / median_ms(ceiling) - 1
                 rows.append({"model": name, "rule": rule, "gmacs": [macs["original"], macs[rule]], "gap": gap,
                              **row.__dict__})
     return rows

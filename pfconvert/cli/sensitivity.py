@@ -18,7 +18,7 @@ from ..finetune.data import build_transforms, eval_loader, model_data_config
 from ..finetune.datasets import open_split, resolve_source
 from ..finetune.evaluate import evaluate
 from ..finetune.precision import resolve_precision
-from ..report.latency import LatencyConfig, measure
+from ..report.latency import LatencyConfig, measure, median_ms
 from ..rules import load_rules
 from ..sensitivity import SensitivityResult, run_sensitivity, selected_rules
 from ..zoo import create_model
@@ -95,7 +95,7 @@ def sensitivity_cmd(
         cfg = LatencyConfig(batch_sizes=(1,), input_size=size, runs=15, warmup=3, max_seconds=5,  # type: ignore[arg-type]
                             deploy_method="auto")
         times = measure({"original": base, "variant": variant}, ["cpu"], cfg)[("cpu", 1)]
-        return tuple(1000 * sorted(t)[len(t) // 2] for t in (times["original"], times["variant"]))  # type: ignore
+        return median_ms(times["original"]), median_ms(times["variant"])
 
     def recalibrate(m: nn.Module) -> None:
         if bn_recalib_batches > 0:

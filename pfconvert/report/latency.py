@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import PfconvertError
 
 __all__ = ["Runner", "Backend", "LatencyConfig", "register_backend", "get_backend", "backend_label", "list_backends",
-           "default_backends", "torch_threads", "measure", "time_rounds"]
+           "default_backends", "torch_threads", "measure", "time_rounds", "median_ms"]
 
 Runner = Callable[[], object]
 """One synchronised forward on a prepared input."""
@@ -218,6 +218,11 @@ register_backend(Backend("cuda", "PyTorch CUDA eager", "cuda", _prepare_cuda(Fal
                          description="needs a CUDA GPU"))
 register_backend(Backend("cuda-amp", "PyTorch CUDA eager AMP fp16", "cuda", _prepare_cuda(True),
                          torch.cuda.is_available, description="needs a CUDA GPU"))
+
+
+def median_ms(seconds: Sequence[float]) -> float:
+    """The median of timed rounds, in milliseconds (the upper middle one for an even count)."""
+    return sorted(seconds)[len(seconds) // 2] * 1e3
 
 
 def time_rounds(runners: Mapping[str, Runner], config: LatencyConfig) -> dict[str, list[float]]:
