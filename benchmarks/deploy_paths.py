@@ -18,10 +18,10 @@ import time
 import torch
 
 import pfconvert
+from pfconvert.conversion.models import create_model
 from pfconvert.deploy import optimize_for_cpu
 from pfconvert.report.latency import LatencyConfig, median_ms, time_rounds, torch_threads
 from pfconvert.report.machine import describe_machine, machine_info
-from pfconvert.zoo import create_model
 
 RULES = {"mobilenetv2_100": "maxpool", "efficientnet_lite0": "maxpool", "resnet50": "r50-max"}
 

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pfconvert import native
+from pfconvert.conversion.models import create_model
+from pfconvert.ops.kernels import native
 from pfconvert.report.latency import LatencyConfig, median_ms, time_rounds, torch_threads
 from pfconvert.report.machine import describe_machine, machine_info
-from pfconvert.zoo import create_model
 
 Layer = tuple[int, int, int, int, int, int]  # channels, height, width, kernel, stride, padding
 

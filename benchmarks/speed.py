@@ -27,12 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import pfconvert
-from pfconvert.ops import Subsample
+from pfconvert.conversion.models import create_model
+from pfconvert.ops.identity import Subsample
+from pfconvert.report.backends import backend_label, default_backends
 from pfconvert.report.counting import count_macs
-from pfconvert.report.latency import LatencyConfig, backend_label, default_backends, measure, median_ms
+from pfconvert.report.latency import LatencyConfig, measure, median_ms
 from pfconvert.report.machine import describe_machine, machine_info
 from pfconvert.report.report import SLOWER, compare_timings
-from pfconvert.zoo import create_model
 
 CASES = {"mobilenetv2_100": ["maxpool", "identity"], "efficientnet_lite0": ["maxpool", "identity"],
          "resnet50": ["r50-max", "r50-hybrid"]}
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         for (backend, bs), times in timings.items():
             ceiling = times.get(CEILING)
             for rule in CASES[name]:
-                row = compare_timings(backend, backend_label(backend, config), bs, times["original"], times[rule])
+                row = compare_timings(backend, backend_label(backend, config.deploy_method), bs, times["original"], times[rule])
                 gap = None
                 if ceiling is not None and rule != CEILING:
                     gap = row.converted_ms / median_ms(ceiling) - 1

@@ -35,8 +35,8 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -50,14 +50,16 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import pfconvert
-from pfconvert.finetune import FinetuneConfig, RichReporter
-from pfconvert.finetune.data import DataBundle, build_transforms, model_data_config
-from pfconvert.finetune.datasets import ImageSamples, open_split, resolve_source
-from pfconvert.finetune.dist import DistContext
-from pfconvert.finetune.engine import build_engine
-from pfconvert.finetune.loop import RunState, StepEvent, train_loop
-from pfconvert.finetune.precision import Precision, resolve_precision
-from pfconvert.finetune.results import MetricsLog
+from pfconvert.cli.progress import RichReporter
+from pfconvert.data.datasets import ImageSamples, open_split, resolve_source
+from pfconvert.data.transforms import build_transforms, model_data_config
+from pfconvert.recover.dist import DistContext
+from pfconvert.recover.finetune import FinetuneConfig
+from pfconvert.recover.finetune.engine import build_engine
+from pfconvert.recover.finetune.loaders import DataBundle
+from pfconvert.recover.finetune.loop import RunState, StepEvent, train_loop
+from pfconvert.recover.finetune.results import MetricsLog
+from pfconvert.recover.precision import Precision, resolve_precision
 
 __all__ = ["main", "run", "pfconvert_steps", "timm_steps"]
 

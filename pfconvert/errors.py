@@ -17,6 +17,7 @@ __all__ = [
     "DataError",
     "TrainingError",
     "ExportError",
+    "one_line",
 ]
 
 
@@ -54,3 +55,15 @@ class TrainingError(PfconvertError):
 
 class ExportError(PfconvertError):
     """A model cannot be exported, or the export does not compute what the PyTorch model computes."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of ``str(exc)`` (at most ``limit`` characters), else the exception's type name.
+
+    Library and third-party exceptions often carry multi-line messages (compiler logs, tracer dumps); wrapped into a
+    :class:`PfconvertError`, only this line is shown.
+    """
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from helpers import tiny_input
 from safetensors.torch import save_file
 
 import pfconvert
-from pfconvert.artifact import FINETUNED_FILE, RECIPE_FILE, build_original, load_artifact, save_weights
+from pfconvert.conversion.artifact import FINETUNED_FILE, RECIPE_FILE, build_original, load_artifact, save_weights
+from pfconvert.conversion.models import create_model
 from pfconvert.errors import ArtifactError, CheckpointError, ModelError
-from pfconvert.zoo import create_model
-
-from helpers import tiny_input
 
 SIZE = (3, 64, 64)
 

@@ -6,10 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-
 from helpers import run_cli
-
 
 run = run_cli
 

@@ -6,15 +6,16 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from helpers import DwBlock, MultiplierNet, tiny_input
 from timm.layers.pool2d_same import MaxPool2dSame
 from torch import nn
 
 import pfconvert
 from pfconvert.errors import ConversionError, RuleError
-from pfconvert.ops import ChannelRepeat, Shift, Subsample
+from pfconvert.ops import ChannelRepeat
+from pfconvert.ops.identity import Subsample
+from pfconvert.ops.shift import Shift
 from pfconvert.rules import parse_rules
-
-from helpers import DwBlock, MultiplierNet, tiny_input
 
 SIZE = (3, 64, 64)
 
@@ -139,7 +140,7 @@ def test_depth_multiplier_is_repeated_channels() -> None:
 def test_channel_changing_regular_conv_is_refused() -> None:
     net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1))
     rule = parse_rules("name: r\nrules: [{name: all3x3, match: {kernel_size: 3}, replace: {op: max_pool}}]")
-    with pytest.raises(ConversionError, match=r"layer '0' maps 4 to 8 channels.*same_channels: true"):
+    with pytest.raises(ConversionError, match=r"layer '0': maps 4 to 8 channels.*same_channels: true"):
         pfconvert.convert(net, rule, input_size=(4, 8, 8))
 
 

@@ -12,15 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import meta_model
 from timm.layers import CondConv2d
 from timm.layers.pool2d_same import MaxPool2dSame
 from torch import nn
 
 import pfconvert
-from pfconvert.analysis import trace_dataflow
+from pfconvert.graph.dataflow import trace_dataflow
 from pfconvert.ops import ChannelRepeat, DropExtraArgs, describe_op
-
-from helpers import meta_model
 
 NEG_INF = float("-inf")
 

@@ -10,10 +10,17 @@ import timm
 import torch
 from torch import nn
 
-from pfconvert import deploy
-from pfconvert.deploy import (FastMaxPool2d, FusedGraph, fold_batchnorm, optimize_for_cpu, resolve_method,
-                              separate_pools, use_fast_pools)
+from pfconvert.deploy import (
+    FusedGraph,
+    fold_batchnorm,
+    optimize_for_cpu,
+    resolve_method,
+    separate_pools,
+    use_fast_kernels,
+)
+from pfconvert.deploy import cpu as deploy
 from pfconvert.errors import PfconvertError
+from pfconvert.ops.kernels import FastMaxPool2d
 
 SIZE = 64
 
@@ -98,7 +105,7 @@ def test_fast_max_pool_is_exact(k: int, s: int) -> None:
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace is deprecated; tracing is what is tested
 def test_fast_max_pool_traces_exports_and_folds_as_a_plain_pool(x: torch.Tensor) -> None:
     model = _maxpool_mnv2()
-    use_fast_pools(model)
+    use_fast_kernels(model)
     assert any(isinstance(m, FastMaxPool2d) for m in model.modules())
     folded, count = fold_batchnorm(model)  # FX sees the pool as one leaf node
     assert count > 0
@@ -118,9 +125,9 @@ def test_separate_pools_is_exact_and_only_for_large_windows() -> None:
     assert torch.equal(model(t), ref(t))
 
 
-def test_use_fast_pools_swaps_plain_pools_only() -> None:
+def test_use_fast_kernels_swaps_plain_pools_only() -> None:
     model = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.AvgPool2d(3, 1, 1), FastMaxPool2d(3, 1, 1))
-    assert use_fast_pools(model) == 1
+    assert use_fast_kernels(model) == 1
     assert isinstance(model[0], FastMaxPool2d) and isinstance(model[1], nn.AvgPool2d)
 
 
@@ -170,11 +177,11 @@ def test_llga_turns_fusion_on_for_its_own_calls_only(x: torch.Tensor) -> None:
 
 
 def test_auto_falls_back_to_jit_when_fusion_fails(x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deploy, "_has_llga", lambda: True)
+    monkeypatch.setattr(deploy, "has_llga", lambda: True)
 
     def broken(model: nn.Module, example: torch.Tensor) -> None:
         raise RuntimeError("fusion pass failed")
-    monkeypatch.setattr(deploy, "_llga", broken)
+    monkeypatch.setattr(deploy, "build_llga", broken)
     model = _maxpool_mnv2()
     expected = r"method 'llga' \(oneDNN Graph fusion\) failed \(RuntimeError: fusion pass failed\); using method 'jit'"
     with pytest.warns(RuntimeWarning, match=expected):

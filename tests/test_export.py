@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-
-from pfconvert.export import ExportError, check_onnx, export_onnx, export_onnx_bytes
-
 from helpers import run_cli
+
+from pfconvert.deploy.onnx import ExportError, check_onnx, export_onnx, export_onnx_bytes
 
 SIZE = (3, 64, 64)
 
@@ -46,7 +45,7 @@ def test_export_refuses_to_overwrite(small: torch.nn.Module, tmp_path: Path) -> 
 
 def test_export_fails_loudly_when_outputs_differ(small: torch.nn.Module, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pfconvert.export.check_onnx", lambda *a, **k: 0.5)
+    monkeypatch.setattr("pfconvert.deploy.onnx.check_onnx", lambda *a, **k: 0.5)
     with pytest.raises(ExportError, match="differs from PyTorch by 0.5"):
         export_onnx(small, tmp_path / "m.onnx", SIZE, exporter="torchscript", tolerance=1e-3)
 

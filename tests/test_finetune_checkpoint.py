@@ -10,8 +10,14 @@ import pytest
 import torch
 
 from pfconvert.errors import CheckpointError
-from pfconvert.finetune.checkpoint import (atomic_write, capture_rng, copy_checkpoint, load_checkpoint, restore_rng,
-                                           save_checkpoint)
+from pfconvert.recover.finetune.checkpoint import (
+    atomic_write,
+    capture_rng,
+    copy_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path: Path) -> None:

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli
 from safetensors.torch import load_file
 
 import pfconvert
 import pfconvert.cli.evaluate  # noqa: F401  (registers `eval`)
 import pfconvert.cli.finetune  # noqa: F401  (registers `finetune`)
-from pfconvert.finetune import FinetuneConfig, Reporter, finetune
-from pfconvert.finetune.checkpoint import load_checkpoint
-
-from helpers import run_cli
+from pfconvert.recover.finetune import FinetuneConfig, Reporter, finetune
+from pfconvert.recover.finetune.checkpoint import load_checkpoint
 
 FAST = ["--img-size", "32", "--batch-size", "16", "--limit-train", "96", "--limit-val", "48", "--workers", "0",
         "--bn-recalib-batches", "2", "--quiet"]

@@ -12,12 +12,12 @@ import timm
 import torch
 from conftest import FASHION_MNIST, write_idx
 
+from pfconvert.data.datasets import open_split, resolve_source
+from pfconvert.data.idx import read_idx
+from pfconvert.data.transforms import model_data_config
 from pfconvert.errors import DataError
-from pfconvert.finetune import FinetuneConfig
-from pfconvert.finetune.data import (SeededDataset, SkipSampler, model_data_config, prepare_data, steps_per_epoch,
-                                     train_loader)
-from pfconvert.finetune.datasets import open_split, resolve_source
-from pfconvert.finetune.idx import read_idx
+from pfconvert.recover.finetune import FinetuneConfig
+from pfconvert.recover.finetune.loaders import SeededDataset, SkipSampler, prepare_data, steps_per_epoch, train_loader
 
 
 def test_read_idx_plain_and_gzip(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import pfconvert
 import pfconvert.cli.finetune  # noqa: F401  (registers `finetune`)
 from pfconvert.cli.app import main
-from pfconvert.finetune.checkpoint import load_checkpoint
+from pfconvert.recover.finetune.checkpoint import load_checkpoint
 
 ARGS = ["--epochs", "1", "--img-size", "32", "--batch-size", "16", "--limit-train", "128", "--limit-val", "48",
         "--workers", "0", "--bn-recalib-batches", "1", "--quiet", "--json"]

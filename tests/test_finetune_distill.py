@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from timm.task import LogitDistillationTask
 
-from pfconvert.finetune.distill import DistillationTask, kd_loss
+from pfconvert.recover.finetune.distill import DistillationTask, kd_loss
 
 
 @pytest.fixture()

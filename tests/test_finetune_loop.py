@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,15 @@ import timm
 import torch
 from safetensors.torch import load_file
 
+from pfconvert.data.transforms import model_data_config
 from pfconvert.errors import ArtifactError, CheckpointError, TrainingError
-from pfconvert.finetune import FinetuneConfig, FinetuneResult, Reporter, run_finetune
-from pfconvert.finetune._artifact_io import save_finetuned
-from pfconvert.finetune.bn import batchnorm_layers, recalibrate_batchnorm
-from pfconvert.finetune.checkpoint import load_checkpoint
-from pfconvert.finetune.data import model_data_config
-from pfconvert.finetune.loop import StepEvent
-from pfconvert.finetune.precision import resolve_precision
+from pfconvert.recover.bn import batchnorm_layers, recalibrate_batchnorm
+from pfconvert.recover.finetune import FinetuneConfig, FinetuneResult, Reporter, run_finetune
+from pfconvert.recover.finetune._artifact_io import save_finetuned
+from pfconvert.recover.finetune.checkpoint import load_checkpoint
+from pfconvert.recover.finetune.loop import StepEvent
+from pfconvert.recover.finetune.start import Accuracy
+from pfconvert.recover.precision import resolve_precision
 
 STEPS_PER_EPOCH = 5  # limit_train 160 / batch 32
 
@@ -72,9 +74,12 @@ def reference(ft_fmnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_run_writes_checkpoints_logs_summary_and_weights(reference: tuple[FinetuneResult, Path]) -> None:
     result, out = reference
     assert result.status == "completed" and result.global_step == result.total_steps == 2 * STEPS_PER_EPOCH
-    assert set(result.start) - {"recalibrated", "bn_recalib", "bn_recalib_reverted"} == {
+    start = result.start
+    assert start.converted is not None and start.teacher is not None and start.batchnorm is not None
+    assert start.reconstructed is None and start.reconstruction is None
+    assert (start.recalibrated is not None) == start.batchnorm.kept  # measured only when the re-estimation is kept
+    assert set(start.to_dict()) - {"recalibrated", "bn_recalib", "bn_recalib_reverted"} == {
         "converted", "teacher", "bn_recalib_images"}
-    assert ("recalibrated" in result.start) == ("bn_recalib" in result.start) != ("bn_recalib_reverted" in result.start)
     assert result.best is not None and result.final is not None and result.final["epoch"] == 2
     assert 0.0 <= result.best["val_top1"] <= 100.0 and result.best["val_count"] == 64
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -148,7 +153,7 @@ def test_refuses_to_lose_an_earlier_run(ft_fmnist_dir: Path, tmp_path: Path) -> 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
         ft_fmnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pfconvert.finetune import distill
+    from pfconvert.recover.finetune import distill
 
     calls = {"n": 0}
     real = distill.kd_loss
@@ -187,7 +192,7 @@ def test_batchnorm_recalibration_changes_statistics_only(ft_fmnist_dir: Path) ->
 
 def test_batchnorm_re_estimation_that_raises_the_loss_is_undone(ft_fmnist_dir: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from pfconvert.finetune import runner
+    from pfconvert.recover.finetune import runner
 
     def harmful(model: torch.nn.Module, *args: Any, **kwargs: Any) -> int:
         for layer in batchnorm_layers(model):
@@ -198,8 +203,9 @@ def test_batchnorm_re_estimation_that_raises_the_loss_is_undone(ft_fmnist_dir: P
     assert all(torch.equal(bn.running_var, torch.ones_like(bn.running_var)) for bn in batchnorm_layers(student))
     monkeypatch.setattr(runner, "recalibrate_batchnorm", harmful)
     result = _run((student, teacher), _config(ft_fmnist_dir, epochs=1, max_steps=1), tmp_path)
-    reverted = result.start["bn_recalib_reverted"]
-    assert "recalibrated" not in result.start and reverted["calibration_loss_after"] > reverted["calibration_loss_before"]
+    bn = result.start.batchnorm
+    assert bn is not None and not bn.kept and bn.loss_after > bn.loss_before
+    assert result.start.recalibrated is None and "bn_recalib_reverted" in result.start.to_dict()
     # undone: after the one training step (momentum 0.1) each running variance is 0.9 * 1 + 0.1 * batch variance
     assert all(float(bn.running_var.min()) >= 0.9 - 1e-5 for bn in batchnorm_layers(student))
 
@@ -236,13 +242,13 @@ def test_eval_every_validates_only_every_nth_and_the_last_epoch(ft_fmnist_dir: P
 
 def test_a_run_that_never_beats_its_start_keeps_the_start_weights(ft_fmnist_dir: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from pfconvert.finetune import runner
+    from pfconvert.recover.finetune import runner
 
     real = runner._Job._evaluate
 
-    def start_scores_high(job: Any, model: torch.nn.Module) -> dict[str, float]:
+    def start_scores_high(job: Any, model: torch.nn.Module) -> Accuracy:
         metrics = real(job, model)
-        return {**metrics, "top1": 99.0} if job.run_state is None else metrics  # before training: the start
+        return replace(metrics, top1=99.0) if job.run_state is None else metrics  # before training: the start
 
     monkeypatch.setattr(runner._Job, "_evaluate", start_scores_high)
     student, teacher = _pair()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import timm
 import torch
 import torch.nn.functional as F
+from helpers import tiny_input
 from timm.layers import Attention
 
 import pfconvert
-from pfconvert.mixers import EffMaxMixer, PoolMixer
-
-from helpers import tiny_input
+from pfconvert.ops.mixers import EffMaxMixer, PoolMixer
 
 SIZE = (3, 64, 64)
 
@@ -66,8 +65,8 @@ def test_vit_max_trains_and_round_trips(tmp_path: object) -> None:
 
 
 def test_vit_input_size_follows_img_size_and_attention_macs_are_counted() -> None:
+    from pfconvert.conversion.models import input_size
     from pfconvert.report.counting import count_macs
-    from pfconvert.zoo import input_size
 
     vit = _vit()
     assert input_size(vit) == (3, 64, 64)  # not the pretrained config's 224

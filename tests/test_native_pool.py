@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pfconvert import native
-from pfconvert.deploy import FastMaxPool2d
+from pfconvert.ops.kernels import FastMaxPool2d, native
 
 GEOMETRIES = [  # (kernel, stride, padding), per axis where a pair
     (3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 2), (7, 1, 3), (2, 2, 0), (2, 1, 1), (3, 3, 0), (1, 2, 0), (3, 1, 0),

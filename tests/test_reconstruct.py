@@ -14,11 +14,11 @@ from helpers import tiny_input
 from torch import nn
 
 import pfconvert
-from pfconvert.finetune import FinetuneConfig, finetune
-from pfconvert.finetune.bn import recalibrate_batchnorm
-from pfconvert.finetune.precision import resolve_precision
-from pfconvert.reconstruct import changed_paths, find_consumers, reconstruct
-from pfconvert.zoo import create_model
+from pfconvert.conversion.models import create_model
+from pfconvert.recover.bn import recalibrate_batchnorm
+from pfconvert.recover.finetune import FinetuneConfig, finetune
+from pfconvert.recover.precision import resolve_precision
+from pfconvert.recover.refit import changed_paths, find_consumers, reconstruct
 
 
 class _Block(nn.Module):

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from helpers import run_cli
 from rich.console import Console
 
-from pfconvert.report.latency import LatencyConfig, list_backends, measure
+from pfconvert.cli._report_render import render_report
+from pfconvert.report.backends import list_backends
+from pfconvert.report.latency import LatencyConfig, measure
 from pfconvert.report.memory import peak_memory_cpu
 from pfconvert.report.plot import plot_report
-from pfconvert.report.render import render_report
 from pfconvert.report.report import FASTER, SAME, SLOWER, Report
 from pfconvert.report.run import run_report
-
-from helpers import run_cli
 
 SIZE = (3, 64, 64)
 FAST = {"runs": 3, "warmup": 1, "batch_sizes": (1, 2), "input_size": SIZE}

@@ -7,8 +7,18 @@ import random
 
 import pytest
 
-from pfconvert.report.report import (FASTER, MIN_MARGIN, SAME, SLOWER, LatencyRow, ModelStats, Report,
-                                     compare_timings, noise_margin, verdict)
+from pfconvert.report.report import (
+    FASTER,
+    MIN_MARGIN,
+    SAME,
+    SLOWER,
+    LatencyRow,
+    ModelStats,
+    Report,
+    compare_timings,
+    noise_margin,
+    verdict,
+)
 
 
 def _noisy(center: float, spread: float, n: int, seed: int) -> list[float]:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from pfconvert.errors import RuleError
+from pfconvert.ops.pool import MaxPoolSpec
+from pfconvert.ops.sequence import SequenceSpec
 from pfconvert.rules import list_rules, load_rules, parse_rules
-from pfconvert.schema import PoolSpec, SequenceSpec
 
 GOOD = """
 name: mine
@@ -36,7 +37,7 @@ def test_rule_from_path_and_hash(tmp_path: Path) -> None:
     loaded = load_rules(path)
     assert loaded.name == "mine" and loaded.text == GOOD and len(loaded.sha256) == 64
     rule = loaded.ruleset.rules[0]
-    assert rule.match.kernel_size == [3] and isinstance(rule.replace, PoolSpec) and rule.absorb == ["norm", "act"]
+    assert rule.match.kernel_size == [3] and isinstance(rule.replace, MaxPoolSpec) and rule.absorb == ["norm", "act"]
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from helpers import meta_model
 from torch import nn
 
 import pfconvert
 from pfconvert.errors import RuleError
 from pfconvert.rules import load_rules
-from pfconvert.sensitivity import run_sensitivity, selected_rules
-
-from helpers import meta_model
+from pfconvert.study.sensitivity import run_sensitivity, selected_rules
 
 COST = {0: 0.2, 1: 0.5, 2: 3.0, 3: 1.5}  # accuracy points lost per converted block, by stage
 

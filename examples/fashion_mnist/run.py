@@ -31,15 +31,16 @@ import torch
 from torch import nn
 
 import pfconvert
-from pfconvert.analysis import Call, trace_dataflow
-from pfconvert.artifact import save_weights
-from pfconvert.finetune import FinetuneConfig, RichReporter, finetune, run_finetune
-from pfconvert.finetune.data import model_data_config
-from pfconvert.reconstruct import find_consumers
+from pfconvert.cli.progress import RichReporter
+from pfconvert.conversion.artifact import save_weights
+from pfconvert.conversion.models import create_model
+from pfconvert.data.transforms import model_data_config
+from pfconvert.graph.dataflow import Call, trace_dataflow
+from pfconvert.recover.finetune import FinetuneConfig, finetune, run_finetune
+from pfconvert.recover.refit import find_consumers
 from pfconvert.report.counting import count_macs
 from pfconvert.report.plot import plot_report
 from pfconvert.report.run import run_report
-from pfconvert.zoo import create_model
 
 BUDGET_SHARE = 0.3  # fine-tune compute / original training compute
 # The fine-tunes train on un-augmented images (the originals on light augmentation: random crops of 60-100% of the
@@ -222,20 +223,20 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
     # weights are those of its best epoch (epoch 0, the start after reconstruction, if no epoch beat it)
     if ft.best is None or orig_run.get("final") is None:
         raise SystemExit(f"{art}: the fine-tune or the original's training ended without a validated epoch")
-    original_top1, converted_top1 = orig_run["final"]["val_top1"], ft.start["converted"]["top1"]
+    original_top1, converted_top1 = orig_run["final"]["val_top1"], ft.start.converted.top1
     ft_top1, start = ft.best["val_top1"], ft.start
     finetune_seconds = time.perf_counter() - started
     report = run_report(original, pfconvert.load(art).eval(), names=(pipe.model, f"{pipe.model}+{rule}"),
                         input_size=size, batch_sizes=(1, 64), accuracies=(original_top1, ft_top1),
                         runs=budget.latency_runs, max_seconds=5)
-    plot_report(report, art / "report.png")
+    plot_report(report, art / "report.png", overwrite=True)
     (art / "report.json").write_text(report.to_json())
     lat = {f"{r.backend_label} bs{r.batch_size}": round(r.latency_ratio, 3) for r in report.latency}
     report_seconds = time.perf_counter() - started - finetune_seconds
     return {
         "model": pipe.model, "rule": rule, "img_size": pipe.img_size, "original_top1": original_top1,
         "converted_top1": converted_top1,
-        "reconstructed_top1": start.get("recalibrated", start.get("reconstructed", {})).get("top1"),
+        "reconstructed_top1": refit.top1 if (refit := start.recalibrated or start.reconstructed) else None,
         "finetuned_top1": ft_top1, "best_epoch": ft.best["epoch"], "gap": round(original_top1 - ft_top1, 2),
         "params": [record.params_before, record.params_after], "macs": list(macs),
         "latency_ratio_converted_over_original": lat,

@@ -10,15 +10,16 @@ import typer
 
 from ..errors import PfconvertError
 
-__all__ = ["ModelArg", "RuleOpt", "CheckpointOpt", "NumClassesOpt", "InChansOpt", "InputSizeOpt", "KwargOpt",
-           "AllowEmptyOpt", "JsonOpt", "model_kwargs", "parse_input_size"]
+__all__ = ["ModelArg", "ArtifactArg", "RuleOpt", "CheckpointOpt", "NumClassesOpt", "InChansOpt", "InputSizeOpt",
+           "KwargOpt", "AllowEmptyOpt", "JsonOpt", "model_kwargs", "parse_input_size", "parse_int_list"]
 
 ModelArg = Annotated[str, typer.Argument(help="A timm model name, e.g. mobilenetv2_100 (built with random init).")]
+ArtifactArg = Annotated[Path, typer.Argument(help="Artifact directory written by `pfconvert convert`.")]
 RuleOpt = Annotated[str, typer.Option("--rule", "-r", help="Built-in rule name (see `pfconvert rules`) or a YAML path.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", help="Local weights for the model: .pth/.pt (read with weights_only=True) or .safetensors.")]
-NumClassesOpt = Annotated[Optional[int], typer.Option(help="Classifier size passed to timm.create_model.")]
-InChansOpt = Annotated[Optional[int], typer.Option(help="Input channels passed to timm.create_model.")]
+NumClassesOpt = Annotated[Optional[int], typer.Option(min=1, help="Classifier size passed to timm.create_model.")]
+InChansOpt = Annotated[Optional[int], typer.Option(min=1, help="Input channels passed to timm.create_model.")]
 InputSizeOpt = Annotated[Optional[str], typer.Option(
     help="Input size C,H,W of the traced forward (default: the model's pretrained config).")]
 KwargOpt = Annotated[Optional[list[str]], typer.Option(
@@ -56,3 +57,14 @@ def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
     if min(c, h, w) < 1:
         raise PfconvertError(f"--input-size {text!r}: sizes must be positive")
     return c, h, w
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    """``"1,32"`` -> [1, 32], with a one-line error naming the option."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PfconvertError(f"{option} {text!r}: expected comma-separated integers such as 1,32") from None
+    if not values or min(values) < 1:
+        raise PfconvertError(f"{option} {text!r}: expected positive integers such as 1,32")
+    return values

@@ -1,38 +1,31 @@
-"""Rich tables for conversions and rule listings (the CLI's only table builder for these)."""
+"""Rich tables for conversions and rule listings."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 
-from ..convert import ConversionRecord
-from ..match import Match
-from ..report.counting import MacCount
-from ..rules import RuleInfo
+from .._format import change, human
 
-__all__ = ["conversion_table", "plan_table", "rules_table", "human"]
+if TYPE_CHECKING:
+    from ..conversion.rewrite import ConversionRecord, Replacement
+    from ..report.counting import MacCount
+    from ..rules.loading import RuleInfo
 
-
-def human(n: float, unit: str = "") -> str:
-    """3504872 -> '3.50M'."""
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}{unit}"
-    return f"{n:.0f}{unit}"
+__all__ = ["conversion_table", "preview_table", "rules_table"]
 
 
 def conversion_table(record: ConversionRecord, before: MacCount, after: MacCount) -> Table:
-    """Before/after table: params, MACs, pool ops, layers replaced per rule."""
+    """Before/after table: params, MACs, pool ops, layers replaced per rule; the title says the input size."""
     name = record.model_name or "model"
-    table = Table(title=f"{name} + rule '{record.rules.name}'", title_justify="left")
+    size = "x".join(str(v) for v in record.input_size)
+    table = Table(title=f"{name} + rule '{record.rules.name}', input {size}", title_justify="left")
     for col in ("", "original", "converted", "change"):
         table.add_column(col, justify="right" if col else "left")
-
-    def row(label: str, a: float, b: float) -> None:
-        change = f"{(b - a) / a * 100:+.1f}%" if a else "-"
-        table.add_row(label, human(a), human(b), change)
-
-    row("params", record.params_before, record.params_after)
-    row("MACs", before.macs, after.macs)
+    table.add_row("params", human(record.params_before), human(record.params_after),
+                  change(record.params_before, record.params_after))
+    table.add_row("MACs", human(before.macs), human(after.macs), change(before.macs, after.macs))
     table.add_row("pool ops", human(before.pool_ops), human(after.pool_ops), "")
     for rule, n in record.counts_by_rule().items():
         table.add_row(f"replaced by '{rule}'", "", str(n), "")
@@ -40,14 +33,14 @@ def conversion_table(record: ConversionRecord, before: MacCount, after: MacCount
     return table
 
 
-def plan_table(matches: list[Match], ops: list[str]) -> Table:
-    """One row per matched layer: path, what it is, the rule, what it becomes, what is absorbed."""
+def preview_table(replacements: list[Replacement]) -> Table:
+    """One row per layer a rule would replace: path, what it is, the rule, what it becomes, what is absorbed."""
     table = Table(title_justify="left")
     for col in ("#", "layer", "is", "rule", "becomes", "absorbs"):
         table.add_column(col)
-    for i, (match, op) in enumerate(zip(matches, ops)):
-        table.add_row(str(i), match.site.path, match.site.describe(), match.rule.name, op,
-                      ", ".join(p.rpartition(".")[2] for p in match.absorbed) or "-")
+    for i, rep in enumerate(replacements):
+        table.add_row(str(i), rep.path, rep.old, rep.rule, rep.new,
+                      ", ".join(p.rpartition(".")[2] for p in rep.absorbed) or "-")
     return table
 
 

@@ -8,18 +8,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..artifact import ensure_writable, save
-from ..convert import build_op, convert, plan
-from ..ops import describe_op
-from ..report.counting import count_macs
-from ..rules import load_rules
-from ..zoo import create_model, input_size as model_input_size
 from . import _options as o
 from ._console import err_console, out_console
-from ._render import conversion_table, plan_table
 from .app import app
 
 __all__ = ["convert_cmd", "inspect_cmd"]
+
+
+def _default_out(model: str, rule: str) -> Path:
+    return Path(f"{model}-{Path(rule).stem if rule.endswith(('.yaml', '.yml')) else rule}")
 
 
 @app.command("convert")
@@ -40,32 +37,41 @@ def convert_cmd(
 ) -> None:
     """Convert MODEL with a rule, print a before/after table and write the artifact (recipe + safetensors)."""
     kwargs = o.model_kwargs(num_classes, in_chans, kwarg)
+    size = o.parse_input_size(input_size)
+    target = out or _default_out(model, rule)
+    from ..conversion.artifact import ensure_writable, save
+    from ..conversion.rewrite import convert_pair
+    from ..report.counting import count_macs
+    from ..rules.loading import load_rules
+
     rules = load_rules(rule)
-    target = out or Path(f"{model}-{Path(rule).stem if rule.endswith(('.yaml', '.yml')) else rule}")
     ensure_writable(target, overwrite)  # fail before the conversion, not after it
-    original = create_model(model, checkpoint=checkpoint, **kwargs)
-    size = o.parse_input_size(input_size) or model_input_size(original)
     with err_console.status(f"converting {model} with rule '{rules.name}'..."):
-        before = count_macs(original, size)
-        converted, record = convert(original, rules, input_size=size, allow_empty=allow_empty)
-        record.model_name, record.model_kwargs = model, kwargs
-        record.checkpoint = str(checkpoint.resolve()) if checkpoint else None
-        after = count_macs(converted, size)
+        original, converted, record = convert_pair(model, rules, checkpoint=checkpoint, input_size=size,
+                                                   allow_empty=allow_empty, **kwargs)
+        before, after = count_macs(original, record.input_size), count_macs(converted, record.input_size)
         save(converted, record, target, overwrite=overwrite)
-    if as_json:
-        out_console.print_json(json.dumps({
-            "model": model, "rule": rules.name, "out": str(target), "params": [record.params_before, record.params_after],
-            "macs": [before.macs, after.macs], "pool_ops": [before.pool_ops, after.pool_ops],
-            "convention": before.convention, "replaced": [r.to_dict() for r in record.replacements]}))
-        return
-    out_console.print(conversion_table(record, before, after))
-    err_console.print(f"wrote {target}/ (load with pfconvert.load('{target}'))")
+    if not as_json:
+        from ._render import conversion_table
+
+        out_console.print(conversion_table(record, before, after))
+        err_console.print(f"wrote {target}/ (load with pfconvert.load('{target}'))", highlight=False)
+    result = None
     if report:
-        from ..report import render_report, run_report
+        from ..report.run import run_report
 
         with err_console.status("measuring latency...") as status:
             result = run_report(original.eval(), converted.eval(), names=(model, f"{model}+{rules.name}"),
-                                input_size=size, progress=status.update)
+                                input_size=record.input_size, progress=status.update)
+    if as_json:
+        payload = {"model": model, "rule": rules.name, "out": str(target), "input_size": list(record.input_size),
+                   "params": [record.params_before, record.params_after], "macs": [before.macs, after.macs],
+                   "pool_ops": [before.pool_ops, after.pool_ops], "convention": before.convention,
+                   "replaced": [r.to_dict() for r in record.replacements]}
+        out_console.print_json(json.dumps({**payload, **({"report": result.to_dict()} if result else {})}))
+    elif result is not None:
+        from ._report_render import render_report
+
         out_console.print(render_report(result))
 
 
@@ -81,18 +87,22 @@ def inspect_cmd(
     as_json: o.JsonOpt = False,
 ) -> None:
     """Dry run: list each layer the rule matches and what it would become. Nothing is written."""
-    rules = load_rules(rule)
-    original = create_model(model, **o.model_kwargs(num_classes, in_chans, kwarg))
-    size = o.parse_input_size(input_size) or model_input_size(original)
-    matches, _ = plan(original, rules, size)
-    if not matches and not allow_empty:
-        from ..errors import RuleError
+    kwargs = o.model_kwargs(num_classes, in_chans, kwarg)
+    size = o.parse_input_size(input_size)
+    from ..conversion.models import create_model
+    from ..conversion.rewrite import preview
+    from ..errors import RuleError
+    from ..rules.loading import load_rules
 
+    rules = load_rules(rule)
+    replacements = preview(create_model(model, **kwargs), rules, size)
+    if not replacements and not allow_empty:
         raise RuleError(f"rule '{rules.name}' matched no layer of {model}; pass --allow-empty to accept that")
-    ops = [describe_op(build_op(m, original)) for m in matches]
     if as_json:
-        out_console.print_json(json.dumps([{"layer": m.site.path, "is": m.site.describe(), "rule": m.rule.name,
-                                            "becomes": op, "absorbs": m.absorbed} for m, op in zip(matches, ops)]))
+        out_console.print_json(json.dumps([{"layer": r.path, "is": r.old, "rule": r.rule, "becomes": r.new,
+                                            "absorbs": r.absorbed} for r in replacements]))
         return
-    out_console.print(plan_table(matches, ops))
-    err_console.print(f"{len(matches)} layers matched by rule '{rules.name}' in {model}")
+    from ._render import preview_table
+
+    out_console.print(preview_table(replacements))
+    err_console.print(f"{len(replacements)} layers matched by rule '{rules.name}' in {model}")

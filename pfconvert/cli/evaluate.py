@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from ..finetune import EvalReport, evaluate_artifact
-from ..finetune.dist import env_rank
 from . import _options as o
 from ._console import out_console
 from .app import app
 
-__all__ = ["eval_command", "render_report"]
+if TYPE_CHECKING:
+    from ..recover.finetune.api import EvalReport
+
+__all__ = ["eval_command", "eval_table"]
 
 
 @app.command("eval")
 def eval_command(
-    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by `pfconvert convert`.")],
+    artifact: o.ArtifactArg,
     data: Annotated[str, typer.Option("--data", help="ImageFolder dir (train/, val/), IDX dir, or fashion-mnist.")],
     split: Annotated[str, typer.Option("--split", help="Split to evaluate: val or train.")] = "val",
     weights: Annotated[str, typer.Option("--weights", help="auto (fine-tuned when present), converted or "
@@ -37,6 +37,9 @@ def eval_command(
     json_out: o.JsonOpt = False,
 ) -> None:
     """Evaluate the artifact's model (fine-tuned weights when present): top-1, top-5 and loss."""
+    from ..recover.dist import env_rank
+    from ..recover.finetune.api import evaluate_artifact
+
     report = evaluate_artifact(artifact, data, split=split, weights=weights, batch_size=batch_size,
                                img_size=img_size, limit=limit, workers=workers, device=device, original=original)
     if env_rank() != 0:  # under torchrun every process evaluates a shard; rank 0 prints the total
@@ -44,10 +47,10 @@ def eval_command(
     if json_out:
         out_console.print_json(json.dumps(report.as_dict()))
     else:
-        out_console.print(render_report(report))
+        out_console.print(eval_table(report))
 
 
-def render_report(report: EvalReport) -> Table:
+def eval_table(report: EvalReport) -> Table:
     """One row per evaluated model, with the weights it was loaded from."""
     size = "x".join(str(v) for v in report.input_size)
     table = Table(title=f"{report.data} {report.split}, input {size}", title_justify="left")

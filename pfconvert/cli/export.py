@@ -9,25 +9,27 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import PfconvertError
-from ..export import EXPORTERS, export_onnx
 from . import _options as o
 from ._console import err_console, out_console
 from .app import app
 
 __all__ = ["export_cmd"]
 
+EXPORTERS = ("dynamo", "torchscript", "auto")  # pfconvert.deploy.onnx.EXPORTERS, named here without importing torch
+
 
 @app.command("export")
 def export_cmd(
-    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by `pfconvert convert`.")],
+    artifact: o.ArtifactArg,
     format: Annotated[str, typer.Option("--format", "-f", help="Output format (onnx).")] = "onnx",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default: ARTIFACT/model.onnx).")]
     = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 18,
+    opset: Annotated[int, typer.Option(min=7, help="ONNX opset version.")] = 18,
     dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic.")] = False,
     exporter: Annotated[str, typer.Option(help=f"torch.onnx exporter: {', '.join(EXPORTERS)}.")] = "dynamo",
     weights: Annotated[str, typer.Option(help="auto (fine-tuned if present), converted or finetuned.")] = "auto",
-    tolerance: Annotated[float, typer.Option(help="Max abs difference ONNX Runtime vs PyTorch accepted.")] = 1e-3,
+    tolerance: Annotated[float, typer.Option(min=0.0, help="Max abs difference ONNX Runtime vs PyTorch accepted.")]
+    = 1e-3,
     check: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch on a random input.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
     as_json: o.JsonOpt = False,
@@ -35,7 +37,8 @@ def export_cmd(
     """Export ARTIFACT's model to ONNX, then run ONNX Runtime and PyTorch on the same input and compare."""
     if format.lower() != "onnx":
         raise PfconvertError(f"--format {format!r} is not supported; the supported format is onnx")
-    from ..artifact import load_artifact
+    from ..conversion.artifact import load_artifact
+    from ..deploy.onnx import export_onnx
 
     art = load_artifact(artifact, weights=weights)
     target = out or art.path / "model.onnx"

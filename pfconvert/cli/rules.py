@@ -1,4 +1,4 @@
-"""``pfconvert rules``: list the built-in rule files, or print one."""
+"""``pfconvert rules``: list the built-in rule files, print one, or print the rule language."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..rules import list_rules, load_rules
 from ._console import out_console
-from ._render import rules_table
 from .app import app
 
 __all__ = ["rules_cmd"]
@@ -17,17 +15,25 @@ __all__ = ["rules_cmd"]
 @app.command("rules")
 def rules_cmd(
     name: Annotated[Optional[str], typer.Argument(help="Print this rule file's YAML instead of the list.")] = None,
+    language: Annotated[bool, typer.Option("--language", help="Print the rule language reference (every match field "
+                                           "and every replacement op with its fields) as Markdown.")] = False,
 ) -> None:
-    """List built-in rules with their descriptions (or print one rule file).
+    """List built-in rules with their descriptions (or print one rule file, or the rule language).
 
-    Rule language: a YAML mapping with `name`, `description` and `rules`, a list of
-    {name, match, replace, absorb}. match: op (conv2d|attention), depthwise, kernel_size, stride, dilation,
-    same_channels, path (globs), path_regex, exclude, parent (class-name globs), stages, blocks, every_nth, offset.
-    replace: op max_pool|avg_pool (kernel_size, stride, padding: int or inherit; count_include_pad), identity, shift,
-    sequence (steps: pools, identity, shift, keep {stride}), eff_max|pool (attention). absorb: [norm, act].
-    The first rule that matches a layer wins.
+    A rule file is YAML: a `name`, a `description` and `rules`, a list of {name, match, replace, absorb}; the first
+    rule that matches a layer wins. `pfconvert rules --language` prints every field and op (docs/rule-language.md).
     """
+    if language:
+        from ..rules.language import rule_language_markdown
+
+        typer.echo(rule_language_markdown(), nl=False)
+        return
     if name is not None:
+        from ..rules.loading import load_rules
+
         out_console.print(load_rules(name).text, markup=False, highlight=False)
         return
+    from ..rules.loading import list_rules
+    from ._render import rules_table
+
     out_console.print(rules_table(list_rules()))

@@ -2,19 +2,25 @@
 
 Library use::
 
-    from pfconvert.report import run_report, render_report
+    from pfconvert.report import run_report
     report = run_report(original, converted, batch_sizes=(1, 32))
-    rich.print(render_report(report)); report.to_json(); report.to_markdown()
+    print(report.to_markdown()); report.to_json(); report.summary()
+
+(``pfconvert report`` draws the same report with rich: ``pfconvert.cli``.)
 """
 
 from __future__ import annotations
 
-from .plot import plot_report as plot_report
-from .render import render_report as render_report
-from .report import LatencyRow as LatencyRow
-from .report import ModelStats as ModelStats
-from .report import Report as Report
-from .report import verdict as verdict
-from .run import run_report as run_report
+from .._lazy import lazy_exports
 
-__all__ = ["run_report", "render_report", "plot_report", "Report", "ModelStats", "LatencyRow", "verdict"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "run_report": ".run",
+    "list_backends": ".backends",
+    "resolve_pair": ".pairs",
+    "ModelPair": ".pairs",
+    "plot_report": ".plot",
+    "Report": ".report",
+    "ModelStats": ".report",
+    "LatencyRow": ".report",
+    "verdict": ".report",
+})

@@ -2,9 +2,10 @@
 
 MACs come from fvcore (``FlopCountAnalysis``), which counts one fused multiply-add as one "flop" (so its numbers are
 MACs, as timm's benchmark labels them) and counts pooling as zero. fvcore has no handler for fused attention
-(``scaled_dot_product_attention``); pfconvert adds one (Q K^T and the weighted sum of V). pfconvert adds handlers for max/avg pooling that
-count one comparison or addition per window element, reported separately as ``pool_ops`` so that the MAC figure stays
-comparable with the paper's (R50 4.1 G, R50-max 2.2 G, R50-hybrid 2.6 G).
+(``scaled_dot_product_attention``); pfconvert adds one (Q K^T and the weighted sum of V). The aten ops the replacement
+ops emit are counted as each op's registration says (:class:`pfconvert.ops.Count`): pooling as one comparison or
+addition per window element, reported separately as ``pool_ops`` so that the MAC figure stays comparable with the
+paper's (R50 4.1 G, R50-max 2.2 G, R50-hybrid 2.6 G).
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..analysis import eval_mode, probe_input
-from ..errors import ConversionError
+from ..errors import ConversionError, one_line
+from ..graph.dataflow import probe_input
+from ..graph.modules import count_params, eval_mode
+from ..ops import Count, list_ops
 
-__all__ = ["MacCount", "CONVENTION", "count_params", "count_macs"]
+__all__ = ["MacCount", "CONVENTION", "count_params", "count_macs", "op_handles"]
 
 CONVENTION = ("MACs: fvcore convention (1 multiply-add = 1); pool ops: 1 per pooling-window element, "
               "counted apart (fvcore counts pooling as 0)")
 
-_POOL_OPS = ("aten::max_pool2d", "aten::avg_pool2d", "aten::max_pool2d_with_indices")
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,6 @@ class MacCount:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (shared ones counted once)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def _pool_handle(inputs: list[Any], outputs: list[Any]) -> int:
@@ -71,6 +68,27 @@ def _sdpa_handle(inputs: list[Any], outputs: list[Any]) -> int:
     return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
 
 
+def _free_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    return 0
+
+
+_HANDLES = {Count.POOL_WINDOW: _pool_handle, Count.FREE: _free_handle}
+
+
+def op_handles() -> dict[str, Count]:
+    """``{aten op: how it is counted}`` over every registered replacement op.
+
+    Raises:
+        ValueError: two ops declare the same aten op with different counts.
+    """
+    handles: dict[str, Count] = {}
+    for op in list_ops():
+        for aten, kind in op.counts.items():
+            if handles.setdefault(aten, kind) is not kind:
+                raise ValueError(f"op {op.name!r} counts {aten} as {kind.name}, another op as {handles[aten].name}")
+    return handles
+
+
 def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> MacCount:
     """Count MACs and pooling ops of one forward at batch 1 (eval mode; the model's mode is restored)."""
     with warnings.catch_warnings():
@@ -83,13 +101,14 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
             warnings.simplefilter("ignore")
             analysis = FlopCountAnalysis(model, x)
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-            for op in _POOL_OPS:
-                analysis.set_op_handle(op, _pool_handle)
+            counted = op_handles()
+            for aten, kind in counted.items():
+                analysis.set_op_handle(aten, _HANDLES[kind])
             analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_handle)
             by_op = analysis.by_operator()
     except Exception as exc:  # noqa: BLE001 - the traced forward failed: say which input, in one line
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"counting MACs of {type(model).__name__} on input {(1, *input_size)} failed: "
-                              f"{msg[:300]} (pass the model's input size with --input-size C,H,W)") from None
-    pool = sum(v for k, v in by_op.items() if k.endswith("pool2d") or "pool2d_with_indices" in k)
+                              f"{one_line(exc)} (pass the model's input size with --input-size C,H,W)") from None
+    pools = {aten.removeprefix("aten::") for aten, kind in counted.items() if kind is Count.POOL_WINDOW}
+    pool = sum(v for k, v in by_op.items() if k in pools or "pool2d" in k)  # fvcore's adaptive (global) pools too
     return MacCount(macs=int(sum(by_op.values()) - pool), pool_ops=int(pool))

@@ -1,14 +1,6 @@
-"""Latency measurement: a registry of backends and an interleaved, warmed-up, synchronised timing loop.
+"""Latency measurement: preparing a model for each backend, and an interleaved, warmed-up, synchronised timing loop.
 
-Backends (``list_backends()``; the CUDA ones only where a GPU exists):
-
-- ``cpu``: PyTorch on the CPU through :func:`pfconvert.deploy.optimize_for_cpu` (BN folded, frozen, oneDNN kernels,
-  oneDNN Graph fusion where PyTorch has it), built for each batch size;
-  the path to deploy a model with in PyTorch, applied to the original and the converted model alike.
-- ``cpu-eager``: PyTorch eager on the CPU, the model as it is (NCHW, BN unfused): what a plain ``model(x)`` costs
-  (a converted model's max-pools are :class:`pfconvert.deploy.FastMaxPool2d`, which computes only the max).
-- ``ort``: ONNX Runtime CPU, the model exported by :func:`pfconvert.export.export_onnx`, all graph optimisations.
-- ``cuda`` / ``cuda-amp``: PyTorch eager on the GPU in float32 / under ``torch.autocast(float16)``.
+Backends are registered in :mod:`pfconvert.report.backends`; this module prepares models for them.
 
 Every timing is of one forward at a fixed batch size, after warm-up, with the device synchronised before the clock
 is read. The models of a comparison are timed in interleaved rounds (A B, B A, A B...), so drift of a shared machine
@@ -26,29 +18,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import PfconvertError
+from .backends import Runner, get_backend
+from .report import median_ms
 
-__all__ = ["Runner", "Backend", "LatencyConfig", "register_backend", "get_backend", "backend_label", "list_backends",
-           "default_backends", "torch_threads", "measure", "time_rounds", "median_ms"]
-
-Runner = Callable[[], object]
-"""One synchronised forward on a prepared input."""
-
-
-@dataclass(frozen=True)
-class Backend:
-    """A way of running a model: how to prepare a runner for it, and whether this machine has it.
-
-    ``prepare(model, batch_size, config, cache)`` returns a :data:`Runner`. ``cache`` is a dict kept per model and
-    backend across batch sizes (an exported ONNX session, a deployed module...).
-    """
-
-    name: str
-    label: str
-    device: str
-    prepare: Callable[[nn.Module, int, "LatencyConfig", dict[str, Any]], Runner]
-    is_available: Callable[[], bool] = lambda: True
-    description: str = ""
+__all__ = ["LatencyConfig", "torch_threads", "measure", "time_rounds", "median_ms", "prepare_eager", "prepare_deployed",
+           "prepare_ort", "prepare_cuda", "prepare_cuda_amp", "ort_available", "cuda_available"]
 
 
 @dataclass
@@ -81,49 +55,6 @@ class LatencyConfig:
         return self.threads if self.threads is not None else torch.get_num_threads()
 
 
-_BACKENDS: dict[str, Backend] = {}
-
-
-def register_backend(backend: Backend) -> Backend:
-    """Add a backend to the registry (a later registration under the same name replaces the earlier one)."""
-    _BACKENDS[backend.name] = backend
-    return backend
-
-
-def get_backend(name: str) -> Backend:
-    """The registered backend ``name``.
-
-    Raises:
-        PfconvertError: unknown name, or the backend is not available on this machine.
-    """
-    if name not in _BACKENDS:
-        raise PfconvertError(f"unknown backend {name!r}; choose from {', '.join(_BACKENDS)}")
-    backend = _BACKENDS[name]
-    if not backend.is_available():
-        raise PfconvertError(f"backend {name!r} is not available on this machine ({backend.description})")
-    return backend
-
-
-def backend_label(name: str, config: LatencyConfig) -> str:
-    """Display label of a backend, with the concrete deploy path for ``cpu`` (e.g. "PyTorch CPU deployed (compile)")."""
-    backend = get_backend(name)
-    if name == "cpu":
-        from ..deploy import resolve_method
-
-        return f"{backend.label} ({resolve_method(config.deploy_method)})"
-    return backend.label
-
-
-def list_backends(available_only: bool = True) -> list[str]:
-    """Registered backend names, in registration order."""
-    return [b.name for b in _BACKENDS.values() if not available_only or b.is_available()]
-
-
-def default_backends() -> list[str]:
-    """Every available backend: the CPU ones always, the CUDA ones when a GPU exists."""
-    return list_backends(available_only=True)
-
-
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """Set torch's intra-op thread count for the block and restore it after."""
@@ -140,7 +71,7 @@ def _cpu_input(batch_size: int, config: LatencyConfig) -> torch.Tensor:
     return torch.randn((batch_size, *config.input_size), generator=torch.Generator().manual_seed(0))
 
 
-def _prepare_eager(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
+def prepare_eager(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
     x = _cpu_input(batch_size, config)
     model.eval()
 
@@ -151,8 +82,8 @@ def _prepare_eager(model: nn.Module, batch_size: int, config: LatencyConfig, cac
     return run
 
 
-def _prepare_deployed(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
-    from ..deploy import optimize_for_cpu
+def prepare_deployed(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
+    from ..deploy.cpu import optimize_for_cpu
 
     x = _cpu_input(batch_size, config)
     # one deployment per batch size: compile specialises and llga fuses for the example's shape
@@ -168,7 +99,7 @@ def _prepare_deployed(model: nn.Module, batch_size: int, config: LatencyConfig, 
     return run
 
 
-def _ort_available() -> bool:
+def ort_available() -> bool:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -176,8 +107,8 @@ def _ort_available() -> bool:
     return True
 
 
-def _prepare_ort(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
-    from ..export import export_onnx_bytes, ort_session
+def prepare_ort(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
+    from ..deploy.onnx import export_onnx_bytes, ort_session
 
     if "session" not in cache:
         data = export_onnx_bytes(model, config.input_size, dynamic_batch=True)
@@ -188,7 +119,7 @@ def _prepare_ort(model: nn.Module, batch_size: int, config: LatencyConfig, cache
     return lambda: session.run(None, feed)
 
 
-def _prepare_cuda(amp: bool) -> Callable[[nn.Module, int, LatencyConfig, dict[str, Any]], Runner]:
+def _cuda(amp: bool) -> Callable[[nn.Module, int, LatencyConfig, dict[str, Any]], Runner]:
     def prepare(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
         if "model" not in cache:
             cache["model"] = copy.deepcopy(model).eval().cuda()
@@ -206,23 +137,13 @@ def _prepare_cuda(amp: bool) -> Callable[[nn.Module, int, LatencyConfig, dict[st
     return prepare
 
 
-register_backend(Backend("cpu", "PyTorch CPU deployed", "cpu", _prepare_deployed,
-                         description="pfconvert.deploy.optimize_for_cpu: BN folded, frozen graph, oneDNN kernels "
-                                     "and fusion"))
-register_backend(Backend("cpu-eager", "PyTorch CPU eager (naive)", "cpu", _prepare_eager,
-                         description="model(x) as it is: NCHW, BN unfused, aten kernels (converted max-pools: "
-                                     "FastMaxPool2d)"))
-register_backend(Backend("ort", "ONNX Runtime CPU", "cpu", _prepare_ort, _ort_available,
-                         description="onnxruntime CPUExecutionProvider, all graph optimisations (needs onnxruntime)"))
-register_backend(Backend("cuda", "PyTorch CUDA eager", "cuda", _prepare_cuda(False), torch.cuda.is_available,
-                         description="needs a CUDA GPU"))
-register_backend(Backend("cuda-amp", "PyTorch CUDA eager AMP fp16", "cuda", _prepare_cuda(True),
-                         torch.cuda.is_available, description="needs a CUDA GPU"))
+prepare_cuda = _cuda(amp=False)
+prepare_cuda_amp = _cuda(amp=True)
 
 
-def median_ms(seconds: Sequence[float]) -> float:
-    """The median of timed rounds, in milliseconds (the upper middle one for an even count)."""
-    return sorted(seconds)[len(seconds) // 2] * 1e3
+def cuda_available() -> bool:
+    """Whether a CUDA GPU is there."""
+    return torch.cuda.is_available()
 
 
 def time_rounds(runners: Mapping[str, Runner], config: LatencyConfig) -> dict[str, list[float]]:
@@ -250,7 +171,7 @@ def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: La
     Args:
         models: Name -> model (typically ``{"original": ..., "converted": ...}``); CPU models, timed in eval mode
             and left unchanged (their train/eval mode is restored).
-        backends: Backend names (see :func:`list_backends`).
+        backends: Backend names (see :func:`pfconvert.report.backends.list_backends`).
         config: What to measure and how often.
         progress: Called with a short text before each backend and batch size (for a status line).
 

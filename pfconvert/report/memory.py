@@ -21,7 +21,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..analysis import probe_input
+from ..graph.dataflow import probe_input
 
 __all__ = ["MEMORY_NOTE", "peak_memory", "peak_memory_cpu", "peak_memory_cuda"]
 

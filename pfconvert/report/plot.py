@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._files import atomic_write
+from ..errors import PfconvertError
 from .report import FASTER, SLOWER, Report
 
-__all__ = ["plot_report"]
+__all__ = ["plot_report", "check_plot_target"]
 
 _COLORS = {"original": "#7f7f7f", "converted": "#1f77b4", FASTER: "#2ca02c", SLOWER: "#d62728"}
 
@@ -75,18 +77,39 @@ def _accuracy(report: Report, title: str):
     return fig
 
 
-def plot_report(report: Report, path: str | Path) -> Path:
-    """Write a PNG of the report (see the module docstring for what is drawn); returns the path."""
+def check_plot_target(path: str | Path, overwrite: bool = False) -> Path:
+    """The PNG file a plot may be written to.
+
+    Raises:
+        PfconvertError: the name does not end in ``.png``, is a directory, or exists and ``overwrite`` is not set.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise PfconvertError(f"plot target {path} is a directory; give a file name such as {path / 'report.png'}")
+    if path.suffix.lower() != ".png":
+        raise PfconvertError(f"plot target {path} is not a .png file name; use e.g. {path.with_suffix('.png')}")
+    if path.exists() and not overwrite:
+        raise PfconvertError(f"{path} already exists; choose another file or pass --overwrite")
+    return path
+
+
+def plot_report(report: Report, path: str | Path, overwrite: bool = False) -> Path:
+    """Write a PNG of the report (see the module docstring for what is drawn) atomically; returns the path.
+
+    Raises:
+        PfconvertError: see :func:`check_plot_target`, or the report has no latency rows.
+    """
+    path = check_plot_target(path, overwrite)
     if not report.latency:
-        raise ValueError("the report has no latency rows to plot")
+        raise PfconvertError("the report has no latency rows to plot")
     title = f"{report.original.name} vs {report.converted.name} ({report.threads} CPU threads)"
     have_acc = report.original.accuracy is not None and report.converted.accuracy is not None
     fig = _accuracy(report, title) if have_acc else _bars(report, title)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda temp: fig.savefig(temp, dpi=120, format="png"), fsync=False)
+    finally:
+        plt.close(fig)
     return path

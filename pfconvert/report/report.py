@@ -17,7 +17,9 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-__all__ = ["FASTER", "SLOWER", "SAME", "MIN_MARGIN", "ModelStats", "LatencyRow", "Report", "verdict", "noise_margin",
+from .._format import change, human
+
+__all__ = ["median", "median_ms", "FASTER", "SLOWER", "SAME", "MIN_MARGIN", "ModelStats", "LatencyRow", "Report", "verdict", "noise_margin",
            "compare_timings"]
 
 FASTER = "faster"
@@ -62,6 +64,17 @@ class LatencyRow:
     def latency_ratio(self) -> float:
         """``converted_ms / original_ms`` (below 1: faster)."""
         return self.converted_ms / self.original_ms
+
+
+def median(values: Sequence[float]) -> float:
+    """The median as pfconvert reports it everywhere: the upper middle value for an even count (a measured value,
+    never an average of two)."""
+    return sorted(values)[len(values) // 2]
+
+
+def median_ms(seconds: Sequence[float]) -> float:
+    """The median of timed rounds (seconds), in milliseconds."""
+    return median(seconds) * 1e3
 
 
 def noise_margin(original: Sequence[float], converted: Sequence[float], floor: float = MIN_MARGIN) -> float:
@@ -111,7 +124,7 @@ def compare_timings(backend: str, label: str, batch_size: int, original_s: Seque
     """Summarise interleaved per-round timings (seconds) of both models into a :class:`LatencyRow`."""
     if not original_s or len(original_s) != len(converted_s):
         raise ValueError("need the same, non-zero number of timings for both models")
-    o_ms, c_ms = statistics.median(original_s) * 1e3, statistics.median(converted_s) * 1e3
+    o_ms, c_ms = median_ms(original_s), median_ms(converted_s)
     speedup = o_ms / c_ms
     margin = noise_margin(original_s, converted_s)
     return LatencyRow(backend, label, batch_size, o_ms, c_ms, _p90(original_s) * 1e3, _p90(converted_s) * 1e3,
@@ -170,10 +183,10 @@ class Report:
                f"{self.threads} CPU threads", "", "| | original | converted | change |", "|---|---:|---:|---:|"]
         for label, a, b in (("params", o.params, c.params), ("MACs", o.macs, c.macs),
                             ("pool ops", o.pool_ops, c.pool_ops)):
-            out.append(f"| {label} | {_human(a)} | {_human(b)} | {_change(a, b)} |")
+            out.append(f"| {label} | {human(a)} | {human(b)} | {change(a, b)} |")
         for bs in sorted(set(o.peak_memory) & set(c.peak_memory)):
             a, b = o.peak_memory[bs], c.peak_memory[bs]
-            out.append(f"| peak memory, batch {bs} | {_human(a, 'B')} | {_human(b, 'B')} | {_change(a, b)} |")
+            out.append(f"| peak memory, batch {bs} | {human(a, 'B')} | {human(b, 'B')} | {change(a, b)} |")
         if o.accuracy is not None and c.accuracy is not None:
             out.append(f"| top-1 | {o.accuracy:.2f} | {c.accuracy:.2f} | {c.accuracy - o.accuracy:+.2f} |")
         out += ["", "| backend | batch | original ms | converted ms | speed-up | verdict |",
@@ -189,16 +202,3 @@ class Report:
         return "\n".join(out) + "\n"
 
 
-def _human(n: float, unit: str = "") -> str:
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}{unit}"
-    return f"{n:.0f}{unit}"
-
-
-def _change(a: float, b: float) -> str:
-    if not a:
-        return "-"
-    if b / a >= 10:  # "+33030.0%" reads worse than "330x"
-        return f"{b / a:.0f}x"
-    return f"{(b - a) / a * 100:+.1f}%"

@@ -6,8 +6,9 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from .backends import backend_label, default_backends, get_backend
 from .counting import CONVENTION, count_macs, count_params
-from .latency import LatencyConfig, backend_label, default_backends, get_backend, measure
+from .latency import LatencyConfig, measure
 from .machine import machine_info
 from .memory import MEMORY_NOTE, peak_memory
 from .report import ModelStats, Report, compare_timings
@@ -50,7 +51,7 @@ def run_report(
         names: Display names of the two models.
         input_size: (C, H, W) of the input.
         batch_sizes: Batch sizes timed on every backend (and whose peak memory is measured).
-        backends: Backend names (``pfconvert.report.latency.list_backends()``); None = every available one.
+        backends: Backend names (``pfconvert.report.backends.list_backends()``); None = every available one.
         runs: Timed rounds per backend and batch size.
         warmup: Untimed forwards per model first.
         threads: CPU threads (torch and ONNX Runtime); None keeps torch's current setting.
@@ -75,7 +76,7 @@ def run_report(
     timings = measure({"original": original, "converted": converted}, names_backends, config, progress=say)
     rows = []
     for (backend_name, bs), times in timings.items():
-        label = backend_label(backend_name, config)
+        label = backend_label(backend_name, config.deploy_method)
         rows.append(compare_timings(backend_name, label, bs, times["original"], times["converted"]))
     notes = [f"Backends: {'; '.join(f'{get_backend(b).label} = {get_backend(b).description}' for b in names_backends)}"]
     return Report(stats[0], stats[1], tuple(input_size), config.resolved_threads(), rows,

@@ -1,0 +1,42 @@
+"""Writing files safely: through a unique temporary file in the target's folder, then an atomic rename.
+
+The temporary name is random and created exclusively (``mkstemp``: ``O_CREAT | O_EXCL``), so a link planted under a
+predictable name is never followed; a crash leaves the old file or the new one, never half of one; the rename replaces
+a link at the target itself, not the file the link points to.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["atomic_write", "write_text"]
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object], *, fsync: bool = True) -> Path:
+    """Call ``write(temp_path)`` on a fresh private temporary file next to ``path``, give it the usual permissions,
+    fsync it, then rename it onto ``path``. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    temp = Path(name)
+    try:
+        write(temp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp creates 0600; the file gets what a plain open() would give it
+        if fsync:
+            with open(temp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda temp: temp.write_text(text, encoding="utf-8"))

@@ -1,0 +1,238 @@
+"""Artifacts: a directory with a replayable recipe and safetensors weights; no whole-model pickles.
+
+Layout of ``OUT/``:
+
+- ``recipe.json``: timm model name and kwargs, the rule text and its hash, package versions, the replaced layers.
+- ``model.safetensors``: the converted model's state dict.
+- ``original-removed.safetensors``: the original state of the replaced/absorbed layers, so that the original model
+  (the fine-tuning teacher) is rebuilt exactly: untouched layers come from ``model.safetensors``.
+- ``finetuned.safetensors``: written by ``pfconvert finetune``; :func:`load` prefers it.
+
+:func:`load` rebuilds the model with ``timm.create_model``, replays the rules, and loads the weights strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._files import atomic_write, write_text
+from ..errors import ArtifactError, CheckpointError, PfconvertError
+from ..rules.loading import parse_rules
+from .models import create_model, load_weights
+from .rewrite import convert
+
+__all__ = [
+    "RECIPE_FILE", "WEIGHTS_FILE", "REMOVED_FILE", "FINETUNED_FILE", "Recipe", "Artifact",
+    "save", "load", "load_artifact", "build_original", "save_weights", "read_weights", "ensure_writable",
+]
+
+RECIPE_FILE = "recipe.json"
+WEIGHTS_FILE = "model.safetensors"
+REMOVED_FILE = "original-removed.safetensors"
+FINETUNED_FILE = "finetuned.safetensors"
+FORMAT = "pfconvert-artifact/1"
+
+
+@dataclass
+class Recipe:
+    """Everything needed to rebuild a converted model (stored as ``recipe.json``)."""
+
+    model: str | None
+    model_kwargs: dict[str, Any]
+    checkpoint: str | None
+    rule_name: str
+    rule_text: str
+    rule_sha256: str
+    input_size: tuple[int, int, int]
+    replaced: list[dict[str, Any]]
+    versions: dict[str, str]
+    params_before: int = 0
+    params_after: int = 0
+    checkpoint_sha256: str | None = None
+    created: str = ""
+    format: str = FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The recipe as indented JSON."""
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_file(cls, path: Path) -> "Recipe":
+        """Read and check ``recipe.json``."""
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ArtifactError(f"{path.parent} is not a pfconvert artifact: {RECIPE_FILE} is missing "
+                                "(create one with `pfconvert convert`)") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"cannot read {path}: {exc}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ArtifactError(f"{path}: not a {FORMAT} recipe (format={data.get('format') if isinstance(data, dict) else None!r})")
+        try:
+            data["input_size"] = tuple(data["input_size"])
+            return cls(**data)
+        except (TypeError, KeyError) as exc:
+            raise ArtifactError(f"{path}: malformed recipe ({exc})") from None
+
+
+@dataclass
+class Artifact:
+    """A loaded artifact: the converted model (weights loaded), its recipe, its directory and weights file."""
+
+    model: nn.Module
+    recipe: Recipe
+    path: Path
+    weights_file: Path
+
+
+def _versions() -> dict[str, str]:
+    import timm
+
+    from .. import __version__
+
+    return {"pfconvert": __version__, "torch": torch.__version__.split("+")[0], "timm": timm.__version__}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_weights(state_or_model: nn.Module | dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write a state dict (or a model's) as safetensors atomically (:func:`pfconvert._files.atomic_write`)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = state_or_model.state_dict() if isinstance(state_or_model, nn.Module) else state_or_model
+    tensors: dict[str, torch.Tensor] = {}
+    seen: dict[tuple[int, int], str] = {}
+    for key, value in state.items():
+        ident = (value.untyped_storage().data_ptr(), value.storage_offset()) if value.numel() else (id(value), 0)
+        tensors[key] = value.detach().cpu().clone() if ident in seen else value.detach().cpu().contiguous()
+        seen.setdefault(ident, key)
+    atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata={"format": "pt"}))
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, with a one-line error when it is missing or corrupt."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise ArtifactError(f"artifact weights missing: {path}") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise ArtifactError(f"cannot read weights {path}: {exc}") from None
+
+
+def save(model: nn.Module, record: Any, out: str | Path, overwrite: bool = False) -> Path:
+    """Write a converted model and its :class:`~pfconvert.convert.ConversionRecord` as an artifact directory.
+
+    Raises:
+        ArtifactError: ``out`` exists and is not empty (pass ``overwrite=True``), or the model has no timm name to
+            rebuild from.
+    """
+    out = Path(out)
+    if record.model_name is None:
+        raise ArtifactError("only timm models can be saved as artifacts (the recipe rebuilds them by name); "
+                            "for other models save model.state_dict() and replay pfconvert.convert on load")
+    ensure_writable(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (FINETUNED_FILE,):
+        (out / stale).unlink(missing_ok=True)
+    ck = Path(record.checkpoint) if record.checkpoint else None
+    recipe = Recipe(
+        model=record.model_name, model_kwargs=record.model_kwargs, checkpoint=record.checkpoint,
+        rule_name=record.rules.name, rule_text=record.rules.text, rule_sha256=record.rules.sha256,
+        input_size=tuple(record.input_size), replaced=[r.to_dict() for r in record.replacements],
+        versions=_versions(), params_before=record.params_before, params_after=record.params_after,
+        checkpoint_sha256=_sha256(ck) if ck is not None and ck.is_file() else None,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    save_weights(model, out / WEIGHTS_FILE)
+    save_weights(record.removed_state, out / REMOVED_FILE)
+    write_text(out / RECIPE_FILE, recipe.to_json())
+    return out
+
+
+def ensure_writable(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse an existing non-empty output (nothing the user had is overwritten silently) unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ArtifactError(f"output {out} already exists and is not empty; choose another --out or pass --overwrite")
+
+
+def _rebuild(recipe: Recipe, where: Path) -> nn.Module:
+    """A fresh converted model (random init) by replaying the recipe; checks the same layers are replaced."""
+    if not recipe.model:
+        raise ArtifactError(f"{where}: the recipe names no timm model to rebuild")
+    model = create_model(recipe.model, **recipe.model_kwargs)
+    rules = parse_rules(recipe.rule_text, source=f"{where / RECIPE_FILE} (rule '{recipe.rule_name}')")
+    model, record = convert(model, rules, input_size=recipe.input_size, inplace=True, verify=False, allow_empty=True)
+    got = [r.path for r in record.replacements]
+    want = [r["path"] for r in recipe.replaced]
+    if got != want:
+        raise ArtifactError(f"{where}: replaying rule '{recipe.rule_name}' replaced {len(got)} layers, the artifact "
+                            f"has {len(want)} (timm {recipe.versions.get('timm')} made it; installed timm may differ)")
+    return model
+
+
+def load_artifact(path: str | Path, weights: str = "auto") -> Artifact:
+    """Rebuild the converted model of an artifact and load its weights strictly.
+
+    Args:
+        path: The artifact directory.
+        weights: ``auto`` (fine-tuned weights when present, else as converted), ``converted`` or ``finetuned``.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"artifact directory not found: {path} (create one with `pfconvert convert`)")
+    if weights not in ("auto", "converted", "finetuned"):
+        raise ArtifactError(f"weights must be auto, converted or finetuned, not {weights!r}")
+    recipe = Recipe.from_file(path / RECIPE_FILE)
+    file = path / (FINETUNED_FILE if weights == "finetuned" else WEIGHTS_FILE)
+    if weights == "auto" and (path / FINETUNED_FILE).is_file():
+        file = path / FINETUNED_FILE
+    model = _rebuild(recipe, path)
+    try:
+        load_weights(model, read_weights(file), source=str(file))
+    except CheckpointError as exc:
+        raise ArtifactError(str(exc)) from None
+    return Artifact(model=model, recipe=recipe, path=path, weights_file=file)
+
+
+def load(path: str | Path, weights: str = "auto") -> nn.Module:
+    """The converted model of an artifact (fine-tuned weights when present). See :func:`load_artifact`."""
+    return load_artifact(path, weights).model
+
+
+def build_original(recipe: Recipe, path: str | Path) -> nn.Module:
+    """The original (unconverted) model with its original weights: the teacher for fine-tuning.
+
+    Untouched layers come from the artifact's ``model.safetensors``, replaced layers from
+    ``original-removed.safetensors``; both are the state at conversion time.
+    """
+    path = Path(path)
+    if not recipe.model:
+        raise ArtifactError(f"{path}: the recipe names no timm model to rebuild")
+    model = create_model(recipe.model, **recipe.model_kwargs)
+    converted = read_weights(path / WEIGHTS_FILE)
+    state = {k: v for k, v in converted.items() if k in model.state_dict()}
+    state.update(read_weights(path / REMOVED_FILE))
+    try:
+        load_weights(model, state, source=f"{path} (original weights)")
+    except PfconvertError as exc:
+        raise ArtifactError(str(exc)) from None
+    return model

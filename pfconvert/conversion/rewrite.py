@@ -1,0 +1,266 @@
+"""Convert a model: trace its dataflow, match the rules, swap the matched submodules, verify.
+
+Replacements are applied to the original ``nn.Module`` by setting submodules on their parents (as
+``timm.utils.reparameterize_model`` does), so the model keeps its class and methods (``forward_features``,
+``reset_classifier``, ``pretrained_cfg``) and untouched layers keep their state-dict keys and values. Tracing, the
+shape check of each replacement and the final check run on meta tensors (:func:`pfconvert.graph.meta_forward`), so
+a conversion costs the same at 600 px as at 224 px.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConversionError, RuleError, one_line
+from ..graph.dataflow import Call, Dataflow, meta_forward, run_forward, tensor_shapes, trace_dataflow
+from ..graph.match import Match, find_matches
+from ..graph.modules import count_params, set_module
+from ..ops import build_replacement, describe_op
+from ..rules.loading import LoadedRules, load_rules
+from .models import create_model
+from .models import input_size as model_input_size
+
+__all__ = ["Replacement", "ConversionRecord", "match_rules", "preview", "build_op", "apply_matches", "convert",
+           "convert_pair"]
+
+
+@dataclass
+class Replacement:
+    """One replaced layer: where, by which rule, what it was, what it became, what was absorbed with it."""
+
+    path: str
+    rule: str
+    old: str
+    new: str
+    absorbed: list[str] = field(default_factory=list)
+    params_removed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+@dataclass
+class ConversionRecord:
+    """What a conversion did, enough to replay it on a freshly built model."""
+
+    model_name: str | None
+    model_kwargs: dict[str, Any]
+    checkpoint: str | None
+    rules: LoadedRules
+    input_size: tuple[int, int, int]
+    replacements: list[Replacement]
+    params_before: int
+    params_after: int
+    removed_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def counts_by_rule(self) -> dict[str, int]:
+        """Number of replaced layers per rule name (rules that matched nothing included, with 0)."""
+        counts = {r.name: 0 for r in self.rules.ruleset.rules}
+        for rep in self.replacements:
+            counts[rep.rule] += 1
+        return counts
+
+
+def match_rules(model: nn.Module, rules: LoadedRules,
+                input_size: tuple[int, int, int]) -> tuple[list[Match], Dataflow]:
+    """Dry run: the matches the rules would replace in ``model`` (nothing is changed), and the traced dataflow."""
+    flow = trace_dataflow(model, input_size)
+    return find_matches(model, rules.ruleset, flow), flow
+
+
+def build_op(match: Match, model: nn.Module) -> nn.Module:
+    """The module that replaces a match's layer (``model`` supplies context such as a ViT's token grid)."""
+    return build_replacement(match.rule.replace, match.site.module, match.site.path, model)
+
+
+def _check_shape(match: Match, op: nn.Module, flow: Dataflow) -> None:
+    """Every call of the replaced conv: the replacement gives the same output shape for the same input shape."""
+    if match.site.kind != "conv2d":
+        return
+    for call in flow.calls_of(match.site.path) or [match.site.call]:
+        _check_call_shape(match, op, call)
+
+
+def _check_call_shape(match: Match, op: nn.Module, call: Call) -> None:
+    if call.input_shape is None or call.output_shape is None:
+        return
+    ref = next(iter(match.site.module.parameters()), None)
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    x = torch.empty(call.input_shape, dtype=dtype, device="meta")
+    try:
+        with torch.no_grad():
+            out = meta_forward(op.eval(), x)
+    except Exception as exc:  # noqa: BLE001 - the op cannot take this input at all: say so, in one line
+        raise ConversionError(f"layer '{match.site.path}': replacement {type(op).__name__} fails on the layer's input "
+                              f"{call.input_shape} ({one_line(exc)}); adjust the rule's kernel/stride/padding") from None
+    if tuple(out.shape) != call.output_shape:
+        raise ConversionError(f"layer '{match.site.path}': replacement {type(op).__name__} gives shape "
+                              f"{tuple(out.shape)}, the layer gave {call.output_shape}; adjust the rule's kernel/"
+                              "stride/padding")
+
+
+def _absorb(model: nn.Module, path: str, keep_act: bool) -> None:
+    module = model.get_submodule(path)
+    act = getattr(module, "act", None)
+    if keep_act and isinstance(act, nn.Module) and not isinstance(act, nn.Identity):
+        set_module(model, path, act)  # timm BatchNormAct2d: drop the norm, keep its activation
+    else:
+        set_module(model, path, nn.Identity().train(module.training))
+
+
+def _unalias_consumers(model: nn.Module, flow: Dataflow, last: str) -> None:
+    """An op that hands its input on: a following in-place op would then corrupt that input (a residual)."""
+    call = flow.by_path.get(last)
+    if call is None:
+        return
+    for user in flow.consumers(call):
+        module = model.get_submodule(user.path)
+        if getattr(module, "inplace", False):
+            module.inplace = False
+
+
+def _state_of(model: nn.Module, paths: list[str]) -> dict[str, torch.Tensor]:
+    state = {}
+    for path in paths:
+        for key, value in model.get_submodule(path).state_dict().items():
+            state[f"{path}.{key}"] = value.detach().clone()
+    return state
+
+
+def _prepare(match: Match, model: nn.Module, flow: Dataflow) -> tuple[nn.Module, Replacement]:
+    """Build and check the op for one match, and describe the replacement (the model is not changed)."""
+    site = match.site
+    op = build_op(match, model)
+    _check_shape(match, op, flow)
+    op.train(site.module.training)
+    removed = count_params(site.module) - count_params(op)
+    removed += sum(count_params(model.get_submodule(path)) for path in match.absorbed)
+    return op, Replacement(site.path, match.rule.name, site.describe(), describe_op(op), list(match.absorbed), removed)
+
+
+def preview(model: nn.Module, rule: str | Path | LoadedRules,
+            input_size: tuple[int, int, int] | None = None) -> list[Replacement]:
+    """Dry run: what ``rule`` would replace in ``model`` and with what (each op is built and shape-checked; the model
+    is not changed)."""
+    size: tuple[int, int, int] = tuple(input_size) if input_size is not None else model_input_size(model)  # type: ignore
+    matches, flow = match_rules(model, _rules(rule), size)
+    return [_prepare(match, model, flow)[1] for match in matches]
+
+
+def apply_matches(model: nn.Module, matches: list[Match], flow: Dataflow,
+                  removed_state: dict[str, torch.Tensor] | None = None) -> list[Replacement]:
+    """Swap every matched layer (and the layers it absorbs) in ``model``; returns what was done.
+
+    The original state of every replaced or absorbed layer is copied into ``removed_state`` when given, so that the
+    original model can be rebuilt from the converted one (the teacher for fine-tuning).
+    """
+    done = []
+    for match in matches:
+        if removed_state is not None:
+            removed_state.update(_state_of(model, [match.site.path, *match.absorbed]))
+        op, replacement = _prepare(match, model, flow)
+        for path in match.absorbed:
+            _absorb(model, path, keep_act="act" not in match.rule.absorb)
+        set_module(model, match.site.path, op)
+        if match.rule.replace.aliases_input():
+            _unalias_consumers(model, flow, match.absorbed[-1] if match.absorbed else match.site.path)
+        done.append(replacement)
+    return done
+
+
+def _convert(model: nn.Module, rules: LoadedRules, source: tuple[str | None, dict[str, Any], str | None],
+             input_size: tuple[int, int, int] | None, allow_empty: bool, verify: bool) -> ConversionRecord:
+    """Convert ``model`` in place; ``source`` is (timm name, kwargs, checkpoint) of where it came from."""
+    name, kwargs, checkpoint = source
+    size: tuple[int, int, int] = tuple(input_size) if input_size is not None else model_input_size(model)  # type: ignore
+    before = count_params(model)
+    matches, flow = match_rules(model, rules, size)
+    if not matches and not allow_empty:
+        raise RuleError(f"rule '{rules.name}' matched no layer of {name or type(model).__name__}; "
+                        f"check the rule with `pfconvert inspect`, or pass --allow-empty")
+    removed: dict[str, torch.Tensor] = {}
+    replacements = apply_matches(model, matches, flow, removed)
+    if verify and replacements:
+        _verify(model, flow, size)
+    return ConversionRecord(name, dict(kwargs), checkpoint, rules, size, replacements, before, count_params(model),
+                            removed)
+
+
+def _source(name: str, checkpoint: str | Path | None, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
+    return name, kwargs, str(Path(checkpoint).resolve()) if checkpoint else None
+
+
+def _rules(rule: str | Path | LoadedRules) -> LoadedRules:
+    return rule if isinstance(rule, LoadedRules) else load_rules(rule)
+
+
+def convert(
+    model_or_name: nn.Module | str,
+    rule: str | Path | LoadedRules = "maxpool",
+    *,
+    checkpoint: str | Path | None = None,
+    input_size: tuple[int, int, int] | None = None,
+    allow_empty: bool = False,
+    inplace: bool = False,
+    verify: bool = True,
+    **model_kwargs: Any,
+) -> tuple[nn.Module, ConversionRecord]:
+    """Replace the layers ``rule`` targets with parameter-free operations.
+
+    Args:
+        model_or_name: A timm model name (built with random init, then ``checkpoint`` loaded) or any ``nn.Module``.
+        rule: A built-in rule name (``maxpool``, ``r50-max``...), a path to a YAML rule file, or loaded rules.
+        checkpoint: Local weights for a model name (.pth/.pt/.safetensors, read with ``weights_only=True``).
+        input_size: (C, H, W) of the traced forward; defaults to the model's pretrained config.
+        allow_empty: Return the model unchanged instead of raising when no layer matches.
+        inplace: Convert a given module in place instead of a deep copy.
+        verify: Run a (meta) forward after conversion and check that the output shapes are unchanged.
+        **model_kwargs: ``timm.create_model`` kwargs for a model name (``num_classes=10``).
+
+    Returns:
+        The converted model (same class, same train/eval mode) and a :class:`ConversionRecord`.
+
+    Example:
+        >>> model, record = pfconvert.convert("mobilenetv2_100", "maxpool")
+        >>> len(record.replacements)
+        17
+    """
+    rules = _rules(rule)
+    if isinstance(model_or_name, str):
+        model = create_model(model_or_name, checkpoint=checkpoint, **model_kwargs)
+        source = _source(model_or_name, checkpoint, model_kwargs)
+    elif isinstance(model_or_name, nn.Module):
+        if checkpoint is not None or model_kwargs:
+            raise ConversionError("checkpoint/model kwargs apply to model names only; load weights into your module "
+                                  "first")
+        model = model_or_name if inplace else copy.deepcopy(model_or_name)
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        source = (cfg.get("architecture") if isinstance(cfg, dict) else None, {}, None)
+    else:
+        raise ConversionError(f"expected a timm model name or an nn.Module, got {type(model_or_name).__name__}")
+    return model, _convert(model, rules, source, input_size, allow_empty, verify)
+
+
+def convert_pair(name: str, rule: str | Path | LoadedRules = "maxpool", *, checkpoint: str | Path | None = None,
+                 input_size: tuple[int, int, int] | None = None, allow_empty: bool = False,
+                 **model_kwargs: Any) -> tuple[nn.Module, nn.Module, ConversionRecord]:
+    """Build timm model ``name`` and convert a copy: ``(original, converted, record)``, both with the same weights
+    outside the replaced layers (what ``pfconvert convert`` measures and saves)."""
+    rules = _rules(rule)
+    original = create_model(name, checkpoint=checkpoint, **model_kwargs)
+    converted = copy.deepcopy(original)
+    record = _convert(converted, rules, _source(name, checkpoint, model_kwargs), input_size, allow_empty, True)
+    return original, converted, record
+
+
+def _verify(model: nn.Module, flow: Dataflow, size: tuple[int, int, int]) -> None:
+    shapes = tensor_shapes(run_forward(model, size))
+    if shapes != flow.output_shapes:
+        raise ConversionError(f"converted model output shapes {shapes} differ from the original {flow.output_shapes}")

@@ -1,0 +1,30 @@
+"""The one place where fine-tuning touches :mod:`pfconvert.artifact` (so a renamed helper is fixed here only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ...conversion.artifact import FINETUNED_FILE, RECIPE_FILE, Recipe, build_original, load_artifact, save_weights
+
+__all__ = ["FINETUNED_FILE", "RECIPE_FILE", "Recipe", "load_student", "load_teacher", "save_finetuned"]
+
+
+def load_student(path: Path, weights: str = "converted") -> tuple[nn.Module, Recipe, Path]:
+    """The converted model of the artifact at ``path`` (weights as converted by default), its recipe, and the
+    weights file that was loaded."""
+    artifact = load_artifact(path, weights=weights)
+    return artifact.model, artifact.recipe, artifact.weights_file
+
+
+def load_teacher(recipe: Recipe, path: Path) -> nn.Module:
+    """The original, unconverted model with its original weights, rebuilt from the recipe."""
+    return build_original(recipe, path)
+
+
+def save_finetuned(model: nn.Module, path: Path) -> Path:
+    """Write the fine-tuned student weights atomically as ``path/finetuned.safetensors``; returns the file."""
+    target = Path(path) / FINETUNED_FILE
+    save_weights(model, target)
+    return target

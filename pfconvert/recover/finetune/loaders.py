@@ -1,0 +1,166 @@
+"""Samplers and loaders for fine-tuning (transforms come from :mod:`pfconvert.data.transforms`).
+
+Resumability lives here. The training order of an epoch is a :class:`~torch.utils.data.DistributedSampler`
+permutation fixed by ``(seed, epoch)`` (also with one process), and the augmentation of a sample is seeded by
+``(seed, epoch, index)`` (:class:`SeededDataset`). So the batches of any epoch can be reproduced from any step, with
+any number of loader workers, and a resumed run skips the batches it already consumed without reading them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from ...data.datasets import DataSource, ImageSamples, open_split, resolve_source
+from ...data.loaders import make_loader
+from ...data.transforms import build_transforms
+from ...errors import DataError
+from .config import FinetuneConfig
+
+__all__ = [
+    "DataBundle",
+    "SeededDataset",
+    "SkipSampler",
+    "prepare_data",
+    "train_loader",
+    "steps_per_epoch",
+    "recalibration_loader",
+]
+
+
+@dataclass
+class DataBundle:
+    """The two splits of a dataset, with transforms attached, and the data config they follow."""
+
+    source: DataSource
+    train: ImageSamples
+    val: ImageSamples
+    data_cfg: dict[str, Any]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, index = label."""
+        return self.train.classes
+
+
+def prepare_data(
+    config: FinetuneConfig, data_cfg: dict[str, Any], num_classes: int, world_size: int = 1
+) -> DataBundle:
+    """Open, subset, check and attach transforms to both splits; fail before any training if they cannot work.
+
+    Raises:
+        DataError: missing/empty/corrupt data, a class count that differs from the model's, or fewer training
+            images than one batch per process.
+    """
+    source = resolve_source(config.data)
+    train = open_split(source, "train", config.limit_train, config.seed)
+    val = open_split(source, "val", config.limit_val, config.seed, classes=train.classes)
+    if len(train.classes) != num_classes:
+        raise DataError(
+            f"the model has {num_classes} classes but {source.root} has {len(train.classes)}; "
+            f"convert the model with --num-classes {len(train.classes)}"
+        )
+    if len(train) < config.batch_size * world_size:
+        raise DataError(
+            f"{len(train)} training images is less than one batch ({config.batch_size} x {world_size} process(es)); "
+            "lower --batch-size or raise --limit-train"
+        )
+    mode = "RGB" if data_cfg["input_size"][0] == 3 else "L"
+    train.transform, val.transform = build_transforms(data_cfg, config.augment)
+    train.mode = val.mode = mode
+    return DataBundle(source, train, val, data_cfg)
+
+
+@contextmanager
+def _seeded_rngs(seed: int) -> Iterator[None]:
+    """Seed the python and torch (CPU) RNGs inside the block and restore their states after it.
+
+    These are the generators timm and torchvision transforms draw from. numpy's global RNG is left alone (none of the
+    transforms built here use it, and reseeding it would cost more than the transform itself); so is CUDA's
+    (``torch.manual_seed`` would queue a lazy CUDA seeding that records a stack trace on every call).
+    """
+    py_state, torch_state = random.getstate(), torch.default_generator.get_state()
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        torch.default_generator.set_state(torch_state)
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that the random transform of sample ``i`` in epoch ``e`` depends only on (seed, e, i)."""
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int = 0) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        with _seeded_rngs(((self.seed * 1_000_003 + self.epoch) * 2_147_483_647 + index) % 2**63):
+            return self.dataset[index]
+
+
+class SkipSampler(Sampler[int]):
+    """Yields the indices of ``sampler`` after the first ``skip`` (the samples a resumed epoch already consumed)."""
+
+    def __init__(self, sampler: Sampler[int], skip: int = 0) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.sampler)[self.skip:])
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)  # type: ignore[arg-type]
+
+
+def train_loader(bundle: DataBundle, config: FinetuneConfig, epoch: int, rank: int = 0, world_size: int = 1,
+                 skip_batches: int = 0, pin_memory: bool = False) -> DataLoader:
+    """The training loader of ``epoch`` for process ``rank``, starting after ``skip_batches`` batches."""
+    sampler = DistributedSampler(bundle.train, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed,
+                                 drop_last=True)
+    sampler.set_epoch(epoch)
+    dataset = SeededDataset(bundle.train, config.seed, epoch)
+    return make_loader(dataset, SkipSampler(sampler, skip_batches * config.batch_size), config.batch_size,
+                   config.workers, True, pin_memory, config.seed + epoch)
+
+
+def steps_per_epoch(bundle: DataBundle, config: FinetuneConfig, world_size: int = 1) -> int:
+    """Number of full batches each process sees per epoch (the last partial batch is dropped)."""
+    return (len(bundle.train) // world_size) // config.batch_size
+
+
+class _EvalView(Dataset):
+    """The training images through the evaluation transform (no augmentation)."""
+
+    def __init__(self, dataset: ImageSamples, transform: Callable) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.dataset.load(index)), self.dataset.labels[index]
+
+
+def recalibration_loader(bundle: DataBundle, config: FinetuneConfig, rank: int = 0, world_size: int = 1,
+                         pin_memory: bool = False, count: int | None = None) -> DataLoader:
+    """Batches of a fixed random subset of training images, un-augmented, for BatchNorm re-estimation and
+    reconstruction; ``count`` images in all (default: ``bn_recalib_batches`` batches per process), sharded over
+    ``world_size`` processes."""
+    if count is None:
+        count = config.bn_recalib_batches * config.batch_size * world_size
+    count = min(len(bundle.train), count)
+    pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(config.seed + 1))[:count]
+    shard = pick[rank::world_size].tolist()
+    view = _EvalView(bundle.train, bundle.val.transform)  # type: ignore[arg-type]
+    return make_loader(view, shard, config.batch_size, config.workers, False, pin_memory,  # type: ignore[arg-type]
+                   config.seed)

@@ -1,0 +1,90 @@
+"""What a fine-tuning run reports: :class:`FinetuneResult` (``finetune.json``) and the JSONL metrics log."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..._files import atomic_write
+from .start import FinetuneStart
+
+__all__ = ["SUMMARY_FILE", "METRICS_FILE", "FinetuneResult", "MetricsLog", "write_summary"]
+
+SUMMARY_FILE = "finetune.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class FinetuneResult:
+    """Summary of a run. ``status`` is ``completed``, ``interrupted`` (Ctrl-C/SIGTERM) or ``stopped`` (max_steps).
+
+    Accuracies are percentages on the validation split; ``start`` holds the student (after BatchNorm re-estimation)
+    and teacher accuracies measured before the first step; ``best``/``final`` are per-epoch validation records.
+    """
+
+    status: str
+    artifact: str
+    epochs: int
+    epochs_done: int
+    global_step: int
+    total_steps: int
+    world_size: int
+    device: str
+    precision: str
+    train_seconds: float
+    images_per_s: float
+    start: FinetuneStart = field(default_factory=FinetuneStart)
+    best: dict[str, Any] | None = None
+    final: dict[str, Any] | None = None
+    finetuned_weights: str | None = None
+    checkpoint: str | None = None
+    metrics_log: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``start`` in its stored layout: :meth:`FinetuneStart.to_dict`)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "start": self.start.to_dict()}
+
+    def to_json(self) -> str:
+        """Indented JSON."""
+        return json.dumps(self.as_dict(), indent=2, default=str) + "\n"
+
+
+def write_summary(result: FinetuneResult, directory: Path) -> Path:
+    """Write ``finetune.json`` atomically into ``directory``."""
+    path = directory / SUMMARY_FILE
+    atomic_write(path, lambda temp: temp.write_text(result.to_json()))
+    return path
+
+
+class MetricsLog:
+    """Append-only JSON-lines log; one record per line, written through at once (safe to ``tail -f``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def reset(self) -> None:
+        """Start an empty log (a fresh run)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, lambda temp: temp.write_text(""))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records logged after global step ``step`` (a resumed run redoes those steps)."""
+        if not self.path.exists():
+            return self.reset()
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a hard kill
+        atomic_write(self.path, lambda temp: temp.write_text("".join(f"{line}\n" for line in kept)))
+        return None
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record."""
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=float) + "\n")

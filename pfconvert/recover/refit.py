@@ -1,0 +1,273 @@
+"""Least-squares reconstruction: refit the layer that reads each replaced op's output, on calibration images.
+
+After conversion, the linear layer right after a replaced op (a bottleneck's ``conv3``, an inverted residual's
+``conv_pwl``: a 1x1 conv or a Linear) still holds weights trained to read the *removed* op's output. Given a few
+hundred unlabelled images, the best weights for it to read the new op's output instead have a closed form: ridge
+regression of the original layer's output (fed by the original model) on the converted layer's input (fed by the
+converted model). Blocks are refit in forward order, each one on top of the already refit ones, so errors do not pile
+up. Only the consumer's weight (and bias, or the running mean of the BatchNorm right after it) change; the structure
+does not, so the result is still the converted architecture, just a better starting point for fine-tuning.
+
+The consumer of a changed module is found from one traced forward of the converted model: the first 1x1 conv
+(``groups=1``) or Linear called after it, inside the same block, whose input has the changed module's output shape.
+Changed modules are the ones whose class differs from the original model's module at the same path; modules with
+trainable parameters of their own (ViT token mixers) are left to fine-tuning.
+
+Example::
+
+    from pfconvert.recover import reconstruct
+    fits = reconstruct(converted, original, calibration_batches)
+    print(fits[0].path, fits[0].rel_error)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ConversionError
+from ..graph.dataflow import Call, trace_dataflow
+from ..graph.match import stage_block
+from ..graph.modules import eval_mode
+
+__all__ = ["Refit", "changed_paths", "find_consumers", "reconstruct"]
+
+
+@dataclass(frozen=True)
+class Refit:
+    """One refit layer: its path, the changed modules it reads from, and the relative error of its output on the
+    calibration images before (weights as converted) and after the fit: ``||y_conv - y_orig|| / ||y_orig||``.
+
+    ``norm`` is the BatchNorm right after the layer, if any: its statistics are the original model's, which is what
+    the fit targets, so BatchNorm re-estimation should leave it alone (re-estimating it would rescale the fitted
+    output, whose variance least squares shrinks on purpose, to unit variance).
+    """
+
+    path: str
+    after: tuple[str, ...]
+    rel_error_before: float
+    rel_error: float
+    norm: str | None = None
+
+
+class _Stop(Exception):
+    """Raised from a hook to end a forward pass once the layer being refit has been reached."""
+
+
+def changed_paths(converted: nn.Module, original: nn.Module) -> list[str]:
+    """Paths whose module class differs between ``converted`` and ``original`` (outermost only, forward order is the
+    registration order); parameter-free replacements only."""
+    theirs = dict(original.named_modules())
+    changed: list[str] = []
+    replaced: list[str] = []  # every replacement, parameter-free or not: nothing inside one is looked at again
+    for path, module in converted.named_modules():
+        if not path or any(path.startswith(p + ".") for p in replaced):
+            continue
+        other = theirs.get(path)
+        if other is not None and type(other) is type(module):
+            continue
+        replaced.append(path)
+        if not any(True for _ in module.parameters()):
+            changed.append(path)
+    return changed
+
+
+def _block_of(path: str) -> str | None:
+    """``layer1.0`` for ``layer1.0.conv2``, ``blocks.2.1`` for ``blocks.2.1.conv_dw``: the enclosing block's path."""
+    _, block, prefix = stage_block(path)
+    if block is None or prefix is None:
+        return None
+    return f"{prefix}.{block}"
+
+
+def _is_linear_reader(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return (isinstance(module, nn.Conv2d) and module.groups == 1 and tuple(module.kernel_size) == (1, 1)
+            and tuple(module.stride) == (1, 1) and module.padding in ((0, 0), "valid"))
+
+
+def find_consumers(converted: nn.Module, original: nn.Module,
+                   input_size: tuple[int, int, int]) -> dict[str, list[str]]:
+    """``{consumer path: [changed paths it reads]}`` in forward order (see the module docstring for the rule)."""
+    flow = trace_dataflow(converted, input_size)
+    theirs = dict(original.named_modules())
+    consumers: dict[str, list[str]] = {}
+    for path in changed_paths(converted, original):
+        block = _block_of(path)
+        calls = flow.calls_of(path)
+        if block is None or not calls or calls[0].output_shape is None:
+            continue
+        found = _first_reader(flow.calls[calls[0].index + 1:], block, calls[0].output_shape)
+        if found is None or not isinstance(theirs.get(found.path), type(found.module)):
+            continue
+        if theirs[found.path].weight.shape != found.module.weight.shape:  # type: ignore[union-attr]
+            continue
+        consumers.setdefault(found.path, []).append(path)
+    return consumers
+
+
+def _first_reader(calls: Sequence[Call], block: str, shape: tuple[int, ...]) -> Call | None:
+    for call in calls:
+        if not (call.path == block or call.path.startswith(block + ".")):
+            return None
+        if _is_linear_reader(call.module):
+            return call if call.input_shape == shape else None
+    return None
+
+
+class _Normal:
+    """Running sums of the normal equations of ``y_orig ~ A [x_conv; 1]``, in float64 on the activations' device.
+
+    ``xx`` is ``sum [x_conv; 1] [x_conv; 1]^T``, ``tx`` is ``sum x_orig [x_conv; 1]^T`` and ``tt`` is
+    ``sum x_orig x_orig^T``; the blocks without the constant row are :attr:`ss` and :attr:`ts`.
+    """
+
+    CHUNK = 1 << 16  # samples per outer product: bounds the float64 copies of large activations
+
+    def __init__(self, features: int, device: torch.device) -> None:
+        def zeros(rows: int, cols: int) -> torch.Tensor:
+            return torch.zeros(rows, cols, dtype=torch.float64, device=device)
+
+        self.xx = zeros(features + 1, features + 1)
+        self.tx = zeros(features, features + 1)
+        self.tt = zeros(features, features)
+
+    @property
+    def ss(self) -> torch.Tensor:
+        """``sum x_conv x_conv^T``."""
+        return self.xx[:-1, :-1]
+
+    @property
+    def ts(self) -> torch.Tensor:
+        """``sum x_orig x_conv^T``."""
+        return self.tx[:, :-1]
+
+    def add(self, x_conv: torch.Tensor, x_orig: torch.Tensor) -> None:
+        for start in range(0, x_conv.shape[1], self.CHUNK):
+            xs = x_conv[:, start:start + self.CHUNK].to(self.xx)
+            xt = x_orig[:, start:start + self.CHUNK].to(self.xx)
+            self.ss.add_(xs @ xs.T)
+            self.ts.add_(xt @ xs.T)
+            self.tt += xt @ xt.T
+            self.xx[:-1, -1] += xs.sum(1)
+            self.xx[-1, -1] += xs.shape[1]
+            self.tx[:, -1] += xt.sum(1)
+
+    def moments(self) -> _Normal:
+        """Mirror the constant row of the (symmetric) normal matrix and move everything to the CPU."""
+        self.xx[-1, :-1] = self.xx[:-1, -1]
+        self.xx, self.tx, self.tt = self.xx.cpu(), self.tx.cpu(), self.tt.cpu()
+        return self
+
+
+def _features(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """(features, samples): channels of a conv input, or the last dim of a Linear input."""
+    if isinstance(layer, nn.Conv2d):
+        return x.transpose(0, 1).reshape(x.shape[1], -1)
+    return x.reshape(-1, x.shape[-1]).T
+
+
+def _input_of(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The input ``layer`` receives when ``model`` runs on ``images`` (the forward stops there)."""
+    seen: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, args: tuple) -> None:
+        seen.append(args[0])
+        raise _Stop
+
+    handle = layer.register_forward_pre_hook(hook)
+    try:
+        model(images)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not seen:
+        raise ConversionError(f"{type(layer).__name__} was not called in the forward pass; cannot refit it")
+    return seen[0]
+
+
+def _next_batchnorm(model: nn.Module, path: str, channels: int) -> str | None:
+    """The path of the BatchNorm registered right after ``path``, if it normalises ``channels`` channels."""
+    modules = list(model.named_modules())
+    index = next(i for i, (name, _) in enumerate(modules) if name == path)
+    if index + 1 < len(modules):
+        name, module = modules[index + 1]
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == channels:
+            return name
+    return None
+
+
+def _error(weight: torch.Tensor, shift: torch.Tensor, target_w: torch.Tensor, n: _Normal) -> float:
+    """||W_t x_t - (W x_s + shift)|| / ||W_t x_t|| from the accumulated moments (without the shared bias)."""
+    count = n.xx[-1, -1]
+    mean_s = n.xx[:-1, -1] / count
+    target = torch.trace(target_w @ n.tt @ target_w.T)
+    cross = torch.trace(target_w @ n.ts @ weight.T) + (target_w @ n.tx[:, -1]) @ shift
+    own = torch.trace(weight @ n.ss @ weight.T) + 2 * (weight @ mean_s * count) @ shift + count * shift @ shift
+    return float(((target - 2 * cross + own).clamp_min(0) / target.clamp_min(1e-30)).sqrt())
+
+
+@torch.no_grad()
+def reconstruct(converted: nn.Module, original: nn.Module, batches: Iterable[torch.Tensor], *,
+                input_size: tuple[int, int, int] | None = None, ridge: float = 1e-3) -> list[Refit]:
+    """Refit, in place, the layer reading each parameter-free replacement of ``converted`` (see the module docstring).
+
+    Args:
+        converted: the converted model (changed in place; its train/eval flags are restored).
+        original: the unconverted model it came from (not changed).
+        batches: calibration images, un-augmented, on the models' device; iterated once per refit layer, so a list.
+        input_size: (C, H, W) for the tracing forward; default: the first batch's.
+        ridge: ridge strength, relative to the mean input energy per feature.
+
+    Returns:
+        One :class:`Refit` per refit layer, in forward order (empty when no replaced op has a linear reader).
+    """
+    batches = list(batches)
+    if not batches:
+        raise ConversionError("reconstruction needs at least one batch of calibration images")
+    size = input_size if input_size is not None else tuple(batches[0].shape[1:])
+    with eval_mode(converted), eval_mode(original):
+        consumers = find_consumers(converted, original, size)  # type: ignore[arg-type]
+        fits = []
+        for path, sources in consumers.items():
+            fits.append(_refit(converted, original, path, tuple(sources), batches, ridge))
+    return fits
+
+
+def _refit(converted: nn.Module, original: nn.Module, path: str, sources: tuple[str, ...],
+           batches: list[torch.Tensor], ridge: float) -> Refit:
+    mine, theirs = converted.get_submodule(path), original.get_submodule(path)
+    features = theirs.weight.shape[1]  # type: ignore[union-attr]
+    normal = _Normal(features, batches[0].device)
+    for images in batches:
+        normal.add(_features(_input_of(converted, mine, images), mine),
+                   _features(_input_of(original, theirs, images), theirs))
+    normal.moments()
+    target_w = theirs.weight.detach().reshape(theirs.weight.shape[0], features).double().cpu()  # type: ignore[union-attr]
+    old_w = mine.weight.detach().reshape(target_w.shape).double().cpu()  # type: ignore[union-attr]
+    before = _error(old_w, torch.zeros(target_w.shape[0], dtype=torch.float64), target_w, normal)
+    lam = ridge * float(normal.xx.diagonal()[:-1].mean())
+    eye = torch.eye(features + 1, dtype=torch.float64)
+    eye[-1, -1] = 0.0  # the intercept is not shrunk
+    solution = torch.linalg.solve(normal.xx + lam * eye, (target_w @ normal.tx).T).T
+    weight, shift = solution[:, :-1], solution[:, -1]
+    bias: torch.Tensor | None = getattr(mine, "bias", None)
+    norm_path = _next_batchnorm(converted, path, target_w.shape[0])
+    norm = converted.get_submodule(norm_path) if norm_path is not None else None
+    if bias is None and norm is None:  # nowhere to put an intercept: refit without one
+        solution = torch.linalg.solve(normal.xx[:-1, :-1] + lam * eye[:-1, :-1], (target_w @ normal.tx[:, :-1]).T).T
+        weight, shift = solution, torch.zeros_like(shift)
+    after = _error(weight, shift, target_w, normal)
+    if after >= before:  # keep the weights as converted when the fit does not beat them (degenerate inputs)
+        return Refit(path, sources, before, before)
+    mine.weight.copy_(weight.reshape(mine.weight.shape).to(mine.weight))  # type: ignore[union-attr]
+    if bias is not None:
+        bias.copy_((theirs.bias.detach().double().cpu() + shift).to(bias))  # type: ignore[union-attr]
+    elif norm is not None and norm.running_mean is not None:
+        norm.running_mean.sub_(shift.to(norm.running_mean))  # type: ignore[operator]
+    return Refit(path, sources, before, after, norm_path)

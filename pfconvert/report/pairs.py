@@ -1,0 +1,70 @@
+"""Which two models a report compares: an artifact against its original, a timm model against its conversion by a
+rule, or any two models named by timm name or artifact directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..conversion.artifact import build_original, load_artifact
+from ..conversion.models import create_model
+from ..conversion.rewrite import convert
+from ..errors import PfconvertError
+
+__all__ = ["ModelPair", "resolve_pair"]
+
+
+@dataclass
+class ModelPair:
+    """The original and the converted model, their display names, and the input size an artifact recorded."""
+
+    original: nn.Module
+    converted: nn.Module
+    names: tuple[str, str]
+    input_size: tuple[int, int, int] | None = None
+
+
+def _is_artifact(ref: str) -> bool:
+    return Path(ref).is_dir()
+
+
+def _load(ref: str, kwargs: dict[str, Any]) -> tuple[nn.Module, str, tuple[int, int, int] | None]:
+    """A model from a timm name or an artifact directory: (model, display name, input size if known)."""
+    if _is_artifact(ref):
+        art = load_artifact(ref)
+        return art.model, f"{art.recipe.model}+{art.recipe.rule_name}", tuple(art.recipe.input_size)  # type: ignore
+    return create_model(ref, **kwargs), ref, None
+
+
+def resolve_pair(original: str, converted: str | None = None, rule: str | None = None,
+                 model_kwargs: dict[str, Any] | None = None) -> ModelPair:
+    """The two models to compare.
+
+    - ``ARTIFACT``: the artifact's converted model against its original, rebuilt from the recipe.
+    - ``MODEL`` with ``rule``: the timm model against its conversion by the rule.
+    - ``ORIGINAL CONVERTED``: each a timm name or an artifact directory.
+
+    Raises:
+        PfconvertError: a model name without ``converted`` or ``rule``, or ``rule`` with two models.
+    """
+    kwargs = model_kwargs or {}
+    if converted is None:
+        if _is_artifact(original):
+            art = load_artifact(original)
+            name = art.recipe.model or "original"
+            return ModelPair(build_original(art.recipe, art.path), art.model, (name, f"{name}+{art.recipe.rule_name}"),
+                             tuple(art.recipe.input_size))  # type: ignore[arg-type]
+        if rule is None:
+            raise PfconvertError(f"'{original}' is a model name: give a CONVERTED model (name or artifact directory) "
+                                 "or --rule RULE to convert it on the fly")
+        model, _, size = _load(original, kwargs)
+        conv, _record = convert(model, rule, input_size=size)
+        return ModelPair(model, conv, (original, f"{original}+{rule}"), size)
+    if rule is not None:
+        raise PfconvertError("--rule converts a single MODEL; drop it when CONVERTED is given")
+    a, name_a, size_a = _load(original, kwargs)
+    b, name_b, size_b = _load(converted, kwargs)
+    return ModelPair(a, b, (name_a, name_b), size_a or size_b)

@@ -1,0 +1,218 @@
+"""Layer-group sensitivity: convert one group (stage or layer) at a time, measure the accuracy drop and latency
+change of each, and write a rule file that converts only the groups worth converting.
+
+This is the paper's layer-level study turned into a tool. Evaluation and timing are passed in as callables, so the
+study runs on any data and backend.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from ..conversion.rewrite import apply_matches, match_rules
+from ..data.loaders import eval_loader
+from ..errors import DataError, RuleError
+from ..graph.match import Match
+from ..report.report import median
+from ..rules.loading import LoadedRules, parse_rules
+
+__all__ = ["GroupResult", "SensitivityResult", "group_matches", "run_sensitivity", "sensitivity_on_data",
+           "selected_rules"]
+
+
+@dataclass
+class GroupResult:
+    """One converted group: its layers, accuracy after conversion, drop vs. the original, latency ratio."""
+
+    group: str
+    layers: list[str]
+    rules: list[str]  # the rule that matched each layer
+    top1: float
+    drop: float
+    latency_ms: float
+    latency_ratio: float  # converted / original: below 1.0 is faster
+    params_removed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+@dataclass
+class SensitivityResult:
+    """The original's accuracy and latency, and one result per group ranked by accuracy drop (smallest first)."""
+
+    base_top1: float
+    base_latency_ms: float
+    groups: list[GroupResult] = field(default_factory=list)
+
+    def ranked(self) -> list[GroupResult]:
+        """Groups from the least to the most harmful (ties broken by latency gain)."""
+        return sorted(self.groups, key=lambda g: (g.drop, g.latency_ratio))
+
+    def worth_converting(self, max_drop: float) -> list[GroupResult]:
+        """Groups whose accuracy drop is at most ``max_drop`` points."""
+        return [g for g in self.ranked() if g.drop <= max_drop]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"base_top1": self.base_top1, "base_latency_ms": self.base_latency_ms,
+                "groups": [g.to_dict() for g in self.ranked()]}
+
+
+def group_matches(matches: list[Match], by: str = "stage") -> dict[str, list[Match]]:
+    """Group matches by ``stage`` (as parsed from module paths; unstaged layers form 'other') or by ``layer``."""
+    if by not in ("stage", "layer"):
+        raise RuleError(f"--by must be stage or layer, not {by!r}")
+    groups: dict[str, list[Match]] = {}
+    for match in matches:
+        key = match.site.path if by == "layer" else (
+            f"stage {match.site.stage}" if match.site.stage is not None else "other")
+        groups.setdefault(key, []).append(match)
+    return groups
+
+
+def run_sensitivity(
+    model: nn.Module,
+    rules: LoadedRules,
+    input_size: tuple[int, int, int],
+    evaluate: Callable[[nn.Module], float],
+    latency_ms: Callable[[nn.Module, nn.Module], tuple[float, float]],
+    by: str = "stage",
+    prepare: Callable[[nn.Module], None] | None = None,
+    on_group: Callable[[str, int, int], None] | None = None,
+) -> SensitivityResult:
+    """Convert each group alone (on a copy of ``model``) and measure it.
+
+    Args:
+        model: the original model (not modified).
+        rules: the rules whose matches are studied.
+        input_size: (C, H, W) of the traced forward.
+        evaluate: top-1 accuracy (percent) of a model.
+        latency_ms: ``(original, variant) -> (original ms, variant ms)``, both measured in the same run so that the
+            ratio is not skewed by drift between runs.
+        by: ``stage`` or ``layer``.
+        prepare: called on each converted copy before evaluation (e.g. BatchNorm re-estimation).
+        on_group: progress callback (group name, index, total).
+    """
+    matches, flow = match_rules(model, rules, input_size)
+    if not matches:
+        raise RuleError(f"rule '{rules.name}' matched no layer; nothing to study")
+    groups = group_matches(matches, by)
+    result = SensitivityResult(base_top1=evaluate(model), base_latency_ms=0.0)
+    base_times = []
+    for index, (name, members) in enumerate(groups.items()):
+        if on_group is not None:
+            on_group(name, index, len(groups))
+        variant = copy.deepcopy(model)
+        done = apply_matches(variant, members, flow)
+        if prepare is not None:
+            prepare(variant)
+        top1 = evaluate(variant)
+        base_ms, ms = latency_ms(model, variant)
+        base_times.append(base_ms)
+        result.groups.append(GroupResult(name, [m.site.path for m in members], [m.rule.name for m in members], top1,
+                                         result.base_top1 - top1, ms, ms / base_ms,
+                                         sum(r.params_removed for r in done)))
+    result.base_latency_ms = median(base_times)
+    return result
+
+
+def selected_rules(rules: LoadedRules, result: SensitivityResult, max_drop: float) -> LoadedRules:
+    """A rule set that converts only the layers of groups within ``max_drop``, with the original replacements."""
+    worth = result.worth_converting(max_drop)
+    if not worth:
+        raise RuleError(f"no group stays within --max-drop {max_drop} (smallest drop: "
+                        f"{min(g.drop for g in result.groups):.2f} points); raise --max-drop")
+    out_rules = []
+    for rule in rules.ruleset.rules:
+        data = rule.model_dump(mode="json", exclude_none=True)
+        data["match"].pop("every_nth", None)
+        data["match"].pop("offset", None)
+        paths = [path for g in worth for path, name in zip(g.layers, g.rules) if name == rule.name]
+        if paths:
+            data["match"]["path"] = sorted(paths)
+            out_rules.append(data)
+    doc = {"name": f"{rules.name}-selected",
+           "description": f"Layers of rule '{rules.name}' whose conversion alone costs at most {max_drop} top-1 "
+                          "points (written by pfconvert sensitivity).",
+           "rules": out_rules}
+    return parse_rules(yaml.safe_dump(doc, sort_keys=False, width=120), source="<sensitivity>")
+
+
+
+def sensitivity_on_data(model: nn.Module, rules: LoadedRules, data: str, *, img_size: int | None = None,
+                        by: str = "stage", limit_val: int | None = 2000, bn_recalib_batches: int = 8,
+                        batch_size: int = 64, deploy_method: str = "auto",
+                        on_group: Callable[[str, int, int], None] | None = None) -> SensitivityResult:
+    """:func:`run_sensitivity` on real data: top-1 on (a fixed subset of) the validation split, BatchNorm re-estimated
+    on training images for each variant, latency at batch 1 through the report's deployed CPU path.
+
+    Args:
+        model: the original model with its trained weights (not modified).
+        rules: the rules whose matches are studied.
+        data: ``fashion-mnist``, an IDX directory or an ImageFolder directory.
+        img_size: input height and width instead of the model's.
+        by: group by ``stage`` or ``layer``.
+        limit_val: evaluate on a fixed random subset of this many validation images (None: all).
+        bn_recalib_batches: training batches for BatchNorm re-estimation of each variant (0: off).
+        batch_size: evaluation batch size.
+        deploy_method: how the latency is measured (:func:`pfconvert.deploy.optimize_for_cpu`).
+        on_group: progress callback (group name, index, total).
+
+    Raises:
+        DataError: bad limits, or the data's classes differ from the model's.
+    """
+    from ..data.datasets import open_split, resolve_source
+    from ..data.transforms import build_transforms, model_data_config
+    from ..recover.bn import recalibrate_batchnorm
+    from ..recover.metrics import evaluate, infer_num_classes
+    from ..recover.precision import resolve_precision
+    from ..report.latency import LatencyConfig, measure
+    from ..report.report import median_ms
+
+    if limit_val is not None and limit_val < 1:
+        raise DataError(f"limit_val must be at least 1 image (or None for all), got {limit_val}")
+    if bn_recalib_batches < 0:
+        raise DataError(f"bn_recalib_batches must be 0 (off) or more, got {bn_recalib_batches}")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be at least 1, got {batch_size}")
+    if img_size is not None and img_size < 8:
+        raise DataError(f"img_size must be at least 8 pixels, got {img_size}")
+    data_cfg = model_data_config(model, img_size)
+    size: tuple[int, int, int] = tuple(data_cfg["input_size"])  # type: ignore[assignment]
+    source = resolve_source(data)
+    val = open_split(source, "val", limit_val)
+    logits = infer_num_classes(model, size)
+    if len(val.classes) != logits:
+        raise DataError(f"the model has {logits} classes but {data} has {len(val.classes)}; pass --num-classes "
+                        f"{len(val.classes)} (and the --checkpoint trained on this data)")
+    _, eval_tf = build_transforms(data_cfg, "none")
+    mode = "RGB" if size[0] == 3 else "L"
+    val.mode, val.transform = mode, eval_tf
+    calib = open_split(source, "train", bn_recalib_batches * batch_size or None, seed=1)
+    calib.mode, calib.transform = mode, eval_tf
+    precision = resolve_precision(torch.device("cpu"))
+    loader = eval_loader(val, batch_size)
+
+    def top1(m: nn.Module) -> float:
+        return evaluate(m, loader, precision).top1
+
+    def latency(base: nn.Module, variant: nn.Module) -> tuple[float, float]:
+        cfg = LatencyConfig(batch_sizes=(1,), input_size=size, runs=15, warmup=3, max_seconds=5,
+                            deploy_method=deploy_method)
+        times = measure({"original": base, "variant": variant}, ["cpu"], cfg)[("cpu", 1)]
+        return median_ms(times["original"]), median_ms(times["variant"])
+
+    def recalibrate(m: nn.Module) -> None:
+        if bn_recalib_batches > 0:
+            recalibrate_batchnorm(m, eval_loader(calib, batch_size), precision, bn_recalib_batches)
+
+    return run_sensitivity(model.eval(), rules, size, top1, latency, by=by, prepare=recalibrate, on_group=on_group)
