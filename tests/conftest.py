@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_SAMPLE = Path(__file__).resolve().parent / "data" / "fashion-mnist"
+FASHION_MNIST = FASHION_MNIST_SYSTEM if FASHION_MNIST_SYSTEM.is_dir() else FASHION_MNIST_SAMPLE
+"""Real Fashion-MNIST: the full set where Debian's dataset-fashion-mnist is installed, else the committed sample
+(600 training and 200 test images; licence in tests/data/fashion-mnist/README.md)."""
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
@@ -32,7 +36,8 @@ def _read_fashion(stem: str, count: int) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def ft_fmnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small IDX copy of real Fashion-MNIST (480 train / 160 val images, gzipped), fast to read."""
+    """A small IDX copy of real Fashion-MNIST (480 train / 160 val images, gzipped), fast to read (from the full set
+    or the committed sample)."""
     root = tmp_path_factory.mktemp("fmnist")
     for split, (count, prefix) in {"train": (480, "train"), "val": (160, "t10k")}.items():
         write_idx(root / f"{prefix}-images-idx3-ubyte.gz", _read_fashion(f"{prefix}-images-idx3-ubyte", count))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 from torch import nn
 
@@ -12,6 +11,8 @@ __all__ = ["meta_model", "tiny_input", "run_cli", "DwBlock", "MultiplierNet"]
 
 def meta_model(name: str, **kwargs: object) -> nn.Module:
     """A timm model on the meta device: structure and parameter counts without memory or compute."""
+    import timm  # only here: unit tests use the other helpers without importing timm
+
     with torch.device("meta"):
         return timm.create_model(name, **kwargs)
 

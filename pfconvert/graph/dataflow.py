@@ -19,7 +19,9 @@ from itertools import chain
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import ConversionError, one_line
 from .modules import eval_mode, is_transparent
@@ -118,6 +120,36 @@ def probe_input(module: nn.Module, shape: tuple[int, ...], seed: int | None = 0)
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device=device, dtype=dtype)
 
 
+_SAME_SHAPE = {
+    F.relu, F.relu6, F.hardtanh, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.leaky_relu, F.elu, F.selu,
+    F.celu, F.softplus, F.sigmoid, F.tanh, torch.sigmoid, torch.tanh, torch.relu, torch.Tensor.relu,
+    torch.Tensor.sigmoid, F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm,
+}
+"""Shape-preserving functions that return a new tensor, many of them slow Python references on meta tensors (not
+dropout: in eval mode it returns its input, which the dataflow must see)."""
+_IN_PLACE = {F.relu_, torch.relu_, torch.Tensor.relu_, torch.Tensor.sigmoid_, F.hardtanh_, F.elu_, F.leaky_relu_}
+"""Their in-place forms: they return their input."""
+_INPLACE_LAST = {F.relu, F.relu6, F.hardtanh, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.leaky_relu, F.elu,
+                 F.selu, F.celu}
+"""Functions whose last positional parameter may be ``inplace``: called with it positionally, they run as they are."""
+
+
+class _ShapeOnly(TorchFunctionMode):
+    """On meta tensors, shape-preserving activations and norms return an empty tensor of their input's shape (or
+    their input itself when they work in place), so that the dataflow sees the tensor identities of a real forward
+    at a fraction of the cost."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        x = args[0] if args else kwargs.get("input")
+        if isinstance(x, torch.Tensor) and x.is_meta:
+            if func in _IN_PLACE or (func in _SAME_SHAPE and kwargs.get("inplace") is True):
+                return x
+            if func in _SAME_SHAPE and not (func in _INPLACE_LAST and len(args) > 1):
+                return torch.empty_like(x)
+        return func(*args, **kwargs)
+
+
 def meta_forward(module: nn.Module, inputs: tuple[torch.Tensor, ...] | torch.Tensor) -> Any:
     """Call ``module`` with its parameters and buffers (and ``inputs``) as meta tensors: shapes, no data, no compute.
 
@@ -127,7 +159,8 @@ def meta_forward(module: nn.Module, inputs: tuple[torch.Tensor, ...] | torch.Ten
     state = {name: t.to("meta") for name, t in chain(module.named_parameters(remove_duplicate=False),
                                                       module.named_buffers(remove_duplicate=False))}
     meta_args = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
-    return torch.func.functional_call(module, state, meta_args, strict=False, tie_weights=True)
+    with _ShapeOnly():
+        return torch.func.functional_call(module, state, meta_args, strict=False, tie_weights=True)
 
 
 def _forward(model: nn.Module, x: torch.Tensor, meta: bool) -> Any:

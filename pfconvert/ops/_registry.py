@@ -174,9 +174,11 @@ def get_op(name: str) -> OpDef:
 
 
 def list_ops() -> list[OpDef]:
-    """Every registered op, in registration order."""
+    """Every registered op: those for conv layers first, then by module, then in registration order (the same order
+    whatever imported the op modules first)."""
     load_builtin_ops()
-    return list(_OPS.values())
+    order = {name: index for index, name in enumerate(_OPS)}
+    return sorted(_OPS.values(), key=lambda op: ("conv2d" not in op.sites, op.module, order[op.name]))
 
 
 def op_names(*, top_level: bool | None = None, in_sequence: bool | None = None) -> list[str]:

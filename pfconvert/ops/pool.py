@@ -117,8 +117,6 @@ def _avg_pool(spec: AvgPoolSpec, kernel: Pair, stride: Pair, pads: Pads, ctx: Bu
 
 
 def _build_pool(spec: MaxPoolSpec | AvgPoolSpec, ctx: BuildContext) -> nn.Module:
-    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
-
     geo = ctx.geometry
     assert geo is not None
     k, s = pick(spec.kernel_size, geo.kernel), pick(spec.stride, geo.stride)
@@ -128,6 +126,8 @@ def _build_pool(spec: MaxPoolSpec | AvgPoolSpec, ctx: BuildContext) -> nn.Module
         raise ctx.error(f"the layer is dilated (dilation {_square(d)}) and avg-pool has no dilation; exclude it "
                         "(match.dilation: 1) or use max_pool")
     if spec.padding == "inherit" and is_dynamic_same(ctx.module):
+        from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame  # the module is timm's: timm is loaded
+
         if average:
             return AvgPool2dSame(_square(k), _square(s), count_include_pad=spec.count_include_pad)
         return MaxPool2dSame(_square(k), _square(s), dilation=_square(d))

@@ -18,6 +18,7 @@ def test_rules_lists_builtins(capsys: pytest.CaptureFixture[str], monkeypatch: p
     assert code == 0 and out.startswith("name: r50-max")
 
 
+@pytest.mark.slow
 def test_convert_writes_artifact_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     out_dir = tmp_path / "a"

@@ -5,17 +5,14 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
-from helpers import DwBlock, MultiplierNet, tiny_input
+from helpers import tiny_input
 from timm.layers.pool2d_same import MaxPool2dSame
 from torch import nn
 
 import pfconvert
-from pfconvert.errors import ConversionError, RuleError
-from pfconvert.ops import ChannelRepeat
+from pfconvert.errors import RuleError
 from pfconvert.ops.identity import Subsample
 from pfconvert.ops.shift import Shift
-from pfconvert.rules import parse_rules
 
 SIZE = (3, 64, 64)
 
@@ -78,6 +75,7 @@ def test_train_mode_model_converts_and_trains(mnv2: nn.Module) -> None:
     assert not any(m.training for m in eval_model.modules())
 
 
+@pytest.mark.slow
 def test_avgpool_identity_and_shift_variants(mnv2: nn.Module) -> None:
     avg, _ = pfconvert.convert(mnv2, "avgpool", input_size=SIZE)
     pool = avg.blocks[1][0].conv_dw
@@ -93,13 +91,6 @@ def test_avgpool_identity_and_shift_variants(mnv2: nn.Module) -> None:
         assert model(tiny_input(SIZE)).shape == (2, 10)
 
 
-def test_shift_moves_channel_groups() -> None:
-    x = torch.arange(9 * 16, dtype=torch.float32).reshape(1, 9, 4, 4)
-    y = Shift(9)(x)
-    assert torch.equal(y[:, 0], x[:, 0])  # centre group stays
-    assert torch.equal(y[0, 1, 1:], x[0, 1, :3]) and torch.equal(y[0, 1, 0], torch.zeros(4))  # moved down, zero fill
-
-
 def test_tf_same_padding_gets_a_same_pool() -> None:
     model = timm.create_model("tf_mobilenetv3_small_minimal_100", num_classes=10).eval()
     size = (3, 65, 65)  # odd size: TF 'same' padding is asymmetric here
@@ -113,45 +104,7 @@ def test_tf_same_padding_gets_a_same_pool() -> None:
             conv, pool = model.get_submodule(rep.path), converted.get_submodule(rep.path)
             feat = torch.randn(1, conv.in_channels, 33, 33)
             assert pool(feat).shape == conv(feat).shape
-
-
-def test_maxpool_pads_with_minus_infinity() -> None:
-    x = -torch.rand(1, 2, 5, 5) - 1.0  # all negative: zero padding would leak 0 into border maxima
-    ref = F.max_pool2d(F.pad(x, (1, 1, 1, 1), value=float("-inf")), 3, 1)
-    net = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, groups=2), nn.Conv2d(2, 2, 3, padding=2, dilation=2, groups=2))
-    converted, _ = pfconvert.convert(net, "maxpool", input_size=(2, 5, 5))
-    assert torch.equal(converted[0](x), ref)
-    assert converted[1](x).max() < 0 and converted[1](x).shape == x.shape
-    same = MaxPool2dSame(3, 2)(x)
-    assert same.max() < 0
-
-
-def test_depth_multiplier_is_repeated_channels() -> None:
-    net = MultiplierNet().eval()
-    converted, record = pfconvert.convert(net, "maxpool", input_size=(4, 8, 8))
-    op = converted.conv
-    assert isinstance(op, nn.Sequential) and isinstance(op[0], nn.MaxPool2d) and isinstance(op[1], ChannelRepeat)
-    x = torch.randn(1, 4, 8, 8)
-    pooled = F.max_pool2d(x, 3, 2, 1)
-    assert torch.equal(op(x)[:, 0], pooled[:, 0]) and torch.equal(op(x)[:, 1], pooled[:, 0])
-    assert record.replacements[0].absorbed == ["bn"]
-
-
-def test_channel_changing_regular_conv_is_refused() -> None:
-    net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1))
-    rule = parse_rules("name: r\nrules: [{name: all3x3, match: {kernel_size: 3}, replace: {op: max_pool}}]")
-    with pytest.raises(ConversionError, match=r"layer '0': maps 4 to 8 channels.*same_channels: true"):
-        pfconvert.convert(net, rule, input_size=(4, 8, 8))
-
-
-def test_inplace_activation_after_identity_does_not_corrupt_the_residual() -> None:
-    block = DwBlock().eval()
-    rule = parse_rules("name: r\nrules: [{name: dw, match: {depthwise: true}, replace: {op: identity}}]")
-    converted, _ = pfconvert.convert(block, rule, input_size=(4, 6, 6))
-    x = torch.randn(1, 4, 6, 6)
-    expected = x + torch.relu(x)
-    assert torch.equal(converted(x.clone()), expected)
-    assert converted.act.inplace is False
+            assert pool(-feat.abs() - 1).max() < 0  # timm's 'same' max-pool pads with -inf too
 
 
 def test_rule_matching_nothing_is_an_error_unless_allowed(mnv2: nn.Module) -> None:

@@ -35,6 +35,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.M
     return out, original, model.eval()
 
 
+@pytest.mark.slow
 def test_round_trip_gives_the_same_model(artifact: tuple[Path, torch.nn.Module, torch.nn.Module]) -> None:
     out, _, converted = artifact
     recipe = json.loads((out / RECIPE_FILE).read_text())

@@ -23,6 +23,7 @@ def small() -> torch.nn.Module:
 _cli = run_cli
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_export_onnx_is_checked(small: torch.nn.Module, tmp_path: Path, exporter: str) -> None:
     out = tmp_path / "m.onnx"
@@ -33,6 +34,7 @@ def test_export_onnx_is_checked(small: torch.nn.Module, tmp_path: Path, exporter
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_export_refuses_to_overwrite(small: torch.nn.Module, tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     out.write_bytes(b"keep me")

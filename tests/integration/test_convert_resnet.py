@@ -39,6 +39,7 @@ def test_r50_hybrid_is_the_papers_architecture() -> None:
     assert isinstance(model.layer1[0].conv2, nn.MaxPool2d)  # stride-1 first block with projection
 
 
+@pytest.mark.slow
 def test_resnet50_macs_match_the_paper() -> None:
     original = count_macs(pfconvert.create_model("resnet50"))
     converted = count_macs(pfconvert.convert("resnet50", "r50-max")[0])

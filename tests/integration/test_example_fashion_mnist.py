@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist" / "run.py"
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "fashion_mnist" / "run.py"
+
+pytestmark = pytest.mark.slow  # trains or runs processes: all of it is in the full run only
 
 
 def _finetune_batch(model: str) -> int:

@@ -52,6 +52,7 @@ def test_measure_interleaves_and_returns_every_cell(pair: tuple[torch.nn.Module,
     assert all(len(t["a"]) == len(t["b"]) == 3 and min(t["a"]) > 0 for t in out.values())
 
 
+@pytest.mark.slow
 def test_report_structure(report: Report, pair: tuple[torch.nn.Module, torch.nn.Module]) -> None:
     data = json.loads(report.to_json())
     assert data["original"]["params"] > data["converted"]["params"] > 0
@@ -69,6 +70,7 @@ def test_report_structure(report: Report, pair: tuple[torch.nn.Module, torch.nn.
     assert data["machine"]["cpu"] and data["threads"] >= 1
 
 
+@pytest.mark.slow
 def test_render_and_markdown(report: Report) -> None:
     console = Console(record=True, width=160)
     console.print(render_report(report))
@@ -78,6 +80,7 @@ def test_render_and_markdown(report: Report) -> None:
     assert md.count("| PyTorch CPU eager (naive) |") == 2
 
 
+@pytest.mark.slow
 def test_plot_written_with_and_without_accuracy(report: Report, tmp_path: Path) -> None:
     bars = plot_report(report, tmp_path / "bars.png")
     assert bars.stat().st_size > 5000 and bars.read_bytes()[:4] == b"\x89PNG"
@@ -100,6 +103,7 @@ _cli = run_cli
 QUICK = ["--batch-sizes", "1", "--runs", "3", "--warmup", "1", "--backends", "cpu-eager", "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_cli_report_artifact_alone_json(ft_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     plot = tmp_path / "p.png"
@@ -113,6 +117,7 @@ def test_cli_report_artifact_alone_json(ft_artifact: Path, tmp_path: Path, capsy
     assert plot.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_cli_report_model_with_rule_markdown(capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, err = _cli(["report", "resnet26", "--rule", "r50-max", "--num-classes", "10", "--input-size",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import FASHION_MNIST, write_idx
+from conftest import FASHION_MNIST_SYSTEM, write_idx
 
 from pfconvert.data.datasets import open_split, resolve_source
 from pfconvert.data.idx import read_idx
@@ -47,9 +47,13 @@ def test_read_idx_reports_broken_gzip(tmp_path: Path) -> None:
         read_idx(tmp_path / "x.gz")
 
 
-def test_fashion_mnist_shortcut_reads_installed_files() -> None:
+def test_fashion_mnist_shortcut_reads_installed_files_or_says_how_to_install_them() -> None:
+    if not FASHION_MNIST_SYSTEM.is_dir():
+        with pytest.raises(DataError, match="install Debian's dataset-fashion-mnist or pass --data DIR"):
+            resolve_source("fashion-mnist")
+        return
     source = resolve_source("fashion-mnist")
-    assert source.root == FASHION_MNIST and source.kind == "idx"
+    assert source.root == FASHION_MNIST_SYSTEM and source.kind == "idx"
     val = open_split(source, "val", limit=50, seed=0)
     assert len(val) == 50 and len(val.classes) == 10 and val.classes[0] == "T-shirt/top"
     image, label = val[0]

@@ -100,6 +100,7 @@ def test_fast_pool_uses_native_then_falls_back_to_onednn(lib: object, monkeypatc
     assert calls == [1]
 
 
+@pytest.mark.slow
 def test_build_is_cached_and_a_damaged_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first_dir, second_dir = tmp_path / "a", tmp_path / "b"
     monkeypatch.setenv("PFCONVERT_CACHE_DIR", str(first_dir))
@@ -154,6 +155,7 @@ def test_a_folder_others_can_write_is_not_used(tmp_path: Path, monkeypatch: pyte
     assert chosen.stat().st_mode & 0o077 == 0  # created private
 
 
+@pytest.mark.slow
 def test_cc_may_carry_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     compiler = next(c for c in ("cc", "gcc", "clang") if native.shutil.which(c))
     monkeypatch.setenv("PFCONVERT_CACHE_DIR", str(tmp_path))

@@ -27,6 +27,8 @@ from pfconvert.recover.precision import resolve_precision
 
 STEPS_PER_EPOCH = 5  # limit_train 160 / batch 32
 
+pytestmark = pytest.mark.slow  # trains or runs processes: all of it is in the full run only
+
 
 def _pair(seed: int = 0, **kwargs: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(student, teacher): a tiny timm model and a perturbed copy of it (the "converted" one)."""

@@ -42,6 +42,7 @@ def _negative(shape: tuple[int, ...]) -> torch.Tensor:
 # ------------------------------------------------------------------ rectangular kernels (ghostnetv2/v3, InceptionNeXt)
 
 
+@pytest.mark.slow
 def test_ghostnetv2_rectangular_depthwise_convs_become_rectangular_pools() -> None:
     model = meta_model("ghostnetv2_100")
     old = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1}
@@ -58,6 +59,7 @@ def test_ghostnetv2_rectangular_depthwise_convs_become_rectangular_pools() -> No
     assert describe_op(first[2]) == "MaxPool2d 1x5 s1 p0x2" and describe_op(first[4]) == "MaxPool2d 5x1 s1 p2x0"
 
 
+@pytest.mark.slow
 def test_inception_next_band_kernels_keep_their_output_shape() -> None:
     model = meta_model("inception_next_atto")
     converted, record = pfconvert.convert(model, "maxpool", input_size=(3, 224, 224))
@@ -192,6 +194,7 @@ def test_norm_that_also_serves_another_input_is_not_absorbed() -> None:
         assert torch.allclose(converted(x), expected)
 
 
+@pytest.mark.slow
 def test_efficientvit_shared_activation_is_kept() -> None:
     model = meta_model("efficientvit_m0")  # PatchMerging: act(conv2(act(conv1(x)))) with one shared ReLU
     converted, record = pfconvert.convert(model, "maxpool", input_size=(3, 224, 224))
@@ -235,6 +238,7 @@ def test_layer_called_with_its_input_by_keyword_is_traced() -> None:
 # ------------------------------------------------------------------------- dilation, TF-'same', depth multipliers
 
 
+@pytest.mark.slow
 def test_dilated_timm_model_converts_with_dilated_pools() -> None:
     model = meta_model("mobilenetv2_050", output_stride=8)
     converted, record = pfconvert.convert(model, "maxpool", input_size=(3, 224, 224))
@@ -259,6 +263,7 @@ def test_dilated_tf_same_conv_gets_a_dilated_same_pool() -> None:
             assert op(x).shape == conv(x).shape and op(x).max() < 0
 
 
+@pytest.mark.slow
 def test_fastvit_depth_multiplier_convs_repeat_channels() -> None:
     model = meta_model("fastvit_t8")
     converted, record = pfconvert.convert(model, "maxpool", input_size=(3, 256, 256))
@@ -272,7 +277,7 @@ def test_fastvit_depth_multiplier_convs_repeat_channels() -> None:
 
 
 def _coverage_module() -> object:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "coverage.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "coverage.py"
     spec = importlib.util.spec_from_file_location("pf_coverage", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules["pf_coverage"] = module
@@ -280,6 +285,7 @@ def _coverage_module() -> object:
     return module
 
 
+@pytest.mark.slow
 def test_coverage_probe_classifies_models() -> None:
     cov = _coverage_module()
     ok = cov.probe_model("ghostnetv2_100", paths="meta")

@@ -73,6 +73,7 @@ def test_an_exact_fit_is_found_when_one_exists() -> None:
     ("mobilenetv2_050", "maxpool", r"blocks\.\d+\.\d+\.conv_(pwl|pw)$", 17),
     ("resnet26", "r50-max", r"layer\d\.\d\.conv3$", 8),
 ])
+@pytest.mark.slow
 def test_the_reader_of_each_replaced_op_is_refit(name: str, rule: str, reader: str, count: int) -> None:
     converted, original = _pair(name, rule)
     consumers = find_consumers(converted, original, (3, 32, 32))
@@ -88,6 +89,7 @@ def test_the_reader_of_each_replaced_op_is_refit(name: str, rule: str, reader: s
     assert (converted(x) - original(x)).norm() < gap_before
 
 
+@pytest.mark.slow
 def test_batchnorm_re_estimation_keeps_the_statistics_reconstruction_set() -> None:
     converted, original = _pair("mobilenetv2_050", "maxpool")
     fits = reconstruct(converted, original, [tiny_input((3, 32, 32), batch=32, seed=2)])

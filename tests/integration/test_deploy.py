@@ -102,6 +102,7 @@ def test_fast_max_pool_is_exact(k: int, s: int) -> None:
     assert grad_in.grad is not None
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace is deprecated; tracing is what is tested
 def test_fast_max_pool_traces_exports_and_folds_as_a_plain_pool(x: torch.Tensor) -> None:
     model = _maxpool_mnv2()
@@ -131,6 +132,7 @@ def test_use_fast_kernels_swaps_plain_pools_only() -> None:
     assert isinstance(model[0], FastMaxPool2d) and isinstance(model[1], nn.AvgPool2d)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["eager", "jit", "llga"])
 @pytest.mark.parametrize("build", [_maxpool_mnv2, lambda: _randomize_bn(timm.create_model("resnet18", num_classes=10))],
                          ids=["mnv2-maxpool", "resnet18"])
@@ -148,6 +150,7 @@ def test_optimize_for_cpu_matches_eager(method: str, build, x: torch.Tensor) -> 
         assert torch.equal(value, before[key])
 
 
+@pytest.mark.slow
 def test_optimize_for_cpu_compile_matches_eager(x: torch.Tensor) -> None:
     if not shutil.which("g++") and not shutil.which("c++"):
         pytest.skip("no C++ compiler: torch.compile's CPU backend is unavailable")
@@ -165,6 +168,7 @@ def test_auto_resolves_to_a_concrete_method() -> None:
     assert resolve_method("eager") == "eager"
 
 
+@pytest.mark.slow
 def test_llga_turns_fusion_on_for_its_own_calls_only(x: torch.Tensor) -> None:
     model = _maxpool_mnv2()
     assert not torch.jit.onednn_fusion_enabled()
@@ -176,6 +180,7 @@ def test_llga_turns_fusion_on_for_its_own_calls_only(x: torch.Tensor) -> None:
     assert not torch.jit.onednn_fusion_enabled()
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_jit_when_fusion_fails(x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(deploy, "has_llga", lambda: True)
 

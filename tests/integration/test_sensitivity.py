@@ -54,13 +54,15 @@ def test_selected_rule_converts_only_the_cheap_groups() -> None:
         selected_rules(load_rules("r50-max"), result, max_drop=0.1)
 
 
+@pytest.mark.slow
 def test_layer_groups() -> None:
     result = run_sensitivity(meta_model("resnet50"), load_rules("r50-max"), (3, 224, 224), _fake_top1, _fake_latency,
                              by="layer")
     assert len(result.groups) == 16 and result.ranked()[0].layers == ["layer1.0.conv2"]
 
 
-def test_cli_on_fashion_mnist(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.slow
+def test_cli_on_fashion_mnist(ft_fmnist_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The command end to end on real data: JSON ranking on stdout and the selected rule file."""
     import json
     import sys
@@ -69,7 +71,7 @@ def test_cli_on_fashion_mnist(tmp_path, capsys, monkeypatch) -> None:  # type: i
 
     rule_file = tmp_path / "selected.yaml"
     monkeypatch.setattr(sys, "argv", [
-        "pfconvert", "sensitivity", "resnet14t", "--rule", "r50-max", "--data", "fashion-mnist", "--num-classes", "10",
+        "pfconvert", "sensitivity", "resnet14t", "--rule", "r50-max", "--data", str(ft_fmnist_dir), "--num-classes", "10",
         "--img-size", "32", "--limit-val", "64", "--bn-recalib-batches", "1", "--batch-size", "32",
         "--max-drop", "100", "--write-rule", str(rule_file), "--json"])
     main()

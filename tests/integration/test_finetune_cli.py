@@ -28,6 +28,8 @@ FAST = ["--img-size", "32", "--batch-size", "16", "--limit-train", "96", "--limi
 
 run = run_cli
 
+pytestmark = pytest.mark.slow  # trains or runs processes: all of it is in the full run only
+
 
 @pytest.fixture()
 def artifact(ft_artifact: Path, tmp_path: Path) -> Path:

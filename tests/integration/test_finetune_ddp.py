@@ -19,6 +19,8 @@ from pfconvert.recover.finetune.checkpoint import load_checkpoint
 ARGS = ["--epochs", "1", "--img-size", "32", "--batch-size", "16", "--limit-train", "128", "--limit-val", "48",
         "--workers", "0", "--bn-recalib-batches", "1", "--quiet", "--json"]
 
+pytestmark = pytest.mark.slow  # trains or runs processes: all of it is in the full run only
+
 
 def _shape(value: Any) -> Any:
     """The nested keys of a JSON value (what must not depend on the number of processes)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,7 @@ def test_pool_mixer_is_parameter_free() -> None:
     torch.testing.assert_close(PoolMixer(grid_size=(3, 3))(tokens), expected)
 
 
+@pytest.mark.slow
 def test_vit_max_trains_and_round_trips(tmp_path: object) -> None:
     model, record = pfconvert.convert("vit_tiny_patch16_224", "vit-max", input_size=SIZE, img_size=64, num_classes=10)
     model.train()
@@ -64,6 +66,7 @@ def test_vit_max_trains_and_round_trips(tmp_path: object) -> None:
         assert torch.equal(loaded(tiny_input(SIZE)), model.eval()(tiny_input(SIZE)))
 
 
+@pytest.mark.slow
 def test_vit_input_size_follows_img_size_and_attention_macs_are_counted() -> None:
     from pfconvert.conversion.models import input_size
     from pfconvert.report.counting import count_macs

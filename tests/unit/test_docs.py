@@ -1,0 +1,49 @@
+"""Documents generated from the code stay current, and the README's commands exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pfconvert.cli.finetune import PANELS, flag_of
+from pfconvert.recover.finetune.config import FinetuneConfig
+from pfconvert.rules.language import rule_language_markdown
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_rule_language_reference_is_current() -> None:
+    """docs/rule-language.md is generated from the schema and the op registry; regenerate it with
+    `python -m pfconvert.rules.language > docs/rule-language.md`."""
+    assert (REPO / "docs" / "rule-language.md").read_text() == rule_language_markdown()
+
+
+def test_every_config_field_has_one_finetune_flag() -> None:
+    fields = [name for names in PANELS.values() for name in names]
+    assert sorted(fields) == sorted(FinetuneConfig.model_fields) and len(fields) == len(set(fields))
+
+
+def test_the_finetune_flags_the_docs_name_exist() -> None:
+    """Every `pfconvert finetune` flag the README and docs mention is one the command has."""
+    flags = {flag_of(name) for name in FinetuneConfig.model_fields} | {"--ce-weight", "--resume", "--overwrite",
+                                                                        "--report", "--json", "--quiet"}
+    flags |= {f"--no-{flag[2:]}" for flag in flags}
+    docs = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    for doc in docs:
+        for line in doc.read_text().splitlines():
+            if "pfconvert finetune" in line or "finetune" in line and "--" in line:
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]+", line):
+                    assert flag in flags or flag in _other_command_flags(), f"{doc.name}: {flag} in {line!r}"
+
+
+def _other_command_flags() -> set[str]:
+    """Flags of the other commands and of the example scripts, which the same lines may name."""
+    import typer.main
+
+    from pfconvert.cli import app as cli
+
+    cli._register()
+    group = typer.main.get_command(cli.app)
+    names = {opt for command in group.commands.values() for param in command.params
+             if param.param_type_name == "option" for opt in (*param.opts, *param.secondary_opts)}
+    return names | {"--models", "--quick", "--retrain", "--train-images", "--nproc_per_node", "--help"}
