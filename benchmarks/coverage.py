@@ -36,6 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import add_docs_flag, write_page  # noqa: E402
+
 __all__ = ["Result", "main", "probe_model", "has_depthwise", "summarize"]
 
 OK, ENGINE, MODEL, NO_DW, UNBUILDABLE = "ok", "engine-failure", "model-failure", "no-depthwise", "unbuildable"
@@ -431,6 +434,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paths", choices=("auto", "meta", "cpu"), default="auto",
                    help="auto: meta device, CPU fallback; meta/cpu: that path only")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_docs_flag(p)
     return p.parse_args(argv)
 
 
@@ -456,8 +460,14 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         print(_progress_line(i, len(names), res), file=sys.stderr, flush=True)
     wall = time.monotonic() - start
-    print(summarize(results, total))
-    print(f"\nwall time {wall:.0f}s, {args.jobs} worker(s), {args.threads} thread(s) each, timeout {args.timeout:.0f}s")
+    summary = summarize(results, total)
+    stamp = f"wall time {wall:.0f}s, {args.jobs} worker(s), {args.threads} thread(s) each, timeout {args.timeout:.0f}s"
+    print(f"{summary}\n\n{stamp}")
+    if args.write_docs:
+        from pfconvert.report.machine import describe_machine, machine_info
+
+        write_page("coverage", "Coverage over timm: every model with a depthwise conv, converted with maxpool",
+                   f"```text\n{summary}\n```", f"{describe_machine(machine_info(args.threads))}, {stamp}")
     if args.json:
         counts = Counter(r.status for r in results)
         args.json.write_text(json.dumps({"total_models": total, "counts": counts, "wall_seconds": round(wall, 1),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -22,6 +23,9 @@ from pfconvert.conversion.models import create_model
 from pfconvert.deploy import optimize_for_cpu
 from pfconvert.report.latency import LatencyConfig, median_ms, time_rounds, torch_threads
 from pfconvert.report.machine import describe_machine, machine_info
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import add_docs_flag, write_page  # noqa: E402
 
 RULES = {"mobilenetv2_100": "maxpool", "efficientnet_lite0": "maxpool", "resnet50": "r50-max"}
 
@@ -33,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", type=lambda t: [int(v) for v in t.split(",")], default=[1, 32])
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--runs", type=int, default=10)
+    add_docs_flag(parser)
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in RULES]
     if unknown:
@@ -61,14 +66,16 @@ def main(argv: list[str] | None = None) -> None:
                     o, c = ms[(method, "original")], ms[(method, RULES[name])]
                     lines.append(f"| {name} | {RULES[name]} | {bs} | {method} | {o:.2f} | {c:.2f} | {o / c:.2f}x "
                                  f"| {best / o:.2f}x |")
-    print(f"Machine: {machine}, {time.perf_counter() - start:.0f} s total, {time.strftime('%Y-%m-%d')}\n")
-    print("| model | rule | batch | deploy path | original ms | converted ms | speed-up on this path "
-          "| original vs its fastest path |")
-    print("|---|---|---:|---|---:|---:|---:|---:|")
-    print("\n".join(lines))
-    print("\nMedian of interleaved rounds (every path and model of a batch size in the same rounds); speed-up = "
-          "original / converted on the same path; the last column is the original's fastest path over this one "
-          "(1.00x = this is the fastest).")
+    machine += f", {time.perf_counter() - start:.0f} s total"
+    table = "\n".join([
+        "| model | rule | batch | deploy path | original ms | converted ms | speed-up on this path "
+        "| original vs its fastest path |", "|---|---|---:|---|---:|---:|---:|---:|", *lines, "",
+        "Median of interleaved rounds (every path and model of a batch size in the same rounds), 224 px input; "
+        "speed-up = original / converted on the same path; the last column is the original's fastest path over "
+        "this one (1.00x = this is the fastest)."])
+    print(f"Machine: {machine}, {time.strftime('%Y-%m-%d')}\n\n{table}")
+    if args.write_docs:
+        write_page("deploy-paths", "PyTorch CPU deploy paths side by side (224 px)", table, machine)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,9 @@ from pfconvert.conversion.models import create_model
 from pfconvert.ops.kernels import native
 from pfconvert.report.latency import LatencyConfig, median_ms, time_rounds, torch_threads
 from pfconvert.report.machine import describe_machine, machine_info
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import add_docs_flag, write_page  # noqa: E402
 
 Layer = tuple[int, int, int, int, int, int]  # channels, height, width, kernel, stride, padding
 
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--per-layer", action="store_true", help="also print one row per layer shape")
+    add_docs_flag(parser)
     args = parser.parse_args(argv)
     if native.library() is None:
         print(f"native kernel unavailable: {native.unavailable_reason()}", file=sys.stderr)
@@ -112,12 +117,17 @@ def main(argv: list[str] | None = None) -> None:
                 lines.append(f"| **{name}** | {bs} | all {sum(layers.values())} depthwise layers | "
                              + " | ".join(f"**{totals[key]:.2f}**" if key in totals else "-" for key in _header())
                              + " |")
-    print(f"Machine: {machine}, {time.perf_counter() - start:.0f} s total, {time.strftime('%Y-%m-%d')}\n")
-    print("| model | batch | layers | " + " | ".join(f"{key} ms" for key in _header()) + " |")
-    print("|---|---:|---|" + "---:|" * len(_header()))
-    print("\n".join(lines))
-    print("\nMedian of interleaved rounds; a model's row is the sum over its depthwise layers (each shape timed once, "
-          "times its count). Every pool kernel is checked equal to aten's max_pool2d before timing.")
+    machine += f", {time.perf_counter() - start:.0f} s total"
+    table = "\n".join([
+        "| model | batch | layers | " + " | ".join(f"{key} ms" for key in _header()) + " |",
+        "|---|---:|---|" + "---:|" * len(_header()), *lines, "",
+        "Median of interleaved rounds, the models' depthwise layer shapes at 224 px; a model's row is the sum over its "
+        "depthwise layers (each shape timed once, times its count). Every pool kernel is checked equal to aten's "
+        "max_pool2d before timing."])
+    print(f"Machine: {machine}, {time.strftime('%Y-%m-%d')}\n\n{table}")
+    if args.write_docs:
+        write_page("pool-kernels", "Max-pool kernels against the depthwise convs they replace (224 px)", table,
+                   machine)
 
 
 def _header() -> list[str]:

@@ -35,6 +35,9 @@ from pfconvert.report.latency import LatencyConfig, measure, median_ms
 from pfconvert.report.machine import describe_machine, machine_info
 from pfconvert.report.report import SLOWER, compare_timings
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import add_docs_flag, write_page  # noqa: E402
+
 CASES = {"mobilenetv2_100": ["maxpool", "identity"], "efficientnet_lite0": ["maxpool", "identity"],
          "resnet50": ["r50-max", "r50-hybrid"]}
 CEILING = "identity"
@@ -98,10 +101,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], machine: str) -> str:
+def markdown(rows: list[dict]) -> str:
     """The table: one line per model, rule, backend and batch size."""
-    out = [f"Machine: {machine}", "",
-           "| model | rule | GMACs | backend | batch | original ms | converted ms | speed-up | verdict | vs ceiling |",
+    out = ["| model | rule | GMACs | backend | batch | original ms | converted ms | speed-up | verdict | vs ceiling |",
            "|---|---|---:|---|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         verdict = f"**{r['verdict']}**" if r["verdict"] == SLOWER else r["verdict"]
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=40.0, help="time budget per cell (>= 5 rounds)")
     parser.add_argument("--deploy", default="auto", help="deploy method of the 'cpu' backend")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    add_docs_flag(parser)
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in CASES]
     if unknown:
@@ -140,7 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     rows = run(args)
     machine += f", {time.perf_counter() - start:.0f} s total, {time.strftime('%Y-%m-%d')}"
-    sys.stdout.write(markdown(rows, machine))
+    table = markdown(rows)
+    sys.stdout.write(f"Machine: {machine}\n\n{table}")
+    if args.write_docs:
+        write_page("speed", "Speed of converted models (224 px)", table, machine)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
 

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "write_text"]
+__all__ = ["atomic_write", "write_text", "ensure_writable"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], *, fsync: bool = True) -> Path:
@@ -35,6 +35,20 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], *, fsync: bo
     finally:
         temp.unlink(missing_ok=True)
     return path
+
+
+def ensure_writable(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse an existing output that is a file or a non-empty folder unless ``overwrite`` (nothing the user had is
+    overwritten silently).
+
+    Raises:
+        ArtifactError: the output exists and ``overwrite`` is not set.
+    """
+    from .errors import ArtifactError
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ArtifactError(f"output {out} already exists and is not empty; choose another --out or pass --overwrite")
 
 
 def write_text(path: str | Path, text: str) -> Path:

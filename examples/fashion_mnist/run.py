@@ -31,16 +31,13 @@ import torch
 from torch import nn
 
 import pfconvert
-from pfconvert.cli.progress import RichReporter
-from pfconvert.conversion.artifact import save_weights
-from pfconvert.conversion.models import create_model
-from pfconvert.data.transforms import model_data_config
-from pfconvert.graph.dataflow import Call, trace_dataflow
-from pfconvert.recover.finetune import FinetuneConfig, finetune, run_finetune
-from pfconvert.recover.refit import find_consumers
-from pfconvert.report.counting import count_macs
-from pfconvert.report.plot import plot_report
-from pfconvert.report.run import run_report
+from pfconvert.cli import RichReporter
+from pfconvert.conversion import save_weights
+from pfconvert.data import model_data_config
+from pfconvert.graph import Call, trace_dataflow
+from pfconvert.recover import find_consumers
+from pfconvert.recover.finetune import run_finetune
+from pfconvert.report import plot_report
 
 BUDGET_SHARE = 0.3  # fine-tune compute / original training compute
 # The fine-tunes train on un-augmented images (the originals on light augmentation: random crops of 60-100% of the
@@ -121,11 +118,11 @@ def parse_args() -> tuple[argparse.Namespace, Budget]:
     return args, budget
 
 
-def config(data: str, budget: Budget, pipe: Pipeline, epochs: int, **kw: Any) -> FinetuneConfig:
+def config(data: str, budget: Budget, pipe: Pipeline, epochs: int, **kw: Any) -> pfconvert.FinetuneConfig:
     values: dict[str, Any] = {"data": data, "epochs": epochs, "img_size": pipe.img_size,
                               "limit_train": budget.train_images, "limit_val": budget.val_images,
                               "batch_size": pipe.batch_size, "workers": 1}
-    return FinetuneConfig(**{**values, **kw})
+    return pfconvert.FinetuneConfig(**{**values, **kw})
 
 
 def train_original(pipe: Pipeline, data: str, budget: Budget, out: Path, retrain: bool) -> tuple[Path, dict, bool]:
@@ -144,7 +141,7 @@ def train_original(pipe: Pipeline, data: str, budget: Budget, out: Path, retrain
             return weights, saved, False
         print(f"{out}: the saved original was trained differently; training it again", file=sys.stderr)
     torch.manual_seed(0)
-    model = create_model(pipe.model, num_classes=10, **pipe.kwargs)
+    model = pfconvert.create_model(pipe.model, num_classes=10, **pipe.kwargs)
     result = run_finetune(
         model, None, config(data, budget, pipe, budget.train_epochs, kd_weight=0.0, lr=pipe.lr, bn_recalib_batches=0,
                eval_every=budget.train_epochs),  # validated once, after the last epoch
@@ -206,18 +203,18 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
     model, record = pfconvert.convert(pipe.model, rule, checkpoint=weights, input_size=size, num_classes=10,
                                       **pipe.kwargs)
     art = pfconvert.save(model, record, out / rule, overwrite=True)
-    original = create_model(pipe.model, checkpoint=weights, num_classes=10, **pipe.kwargs).eval()
-    macs = (count_macs(original, size).macs, count_macs(model, size).macs)
+    original = pfconvert.create_model(pipe.model, checkpoint=weights, num_classes=10, **pipe.kwargs).eval()
+    macs = (pfconvert.count_macs(original, size).macs, pfconvert.count_macs(model, size).macs)
     refits = list(find_consumers(model, original, size))
     shares = list(zip(forward_shares(model, size, refits), forward_shares(original, size, refits)))
     images, share = finetune_images(budget, *macs, shares, minimum=pipe.finetune_batch_size)
     started = time.perf_counter()
-    ft = finetune(art, config(data, budget, pipe, budget.finetune_epochs, lr=pipe.finetune_lr, limit_train=images,
-                              reconstruct_images=budget.calib_images if refits else 0,
-                              bn_recalib_batches=budget.calib_images // pipe.finetune_batch_size,
-                              batch_size=pipe.finetune_batch_size, freeze_bn=pipe.freeze_bn, eval_teacher=False,
-                              augment=FINETUNE_AUGMENT),
-                  overwrite=True)
+    recipe = config(data, budget, pipe, budget.finetune_epochs, lr=pipe.finetune_lr, limit_train=images,
+                    reconstruct_images=budget.calib_images if refits else 0,
+                    bn_recalib_batches=budget.calib_images // pipe.finetune_batch_size,
+                    batch_size=pipe.finetune_batch_size, freeze_bn=pipe.freeze_bn, eval_teacher=False,
+                    augment=FINETUNE_AUGMENT)
+    ft = pfconvert.finetune(art, recipe, overwrite=True)
     # the original's top-1 is its training run's last validation (same weights, images and transforms); the fine-tune
     # validates the student as converted before its first step, and every epoch after; the exported fine-tuned
     # weights are those of its best epoch (epoch 0, the start after reconstruction, if no epoch beat it)
@@ -226,7 +223,7 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
     original_top1, converted_top1 = orig_run["final"]["val_top1"], ft.start.converted.top1
     ft_top1, start = ft.best["val_top1"], ft.start
     finetune_seconds = time.perf_counter() - started
-    report = run_report(original, pfconvert.load(art).eval(), names=(pipe.model, f"{pipe.model}+{rule}"),
+    report = pfconvert.run_report(original, pfconvert.load(art).eval(), names=(pipe.model, f"{pipe.model}+{rule}"),
                         input_size=size, batch_sizes=(1, 64), accuracies=(original_top1, ft_top1),
                         runs=budget.latency_runs, max_seconds=5)
     plot_report(report, art / "report.png", overwrite=True)

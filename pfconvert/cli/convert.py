@@ -39,13 +39,15 @@ def convert_cmd(
     kwargs = o.model_kwargs(num_classes, in_chans, kwarg)
     size = o.parse_input_size(input_size)
     target = out or _default_out(model, rule)
-    from ..conversion.artifact import ensure_writable, save
-    from ..conversion.rewrite import convert_pair
-    from ..report.counting import count_macs
+    from .._files import ensure_writable
     from ..rules.loading import load_rules
 
-    rules = load_rules(rule)
+    rules = load_rules(rule)  # an unknown rule fails before torch is imported
     ensure_writable(target, overwrite)  # fail before the conversion, not after it
+    from ..conversion.artifact import save
+    from ..conversion.rewrite import convert_pair
+    from ..report.counting import count_macs
+
     with err_console.status(f"converting {model} with rule '{rules.name}'..."):
         original, converted, record = convert_pair(model, rules, checkpoint=checkpoint, input_size=size,
                                                    allow_empty=allow_empty, **kwargs)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._files import atomic_write, write_text
+from .._files import atomic_write, ensure_writable, write_text
 from ..errors import ArtifactError, CheckpointError, PfconvertError
 from ..rules.loading import parse_rules
 from .models import create_model, load_weights
@@ -31,7 +31,7 @@ from .rewrite import convert
 
 __all__ = [
     "RECIPE_FILE", "WEIGHTS_FILE", "REMOVED_FILE", "FINETUNED_FILE", "Recipe", "Artifact",
-    "save", "load", "load_artifact", "build_original", "save_weights", "read_weights", "ensure_writable",
+    "save", "load", "load_artifact", "build_original", "save_weights", "read_weights",
 ]
 
 RECIPE_FILE = "recipe.json"
@@ -165,13 +165,6 @@ def save(model: nn.Module, record: Any, out: str | Path, overwrite: bool = False
     save_weights(record.removed_state, out / REMOVED_FILE)
     write_text(out / RECIPE_FILE, recipe.to_json())
     return out
-
-
-def ensure_writable(out: str | Path, overwrite: bool = False) -> None:
-    """Refuse an existing non-empty output (nothing the user had is overwritten silently) unless ``overwrite``."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ArtifactError(f"output {out} already exists and is not empty; choose another --out or pass --overwrite")
 
 
 def _rebuild(recipe: Recipe, where: Path) -> nn.Module:

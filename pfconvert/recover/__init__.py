@@ -7,6 +7,7 @@ from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "reconstruct": ".refit",
+    "find_consumers": ".refit",
     "Refit": ".refit",
     "recalibrate_batchnorm": ".bn",
     "evaluate": ".metrics",

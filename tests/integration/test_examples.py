@@ -1,4 +1,5 @@
-"""The Fashion-MNIST example runs end to end (``--quick``: a few hundred real images) and writes its results."""
+"""The examples run end to end on real data: the Fashion-MNIST study (``--quick``: a few hundred images) and the
+public-API quickstart."""
 
 from __future__ import annotations
 
@@ -42,3 +43,13 @@ def test_quick_run_trains_converts_finetunes_and_reports(ft_fmnist_dir: Path, tm
     table = (out / "results.md").read_text()
     assert "| mobilenetv2_050 | 64 | maxpool |" in table and table.startswith("Wall time ")
     assert table in proc.stdout  # the table is the data on stdout; progress goes to stderr
+
+
+def test_quickstart_runs_through_the_public_api(ft_fmnist_dir: Path, tmp_path: Path) -> None:
+    script = SCRIPT.parents[1] / "quickstart.py"
+    assert len(script.read_text().splitlines()) < 60
+    proc = subprocess.run([sys.executable, str(script), "--data", str(ft_fmnist_dir), "--out", str(tmp_path)],
+                          check=False, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "17 layers replaced" in proc.stdout and "best validation top-1" in proc.stdout
+    assert "| ONNX Runtime CPU | 1 |" in proc.stdout and (tmp_path / "mnv2-maxpool" / "model.onnx").is_file()

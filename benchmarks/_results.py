@@ -1,0 +1,38 @@
+"""Results pages: a benchmark run with ``--write-docs`` writes its table to ``docs/results/<name>.md``, stamped with
+the exact command, the machine, the library versions and the date. The README links these pages; nobody edits them
+by hand."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from pfconvert._files import write_text
+
+__all__ = ["RESULTS_DIR", "add_docs_flag", "write_page"]
+
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def add_docs_flag(parser: object) -> None:
+    """``--write-docs``: also write the results page (off by default, so a partial run never replaces it)."""
+    parser.add_argument("--write-docs", action="store_true",  # type: ignore[attr-defined]
+                        help=f"also write the table to {RESULTS_DIR.relative_to(RESULTS_DIR.parents[1])}/")
+
+
+def write_page(name: str, title: str, body: str, machine: str, notes: str = "") -> Path:
+    """Write ``docs/results/<name>.md``: title, command, machine, date, then ``body`` (Markdown) and ``notes``."""
+    argv = [Path(sys.argv[0]).as_posix().split("/benchmarks/")[-1], *sys.argv[1:]]
+    script = argv[0] if argv[0].startswith(("examples/", "benchmarks/")) else f"benchmarks/{argv[0]}"
+    command = shlex.join(["python", script, *argv[1:]])
+    page = [f"# {title}", "", "<!-- Written by the command below; run it again to refresh this page. -->", "",
+            f"Command: `{command}`", "", f"Machine: {machine}", "", f"Date: {time.strftime('%Y-%m-%d')}", "",
+            body.rstrip(), ""]
+    if notes:
+        page += [notes.rstrip(), ""]
+    path = RESULTS_DIR / f"{name}.md"
+    write_text(path, "\n".join(page))
+    print(f"wrote {path}", file=sys.stderr)
+    return path
