@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> None:
                      f"{ratio} | {cli:.1f} |")
     lines += ["", f"Start-up: median of {args.repeats} fresh processes of the `pfconvert` console script (Python's "
               "bytecode cache on, as after `pip install`; the first run, which fills it, is not counted). "
-              "`pfconvert.convert`: median of {args.repeats} "
-              "calls on a built model (each returns a converted copy), after one warm-up. `pfconvert convert`: one "
-              "fresh process, imports and MAC counting (real tensors, at the input size shown) included."]
+              f"`pfconvert.convert`: median of {args.repeats} calls on a built model (each returns a converted copy), "
+              "after one warm-up. `pfconvert convert`: one fresh process, imports and MAC counting (real tensors, at "
+              "the input size shown) included."]
     table = "\n".join(lines)
     machine = f"{describe_machine(machine_info())}, {time.perf_counter() - begin:.0f} s total"
     print(f"Machine: {machine}\n\n{table}")

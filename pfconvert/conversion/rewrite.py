@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import ConversionError, RuleError, one_line
 from ..graph.dataflow import Call, Dataflow, meta_forward, run_forward, tensor_shapes, trace_dataflow
 from ..graph.match import Match, find_matches
-from ..graph.modules import count_params, set_module
+from ..graph.modules import count_params, module_aliases, set_module
 from ..ops import build_replacement, describe_op
 from ..rules.loading import LoadedRules, load_rules
 from .models import create_model
@@ -106,13 +106,13 @@ def _check_call_shape(match: Match, op: nn.Module, call: Call) -> None:
                               "stride/padding")
 
 
-def _absorb(model: nn.Module, path: str, keep_act: bool) -> None:
+def _absorb(model: nn.Module, path: str, keep_act: bool, aliases: dict[int, list[str]]) -> None:
     module = model.get_submodule(path)
     act = getattr(module, "act", None)
     if keep_act and isinstance(act, nn.Module) and not isinstance(act, nn.Identity):
-        set_module(model, path, act)  # timm BatchNormAct2d: drop the norm, keep its activation
+        set_module(model, path, act, aliases)  # timm BatchNormAct2d: drop the norm, keep its activation
     else:
-        set_module(model, path, nn.Identity().train(module.training))
+        set_module(model, path, nn.Identity().train(module.training), aliases)
 
 
 def _unalias_consumers(model: nn.Module, flow: Dataflow, last: str) -> None:
@@ -162,13 +162,14 @@ def apply_matches(model: nn.Module, matches: list[Match], flow: Dataflow,
     original model can be rebuilt from the converted one (the teacher for fine-tuning).
     """
     done = []
+    aliases = module_aliases(model)
     for match in matches:
         if removed_state is not None:
             removed_state.update(_state_of(model, [match.site.path, *match.absorbed]))
         op, replacement = _prepare(match, model, flow)
         for path in match.absorbed:
-            _absorb(model, path, keep_act="act" not in match.rule.absorb)
-        set_module(model, match.site.path, op)
+            _absorb(model, path, keep_act="act" not in match.rule.absorb, aliases=aliases)
+        set_module(model, match.site.path, op, aliases)
         if match.rule.replace.aliases_input():
             _unalias_consumers(model, flow, match.absorbed[-1] if match.absorbed else match.site.path)
         done.append(replacement)

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 
 from torch import nn
 
-__all__ = ["is_norm", "is_activation", "is_transparent", "set_module", "count_params", "eval_mode"]
+__all__ = ["is_norm", "is_activation", "is_transparent", "module_aliases", "set_module", "count_params",
+           "eval_mode"]
 
 _ACT_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.PReLU,
@@ -34,12 +35,22 @@ def is_transparent(module: nn.Module) -> bool:
     return isinstance(module, (nn.Identity, nn.modules.dropout._DropoutNd)) or name in ("DropPath", "DropBlock2d")
 
 
-def set_module(root: nn.Module, path: str, new: nn.Module) -> None:
+def module_aliases(root: nn.Module) -> dict[int, list[str]]:
+    """``{id(module): every path it is registered under}`` (a module shared by two parents has two paths)."""
+    aliases: dict[int, list[str]] = {}
+    for name, module in root.named_modules(remove_duplicate=False):
+        if name:
+            aliases.setdefault(id(module), []).append(name)
+    return aliases
+
+
+def set_module(root: nn.Module, path: str, new: nn.Module, aliases: dict[int, list[str]] | None = None) -> None:
     """Put ``new`` at ``path`` of ``root`` and at every other name the same module object is registered under
-    (a module shared by two parents is replaced in both)."""
+    (a module shared by two parents is replaced in both). ``aliases`` (:func:`module_aliases`, taken before any
+    change) saves a walk over the whole model per call."""
     old = root.get_submodule(path)
-    paths = {path} | {name for name, m in root.named_modules(remove_duplicate=False) if m is old and name}
-    for each in sorted(paths):
+    found = aliases.get(id(old)) if aliases is not None else module_aliases(root).get(id(old))
+    for each in sorted({path, *(found or [])}):
         parent_path, _, name = each.rpartition(".")
         parent = root.get_submodule(parent_path) if parent_path else root
         setattr(parent, name, new)
