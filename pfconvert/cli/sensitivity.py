@@ -63,7 +63,6 @@ def sensitivity_cmd(
         raise RuleError(f"{write_rule} already exists; choose another path or pass --overwrite")
     from .._files import write_text
     from ..conversion.models import create_model
-    from ..deploy.methods import resolve_method
     from ..rules.loading import load_rules
     from ..study.sensitivity import selected_rules, sensitivity_on_data
 
@@ -80,4 +79,4 @@ def sensitivity_cmd(
     if as_json:
         out_console.print_json(json.dumps(result.to_dict()))
         return
-    out_console.print(_table(result, max_drop, resolve_method("auto")))
+    out_console.print(_table(result, max_drop, result.deploy_method))

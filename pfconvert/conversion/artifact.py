@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,14 +24,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._files import atomic_write, ensure_writable, write_text
-from ..errors import ArtifactError, CheckpointError, PfconvertError
-from ..rules.loading import parse_rules
+from .._files import atomic_write, ensure_writable, exclusive, write_text
+from ..errors import ArtifactError, CheckpointError, PfconvertError, one_line
+from ..rules.loading import parse_rules, rule_sha256
 from .models import create_model, load_weights
 from .rewrite import convert
 
 __all__ = [
-    "RECIPE_FILE", "WEIGHTS_FILE", "REMOVED_FILE", "FINETUNED_FILE", "Recipe", "Artifact",
+    "RECIPE_FILE", "WEIGHTS_FILE", "REMOVED_FILE", "FINETUNED_FILE", "RUN_FILES", "Recipe", "Artifact",
     "save", "load", "load_artifact", "build_original", "save_weights", "read_weights",
 ]
 
@@ -38,7 +39,10 @@ RECIPE_FILE = "recipe.json"
 WEIGHTS_FILE = "model.safetensors"
 REMOVED_FILE = "original-removed.safetensors"
 FINETUNED_FILE = "finetuned.safetensors"
+RUN_FILES = (FINETUNED_FILE, "checkpoints", "metrics.jsonl", "finetune.json", "model.onnx")
+"""What fine-tuning and export add to an artifact: results of its model, stale once the artifact is re-created."""
 FORMAT = "pfconvert-artifact/1"
+MAX_RECIPE_BYTES = 16 << 20
 
 
 @dataclass
@@ -67,21 +71,49 @@ class Recipe:
 
     @classmethod
     def from_file(cls, path: Path) -> "Recipe":
-        """Read and check ``recipe.json``."""
+        """Read and check ``recipe.json``: its format, the type of every field, and that the rule text is the one
+        its hash was taken of.
+
+        Raises:
+            ArtifactError: the file is missing, unreadable, not JSON, malformed or edited by hand.
+        """
         try:
-            data = json.loads(path.read_text())
+            if path.stat().st_size > MAX_RECIPE_BYTES:
+                raise ArtifactError(f"{path} is larger than {MAX_RECIPE_BYTES >> 20} MiB; it is not a recipe")
+            data = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise ArtifactError(f"{path.parent} is not a pfconvert artifact: {RECIPE_FILE} is missing "
                                 "(create one with `pfconvert convert`)") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"cannot read {path}: {exc}") from None
+        except (OSError, ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
+            raise ArtifactError(f"cannot read {path}: {one_line(exc)}") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data: object, where: str = RECIPE_FILE) -> "Recipe":
+        """Validate a recipe's fields (see :meth:`from_file`)."""
+        from pydantic import TypeAdapter, ValidationError
+
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ArtifactError(f"{path}: not a {FORMAT} recipe (format={data.get('format') if isinstance(data, dict) else None!r})")
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ArtifactError(f"{where}: not a {FORMAT} recipe (format: {found!r})")
         try:
-            data["input_size"] = tuple(data["input_size"])
-            return cls(**data)
-        except (TypeError, KeyError) as exc:
-            raise ArtifactError(f"{path}: malformed recipe ({exc})") from None
+            recipe = TypeAdapter(cls).validate_python(data, strict=False)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "recipe"
+            raise ArtifactError(f"{where}: malformed recipe, field '{field}': {err['msg']}") from None
+        if any(not isinstance(entry.get("path"), str) for entry in recipe.replaced):
+            raise ArtifactError(f"{where}: malformed recipe, field 'replaced': every entry needs a 'path'")
+        if rule_sha256(recipe.rule_text) != recipe.rule_sha256:
+            raise ArtifactError(f"{where}: the rule text does not match its rule_sha256 (the recipe was edited); "
+                                "convert the model again with `pfconvert convert` instead of editing recipe.json")
+        if min(recipe.input_size) < 1:
+            raise ArtifactError(f"{where}: malformed recipe, field 'input_size': {recipe.input_size}")
+        return recipe
+
+    def fingerprint(self) -> str:
+        """A hash of the whole recipe: the identity of one conversion (a checkpoint records it)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
 
 @dataclass
@@ -150,8 +182,20 @@ def save(model: nn.Module, record: Any, out: str | Path, overwrite: bool = False
                             "for other models save model.state_dict() and replay pfconvert.convert on load")
     ensure_writable(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (FINETUNED_FILE,):
-        (out / stale).unlink(missing_ok=True)
+    with exclusive(out, "pfconvert convert"):
+        _write(model, record, out)
+    return out
+
+
+def _write(model: nn.Module, record: Any, out: Path) -> None:
+    """Replace the artifact in ``out`` (its lock held): a new recipe and weights, and no results of an earlier
+    model (fine-tuning checkpoints, logs, fine-tuned weights, exports) left to be mistaken for this one's."""
+    for name in RUN_FILES:
+        stale = out / name
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
     ck = Path(record.checkpoint) if record.checkpoint else None
     recipe = Recipe(
         model=record.model_name, model_kwargs=record.model_kwargs, checkpoint=record.checkpoint,
@@ -164,7 +208,6 @@ def save(model: nn.Module, record: Any, out: str | Path, overwrite: bool = False
     save_weights(model, out / WEIGHTS_FILE)
     save_weights(record.removed_state, out / REMOVED_FILE)
     write_text(out / RECIPE_FILE, recipe.to_json())
-    return out
 
 
 def _rebuild(recipe: Recipe, where: Path) -> nn.Module:

@@ -10,10 +10,14 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ModelError, one_line
+from ..graph.modules import non_finite
 
 __all__ = ["create_model", "load_checkpoint", "load_weights", "input_size", "suggest_models"]
 
 _PREFIXES = ("module.", "_orig_mod.")
+RESERVED_KWARGS = frozenset({"pretrained", "checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir",
+                             "features_only"})
+"""timm.create_model kwargs pfconvert sets itself, or that would load files or change what the model returns."""
 
 
 def suggest_models(name: str, n: int = 5) -> list[str]:
@@ -41,15 +45,20 @@ def create_model(name: str, checkpoint: str | Path | None = None, **kwargs: Any)
     """
     import timm
 
+    reserved = sorted(set(kwargs) & RESERVED_KWARGS)
+    if reserved:
+        raise ModelError(f"model kwarg {reserved[0]!r} is pfconvert's to set: pass local weights with --checkpoint "
+                         "PATH (checkpoint=... in the library)")
     if not timm.is_model(name):
         close = suggest_models(name)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; run `python -c \"import timm; print(timm.list_models())\"`"
+        hint = (f"; did you mean {', '.join(close)}?" if close else
+                "; run `python -c \"import timm; print(timm.list_models())\"`")
         raise ModelError(f"unknown timm model '{name}'{hint}")
-    kwargs.pop("pretrained", None)
     try:
         model = timm.create_model(name, pretrained=False, **kwargs)
-    except TypeError as exc:
-        raise ModelError(f"cannot build '{name}' with {kwargs}: {exc}") from None
+    except (TypeError, ValueError, AssertionError, KeyError, RuntimeError, AttributeError) as exc:
+        raise ModelError(f"cannot build '{name}' with {kwargs}: {one_line(exc)} (check --num-classes, --in-chans "
+                         "and --kwarg values)") from None
     if checkpoint is not None:
         load_weights(model, load_checkpoint(checkpoint), source=str(checkpoint))
     return model
@@ -103,6 +112,13 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
             parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
         raise CheckpointError(f"checkpoint {source} does not fit the model: {'; '.join(parts)} "
                               "(check the model name and kwargs such as --num-classes)")
+    checked = {k: v for k, v in state.items() if k in dict(model.named_parameters()) or
+               k.rsplit(".", 1)[-1] in ("running_mean", "running_var")}
+    bad = non_finite(checked)
+    if bad:
+        raise CheckpointError(f"checkpoint {source} holds NaN or infinite values in {len(bad)} of {len(checked)} "
+                              f"weight tensors (e.g. {bad[0]}): the run that wrote it diverged; use an earlier "
+                              "checkpoint")
     model.load_state_dict(state, strict=True)
 
 

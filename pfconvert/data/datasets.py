@@ -10,7 +10,9 @@ of being skipped silently.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import DataError, one_line
 from .idx import IDX_SPLITS, find_idx_file, read_idx
 
 __all__ = [
@@ -74,6 +76,20 @@ class ImageSamples(Dataset):
         return image, self.labels[index]
 
 
+@contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """``PIL.Image.open`` with its pixel limit (``Image.MAX_IMAGE_PIXELS``) enforced: an image above it is refused
+    from its header, before anything is decoded (PIL only warns between 1x and 2x the limit)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombWarning as exc:
+            raise Image.DecompressionBombError(str(exc)) from None
+    with image:
+        yield image
+
+
 class FolderDataset(ImageSamples):
     """Images in ``root/<class>/**/<file>``, classes numbered in sorted order."""
 
@@ -84,10 +100,12 @@ class FolderDataset(ImageSamples):
     def load(self, index: int) -> Image.Image:
         path = self.files[index]
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 return image.convert(self.mode)
-        except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-            raise DataError(f"cannot decode image {path}: {exc}; remove or replace the file") from exc
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"image {path} is too large to decode safely ({one_line(exc)}); resize or remove it") from None
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            raise DataError(f"cannot decode image {path}: {one_line(exc)}; remove or replace the file") from None
 
 
 class IdxDataset(ImageSamples):
@@ -218,8 +236,10 @@ def _check_images(files: list[Path], seed: int) -> None:
     bad = []
     for path in checked:
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 image.verify()
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"image {path} is too large to decode safely ({one_line(exc)}); resize or remove it") from None
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
             bad.append(path)
     if bad:

@@ -58,7 +58,7 @@ from ..errors import PfconvertError, one_line
 from .fold import fold_batchnorm, separate_pools, use_fast_kernels
 from .methods import get_method, resolve_method
 
-__all__ = ["optimize_for_cpu", "onednn_fusion", "FusedGraph"]
+__all__ = ["optimize_for_cpu", "DeployedModel", "onednn_fusion", "FusedGraph"]
 
 Deployed = Callable[[torch.Tensor], torch.Tensor]
 
@@ -141,8 +141,21 @@ def build_compile(model: nn.Module, example: torch.Tensor) -> Deployed:
     return compiled
 
 
+class DeployedModel(nn.Module):
+    """What :func:`optimize_for_cpu` returns: the deployed callable and the method that built it (``method``: after
+    a fallback, the one actually used)."""
+
+    def __init__(self, inner: Deployed, method: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.method = method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
 def optimize_for_cpu(model: nn.Module, example: torch.Tensor, *, method: str = "auto",
-                     channels_last: bool | None = None) -> Deployed:
+                     channels_last: bool | None = None) -> DeployedModel:
     """A fast CPU-inference version of ``model`` (a copy; ``model`` is not modified).
 
     Args:
@@ -155,7 +168,7 @@ def optimize_for_cpu(model: nn.Module, example: torch.Tensor, *, method: str = "
             NCHW here).
 
     Returns:
-        A callable ``f(x) -> output`` (an ``nn.Module`` or TorchScript module); call it under
+        A :class:`DeployedModel`, ``f(x) -> output`` (``f.method`` names the method used); call it under
         ``torch.inference_mode()`` or ``torch.no_grad()``, with inputs of the example's shape for full speed.
 
     Raises:
@@ -169,7 +182,7 @@ def optimize_for_cpu(model: nn.Module, example: torch.Tensor, *, method: str = "
     """
     chosen = resolve_method(method)
     try:
-        return _build(model, example, chosen, channels_last)
+        return DeployedModel(_build(model, example, chosen, channels_last), chosen)
     except PfconvertError as exc:
         if method != "auto" or chosen != "llga":
             raise
@@ -177,7 +190,7 @@ def optimize_for_cpu(model: nn.Module, example: torch.Tensor, *, method: str = "
         reason = f"{type(cause).__name__}: {one_line(cause, 200)}" if cause is not None else str(exc)
         warnings.warn(f"deploying {type(model).__name__} with method 'llga' (oneDNN Graph fusion) failed ({reason}); "
                       "using method 'jit'", RuntimeWarning, stacklevel=2)
-        return _build(model, example, "jit", channels_last)
+        return DeployedModel(_build(model, example, "jit", channels_last), "jit")
 
 
 def _build(model: nn.Module, example: torch.Tensor, chosen: str, channels_last: bool | None) -> Deployed:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._files import atomic_write
+from .._files import atomic_write, quiet_fd
 from ..errors import ExportError, one_line
 from ..graph.dataflow import probe_input
 
@@ -47,8 +47,9 @@ class ExportResult:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence the exporters: deprecation warnings, and the dynamo exporter's progress lines on stdout."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    """Silence the exporters: deprecation warnings, the dynamo exporter's progress lines on stdout, and the graphs
+    that TorchScript's native code dumps on stdout and stderr when an export fails."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet_fd(1), quiet_fd(2):
         warnings.simplefilter("ignore")
         yield
 

@@ -187,7 +187,7 @@ def run_forward(model: nn.Module, input_size: tuple[int, ...], meta: bool = True
         return _forward(model, x, meta=False)
     except Exception as exc:  # noqa: BLE001 - report which model/input failed, in one line
         raise ConversionError(f"forward pass of {type(model).__name__} on input {(1, *input_size)} failed: "
-                              f"{one_line(exc)} (pass the model's input size with --input-size C,H,W)") from None
+                              f"{one_line(exc)} (check the input size, --input-size C,H,W, and any --kwarg values)") from None
 
 
 def trace_dataflow(model: nn.Module, input_size: tuple[int, ...], meta: bool = True) -> Dataflow:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 __all__ = ["is_norm", "is_activation", "is_transparent", "module_aliases", "set_module", "count_params",
-           "eval_mode"]
+           "eval_mode", "non_finite", "non_finite_weights"]
 
 _ACT_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.PReLU,
@@ -54,6 +55,19 @@ def set_module(root: nn.Module, path: str, new: nn.Module, aliases: dict[int, li
         parent_path, _, name = each.rpartition(".")
         parent = root.get_submodule(parent_path) if parent_path else root
         setattr(parent, name, new)
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity."""
+    return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def non_finite_weights(model: nn.Module) -> list[str]:
+    """Names of ``model``'s parameters and BatchNorm statistics that hold a NaN or an infinity (other buffers, such
+    as attention masks, may hold infinities on purpose)."""
+    state = dict(model.named_parameters())
+    state.update((n, b) for n, b in model.named_buffers() if n.rsplit(".", 1)[-1] in ("running_mean", "running_var"))
+    return non_finite(state)
 
 
 def count_params(model: nn.Module) -> int:

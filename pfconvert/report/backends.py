@@ -69,12 +69,13 @@ def get_backend(name: str) -> Backend:
 
 
 def backend_label(name: str, deploy_method: str = "auto") -> str:
-    """Display label of a backend, with the concrete deploy path for ``cpu`` (e.g. "PyTorch CPU deployed (llga)")."""
+    """Display label of a backend, with the deploy path for ``cpu`` (e.g. "PyTorch CPU deployed (llga)"):
+    ``deploy_method`` is the method used (``auto`` is resolved to the one it stands for here)."""
     backend = get_backend(name)
     if name == "cpu":
         from ..deploy.methods import resolve_method
 
-        return f"{backend.label} ({resolve_method(deploy_method)})"
+        return f"{backend.label} ({resolve_method() if deploy_method == 'auto' else deploy_method})"
     return backend.label
 
 

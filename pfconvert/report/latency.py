@@ -89,6 +89,7 @@ def prepare_deployed(model: nn.Module, batch_size: int, config: LatencyConfig, c
     # one deployment per batch size: compile specialises and llga fuses for the example's shape
     cache.pop("deployed", None)  # the previous batch size's, freed before the next is built
     cache["deployed"] = deployed = optimize_for_cpu(model, x, method=config.deploy_method)
+    cache["method"] = deployed.method  # after a fallback, not the method asked for
     with torch.inference_mode():
         deployed(x)
 
@@ -164,6 +165,14 @@ def time_rounds(runners: Mapping[str, Runner], config: LatencyConfig) -> dict[st
     return times
 
 
+class Timings(dict):
+    """``{(backend, batch_size): {model name: [seconds...]}}`` plus ``methods``: the deploy method(s) used per key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.methods: dict[tuple[str, int], str] = {}
+
+
 def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: LatencyConfig,
             progress: Callable[[str], None] | None = None) -> dict[tuple[str, int], dict[str, list[float]]]:
     """Time every model on every backend at every batch size, the models interleaved.
@@ -176,10 +185,11 @@ def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: La
         progress: Called with a short text before each backend and batch size (for a status line).
 
     Returns:
-        ``{(backend, batch_size): {model name: [seconds per round, ...]}}``.
+        ``{(backend, batch_size): {model name: [seconds per round, ...]}}``, with ``.methods``: the deploy methods
+        the ``cpu`` backend actually used, per key (one per model when they differ).
     """
     resolved = [get_backend(name) for name in backends]
-    results: dict[tuple[str, int], dict[str, list[float]]] = {}
+    results = Timings()
     modes = {name: model.training for name, model in models.items()}
     try:
         with torch_threads(config.threads):
@@ -191,6 +201,9 @@ def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: La
                     runners = {name: backend.prepare(model, batch_size, config, caches[name])
                                for name, model in models.items()}
                     results[(backend.name, batch_size)] = time_rounds(runners, config)
+                    used = list(dict.fromkeys(c["method"] for c in caches.values() if "method" in c))
+                    if used:
+                        results.methods[(backend.name, batch_size)] = " / ".join(used)
                 del caches
     finally:
         for name, model in models.items():

@@ -12,15 +12,12 @@ What is measured (also in :data:`MEMORY_NOTE`, which the report prints):
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import warnings
-from typing import Iterator
 
 import torch
 from torch import nn
 
+from .._files import quiet_fd
 from ..graph.dataflow import probe_input
 
 __all__ = ["MEMORY_NOTE", "peak_memory", "peak_memory_cpu", "peak_memory_cuda"]
@@ -28,24 +25,6 @@ __all__ = ["MEMORY_NOTE", "peak_memory", "peak_memory_cpu", "peak_memory_cuda"]
 MEMORY_NOTE = ("Peak memory: tensor memory allocated during one eager forward (activations and temporaries; weights "
                "and input excluded), from torch.profiler memory events on CPU, torch.cuda.max_memory_allocated on "
                "CUDA")
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence native (C++) writes to stderr: the profiler's backend logs "profiler_start/stop" lines there."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (some embedded interpreters): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def peak_memory_cpu(model: nn.Module, batch_size: int = 1, input_size: tuple[int, int, int] = (3, 224, 224)) -> int:
@@ -65,7 +44,7 @@ def peak_memory_cpu(model: nn.Module, batch_size: int = 1, input_size: tuple[int
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model(x)  # first call: lazy initialisation and caches stay out of the measurement
-            with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            with quiet_fd(2), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
                 model(x)
     finally:
         model.train(was_training)

@@ -76,7 +76,7 @@ def run_report(
     timings = measure({"original": original, "converted": converted}, names_backends, config, progress=say)
     rows = []
     for (backend_name, bs), times in timings.items():
-        label = backend_label(backend_name, config.deploy_method)
+        label = backend_label(backend_name, timings.methods.get((backend_name, bs), config.deploy_method))
         rows.append(compare_timings(backend_name, label, bs, times["original"], times["converted"]))
     notes = [f"Backends: {'; '.join(f'{get_backend(b).label} = {get_backend(b).description}' for b in names_backends)}"]
     return Report(stats[0], stats[1], tuple(input_size), config.resolved_threads(), rows,

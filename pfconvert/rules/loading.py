@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,32 @@ __all__ = ["LoadedRules", "RuleInfo", "list_rules", "builtin_names", "builtin_te
 
 MAX_RULE_BYTES = 1 << 20
 """Largest rule file read (1 MiB): rule files are a few hundred bytes; anything larger is not one."""
+MAX_ALIASES = 64
+"""Most YAML aliases (``*name``) a rule file may use: each alias repeats its anchor's content, so a few nested ones
+make an exponentially large document (a "billion laughs")."""
+
+
+class _RuleLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python tags), counting aliases."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases; write the rules out")
+        return super().compose_node(parent, index)
+
+
+def _safe_load(text: str) -> Any:
+    loader = _RuleLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 @dataclass(frozen=True)
@@ -125,7 +152,7 @@ def parse_rules(text: str, source: str = "<string>") -> LoadedRules:
     from .schema import RuleSet
 
     try:
-        data = yaml.safe_load(text)
+        data = _safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -144,6 +171,17 @@ def parse_rules(text: str, source: str = "<string>") -> LoadedRules:
     return LoadedRules(ruleset=ruleset, text=text, source=source)
 
 
+_TYPE_BRANCH = re.compile(r"^(int|float|str|bool|list\[.*\]|literal\[.*\]|function-.*)$")
+
+
+def _branch_text(branch: object) -> str:
+    """``int`` -> "an integer", ``literal['inherit']`` -> "'inherit'" (the members of a failed union, in words)."""
+    text = str(branch)
+    if text.startswith("literal["):
+        return text[len("literal["):-1]
+    return {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}.get(text, text)
+
+
 def _describe(exc: Any, data: dict[str, Any]) -> str:
     """One line naming the rule and field of the first validation error, and what was expected."""
     from ..ops import op_names
@@ -151,6 +189,10 @@ def _describe(exc: Any, data: dict[str, Any]) -> str:
     tags = set(op_names())
     err = exc.errors()[0]
     loc = [p for p in err["loc"] if not (isinstance(p, str) and p in tags and p != err["loc"][-1])]
+    while loc and isinstance(loc[-1], str) and _TYPE_BRANCH.match(loc[-1]):  # the member of a union that failed
+        loc.pop()
+        err = {**err, "msg": "expected " + " or ".join(sorted({_branch_text(e["loc"][-1]) for e in exc.errors()
+                                                               if e["loc"][:-1] == err["loc"][:-1]}))}
     where = ""
     if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
         rules = data.get("rules") or []

@@ -52,6 +52,8 @@ class SensitivityResult:
     base_top1: float
     base_latency_ms: float
     groups: list[GroupResult] = field(default_factory=list)
+    deploy_method: str = ""
+    """How the latencies were measured (the deploy method actually used, after any fallback)."""
 
     def ranked(self) -> list[GroupResult]:
         """Groups from the least to the most harmful (ties broken by latency gain)."""
@@ -64,7 +66,7 @@ class SensitivityResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"base_top1": self.base_top1, "base_latency_ms": self.base_latency_ms,
-                "groups": [g.to_dict() for g in self.ranked()]}
+                "deploy_method": self.deploy_method, "groups": [g.to_dict() for g in self.ranked()]}
 
 
 def group_matches(matches: list[Match], by: str = "stage") -> dict[str, list[Match]]:
@@ -205,14 +207,20 @@ def sensitivity_on_data(model: nn.Module, rules: LoadedRules, data: str, *, img_
     def top1(m: nn.Module) -> float:
         return evaluate(m, loader, precision).top1
 
+    methods: list[str] = []
+
     def latency(base: nn.Module, variant: nn.Module) -> tuple[float, float]:
         cfg = LatencyConfig(batch_sizes=(1,), input_size=size, runs=15, warmup=3, max_seconds=5,
                             deploy_method=deploy_method)
-        times = measure({"original": base, "variant": variant}, ["cpu"], cfg)[("cpu", 1)]
+        timings = measure({"original": base, "variant": variant}, ["cpu"], cfg)
+        methods.append(timings.methods.get(("cpu", 1), deploy_method))
+        times = timings[("cpu", 1)]
         return median_ms(times["original"]), median_ms(times["variant"])
 
     def recalibrate(m: nn.Module) -> None:
         if bn_recalib_batches > 0:
             recalibrate_batchnorm(m, eval_loader(calib, batch_size), precision, bn_recalib_batches)
 
-    return run_sensitivity(model.eval(), rules, size, top1, latency, by=by, prepare=recalibrate, on_group=on_group)
+    result = run_sensitivity(model.eval(), rules, size, top1, latency, by=by, prepare=recalibrate, on_group=on_group)
+    result.deploy_method = ", ".join(dict.fromkeys(methods))
+    return result

@@ -173,7 +173,7 @@ def test_llga_turns_fusion_on_for_its_own_calls_only(x: torch.Tensor) -> None:
     model = _maxpool_mnv2()
     assert not torch.jit.onednn_fusion_enabled()
     fast = optimize_for_cpu(model, x, method="llga")
-    assert isinstance(fast, FusedGraph) and not torch.jit.onednn_fusion_enabled()
+    assert isinstance(fast.inner, FusedGraph) and fast.method == "llga" and not torch.jit.onednn_fusion_enabled()
     plain = optimize_for_cpu(model, x, method="jit")  # a jit graph next to it still runs (it must run unfused)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-4)
@@ -191,7 +191,7 @@ def test_auto_falls_back_to_jit_when_fusion_fails(x: torch.Tensor, monkeypatch: 
     expected = r"method 'llga' \(oneDNN Graph fusion\) failed \(RuntimeError: fusion pass failed\); using method 'jit'"
     with pytest.warns(RuntimeWarning, match=expected):
         fast = optimize_for_cpu(model, x)
-    assert not isinstance(fast, FusedGraph)
+    assert not isinstance(fast.inner, FusedGraph) and fast.method == "jit"
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-3)
     with pytest.raises(PfconvertError, match="method 'llga' failed"):  # asked for by name: no fallback
@@ -201,3 +201,22 @@ def test_auto_falls_back_to_jit_when_fusion_fails(x: torch.Tensor, monkeypatch: 
 def test_unknown_method_is_a_clear_error() -> None:
     with pytest.raises(PfconvertError, match="unknown deploy method"):
         optimize_for_cpu(nn.Identity(), torch.zeros(1, 3, 4, 4), method="fast")
+
+
+@pytest.mark.slow
+def test_reports_name_the_method_actually_used_after_a_fallback(x: torch.Tensor,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from pfconvert.report.latency import LatencyConfig, measure
+    from pfconvert.report.run import run_report
+
+    monkeypatch.setattr(deploy, "has_llga", lambda: True)
+    monkeypatch.setattr(deploy, "build_llga", lambda model, example: (_ for _ in ()).throw(RuntimeError("no fusion")))
+    model = _maxpool_mnv2()
+    config = LatencyConfig(batch_sizes=(1,), input_size=tuple(x.shape[1:]), runs=2, warmup=0, max_seconds=1)
+    with pytest.warns(RuntimeWarning, match="using method 'jit'"):
+        timings = measure({"a": model, "b": model}, ["cpu"], config)
+    assert timings.methods[("cpu", 1)] == "jit"
+    with pytest.warns(RuntimeWarning):
+        report = run_report(model, model, input_size=tuple(x.shape[1:]), batch_sizes=(1,), backends=["cpu"], runs=2,
+                            warmup=0, memory=False)
+    assert report.latency[0].backend_label == "PyTorch CPU deployed (jit)"

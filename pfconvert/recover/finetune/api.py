@@ -9,21 +9,23 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..._files import exclusive
 from ...data.datasets import open_split, resolve_source
 from ...data.loaders import eval_loader
 from ...data.transforms import build_transforms, model_data_config
 from ...errors import ArtifactError, DataError, TrainingError
-from ..dist import DistContext, setup, teardown
+from ..dist import DistContext, env_rank, setup, teardown
 from ..metrics import EvalMetrics, evaluate, infer_num_classes
 from ..precision import resolve_precision
 from ._artifact_io import load_student, load_teacher, save_finetuned
-from .checkpoint import CHECKPOINT_DIR, LAST_FILE, load_checkpoint
+from .checkpoint import CHECKPOINT_DIR, LAST_FILE, load_run_checkpoint
 from .config import FinetuneConfig, merge_for_resume
 from .progress import Reporter, TextReporter
 from .results import FinetuneResult
@@ -39,16 +41,13 @@ def resume_config(artifact_dir: str | Path, **overrides: Any) -> FinetuneConfig:
         CheckpointError: no readable checkpoint.
         TrainingError: an override would change the training trajectory.
     """
-    state = load_checkpoint(Path(artifact_dir) / CHECKPOINT_DIR / LAST_FILE)
-    return merge_for_resume(FinetuneConfig.model_validate_json(state["config"]), overrides)
+    _, saved = load_run_checkpoint(Path(artifact_dir) / CHECKPOINT_DIR / LAST_FILE)
+    return merge_for_resume(saved, overrides)
 
 
 def _data_config(model: Any, recipe_input: tuple[int, int, int], img_size: int | None) -> dict[str, Any]:
     """timm data config of the original model, at the recipe's input size unless ``img_size`` is given."""
-    data_cfg = model_data_config(model, img_size)
-    if img_size is None:
-        data_cfg["input_size"] = tuple(recipe_input)
-    return data_cfg
+    return model_data_config(model, img_size, input_size=None if img_size is not None else tuple(recipe_input))
 
 
 def finetune(artifact_dir: str | Path, config: FinetuneConfig | None = None, *, resume: bool = False,
@@ -70,6 +69,13 @@ def finetune(artifact_dir: str | Path, config: FinetuneConfig | None = None, *, 
         if not resume:
             raise TrainingError("a FinetuneConfig is needed (at least data=...) unless resuming")
         config = resume_config(path)
+    lock = exclusive(path, "pfconvert finetune") if path.is_dir() and env_rank() == 0 else contextlib.nullcontext()
+    with lock:  # one run at a time writes an artifact (under torchrun, rank 0 holds the lock for the job)
+        return _finetune(path, config, resume, overwrite, reporter)
+
+
+def _finetune(path: Path, config: FinetuneConfig, resume: bool, overwrite: bool,
+              reporter: Reporter | None) -> FinetuneResult:
     student, recipe, _ = load_student(path, weights="converted")
     teacher = (load_teacher(recipe, path) if config.kd_weight > 0 or config.eval_teacher
                or config.reconstruct_images > 0 else None)
@@ -80,7 +86,7 @@ def finetune(artifact_dir: str | Path, config: FinetuneConfig | None = None, *, 
                         "the teacher cannot help. Convert from trained weights, or pass --kd-weight 0")
     return run_finetune(student, teacher, config, path, data_cfg=data_cfg, resume=resume, overwrite=overwrite,
                         reporter=reporter if reporter is not None else TextReporter(), export=save_finetuned,
-                        warnings=warnings)
+                        warnings=warnings, identity=recipe.fingerprint())
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 
 from ..._files import atomic_write
 from ...errors import CheckpointError
+from .config import FinetuneConfig
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -25,6 +26,7 @@ __all__ = [
     "BEST_FILE",
     "save_checkpoint",
     "load_checkpoint",
+    "load_run_checkpoint",
     "copy_checkpoint",
     "capture_rng",
     "restore_rng",
@@ -61,6 +63,33 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
     return state
+
+
+_PARTS = {"config": str, "run": dict, "engine": dict, "rng": list, "world_size": int}
+
+
+def load_run_checkpoint(path: Path) -> tuple[dict[str, Any], FinetuneConfig]:
+    """Read a fine-tuning checkpoint (:func:`load_checkpoint`) and check it holds a run: its parts, their types and
+    a valid saved config; returns the state and that config.
+
+    Raises:
+        CheckpointError: the file is unreadable, or a part is missing, of the wrong type or invalid.
+    """
+    from pydantic import ValidationError
+
+    state = load_checkpoint(path)
+    for key, kind in _PARTS.items():
+        if not isinstance(state.get(key), kind):
+            raise CheckpointError(f"checkpoint {path} is damaged: '{key}' is missing or not a {kind.__name__}; "
+                                  "start again with --overwrite")
+    try:
+        config = FinetuneConfig.model_validate_json(state["config"])
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        raise CheckpointError(f"checkpoint {path} is damaged: its saved setting {field} is invalid ({err['msg']}); "
+                              "start again with --overwrite") from None
+    return state, config
 
 
 def capture_rng() -> dict[str, Any]:

@@ -27,7 +27,7 @@ RESUME_FREE_FIELDS = frozenset(
 class FinetuneConfig(BaseModel):
     """Settings of :func:`pfconvert.finetune.finetune`; the CLI flags map one to one onto these fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     data: str = Field(description="ImageFolder dir (train/, val/), IDX dir, or 'fashion-mnist'")
     epochs: int = Field(3, ge=1, description="training epochs")

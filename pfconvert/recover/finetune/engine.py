@@ -47,6 +47,11 @@ class Engine:
         return self.ema.module if self.ema is not None else self.student
 
     @property
+    def weights(self) -> list[nn.Module]:
+        """Every model whose weights a step changes: the student, and its EMA copy when EMA is on."""
+        return [self.student] + ([self.ema.module] if self.ema is not None else [])
+
+    @property
     def lr(self) -> float:
         """Current learning rate of the first parameter group."""
         return float(self.optimizer.param_groups[0]["lr"])

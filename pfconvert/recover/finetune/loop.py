@@ -9,14 +9,16 @@ the last epoch is done or ``max_steps`` is reached.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
+from torch import nn
 
 from ...data.loaders import eval_loader
 from ...errors import TrainingError
+from ...graph.modules import non_finite_weights
 from ..dist import DistContext, all_reduce_sum
 from ..metrics import evaluate
 from .config import FinetuneConfig
@@ -30,7 +32,7 @@ LOSS_NAMES = ("loss", "task_loss", "kd_loss")
 
 
 class NonFiniteLossError(TrainingError):
-    """The loss became NaN or infinite."""
+    """The loss or the weights became NaN or infinite."""
 
 
 @dataclass
@@ -88,18 +90,24 @@ class EpochEvent:
     is_best: bool
 
 
-def check_finite(run: RunState, ctx: DistContext) -> None:
-    """Raise :class:`NonFiniteLossError` if a loss since the epoch start was NaN/inf on any process.
+def check_finite(run: RunState, ctx: DistContext, models: Sequence[nn.Module] = ()) -> None:
+    """Raise :class:`NonFiniteLossError` if a loss since the epoch start, or a weight of ``models`` (parameters and
+    BatchNorm statistics), is NaN/inf on any process.
 
-    A NaN or inf poisons the running sum, so checking the sum covers every step since the last check. Under DDP the
-    verdict is all-reduced, so that every process stops at the same step instead of some waiting for the others.
+    A NaN or inf poisons the running sum, so checking the sum covers every step since the last check; an update can
+    also leave the weights non-finite while the loss that produced it was finite (a huge learning rate). Under DDP
+    the verdict is all-reduced, so that every process stops at the same step instead of some waiting for the others.
     """
-    bad = (~torch.isfinite(run.loss_sums)).any().to(torch.float64).reshape(1)
-    if all_reduce_sum(bad, ctx).item() > 0:
-        raise NonFiniteLossError(
-            f"the loss became non-finite at epoch {run.epoch + 1}, step {run.step_in_epoch} "
-            f"(global step {run.global_step}); lower --lr or set --grad-clip"
-        )
+    weights = [name for model in models for name in non_finite_weights(model)]
+    loss_bad = bool((~torch.isfinite(run.loss_sums)).any())
+    bad = torch.tensor([float(loss_bad), float(bool(weights))], dtype=torch.float64, device=run.loss_sums.device)
+    loss_any, weights_any = (all_reduce_sum(bad, ctx) > 0).tolist()
+    if not (loss_any or weights_any):
+        return
+    what = "the loss" if loss_any else "the weights"
+    example = f" ({len(weights)} tensors, e.g. {weights[0]})" if weights else ""
+    raise NonFiniteLossError(f"{what} became non-finite at epoch {run.epoch + 1}, step {run.step_in_epoch} (global "
+                             f"step {run.global_step}){example}; lower --lr or set --grad-clip")
 
 
 def _epoch_steps(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx: DistContext,
@@ -117,7 +125,7 @@ def _epoch_steps(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx
         run.step_in_epoch += 1
         run.global_step += 1
         if run.global_step % check_every == 0 or run.step_in_epoch == run.steps_per_epoch:
-            check_finite(run, ctx)
+            check_finite(run, ctx, engine.weights)
         seconds = time.perf_counter() - clock
         run.epoch_seconds += seconds
         run.train_seconds += seconds

@@ -22,7 +22,8 @@ from timm.utils import distribute_bn
 from torch import nn
 
 from ...data.loaders import eval_loader
-from ...errors import ArtifactError, TrainingError
+from ...errors import ArtifactError, CheckpointError, TrainingError, one_line
+from ...graph.modules import non_finite_weights
 from .. import dist
 from ..bn import batchnorm_state, load_batchnorm_state, recalibrate_batchnorm
 from ..metrics import evaluate, infer_num_classes
@@ -35,7 +36,7 @@ from .checkpoint import (
     LAST_FILE,
     capture_rng,
     copy_checkpoint,
-    load_checkpoint,
+    load_run_checkpoint,
     restore_rng,
     save_checkpoint,
 )
@@ -56,7 +57,7 @@ Exporter = Callable[[nn.Module, Path], Path]
 def run_finetune(student: nn.Module, teacher: nn.Module | None, config: FinetuneConfig, out_dir: str | Path, *,
                  data_cfg: dict[str, Any], resume: bool = False, overwrite: bool = False,
                  reporter: Reporter | None = None, export: Exporter | None = None,
-                 warnings: Sequence[str] = ()) -> FinetuneResult:
+                 warnings: Sequence[str] = (), identity: str | None = None) -> FinetuneResult:
     """Fine-tune ``student`` with ``teacher`` as distillation target, writing everything into ``out_dir``.
 
     Args:
@@ -70,6 +71,8 @@ def run_finetune(student: nn.Module, teacher: nn.Module | None, config: Finetune
         reporter: progress receiver (rank 0 only); None reports nothing.
         export: ``(model, out_dir) -> path`` writing the best weights; None skips the export.
         warnings: lines to show once the run has passed its checks (e.g. "the teacher has random weights").
+        identity: what the student is (an artifact's recipe fingerprint); checkpoints record it and ``resume``
+            refuses a checkpoint of another identity.
 
     Raises:
         ArtifactError: checkpoints exist and neither ``resume`` nor ``overwrite`` is set.
@@ -78,7 +81,7 @@ def run_finetune(student: nn.Module, teacher: nn.Module | None, config: Finetune
     """
     ctx = dist.setup(config.device)
     try:
-        job = _Job(student, teacher, config, Path(out_dir), data_cfg, ctx, reporter, export, warnings)
+        job = _Job(student, teacher, config, Path(out_dir), data_cfg, ctx, reporter, export, warnings, identity)
         return job.run(resume=resume, overwrite=overwrite)
     finally:
         dist.teardown(ctx)
@@ -96,9 +99,10 @@ class _Job:
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, config: FinetuneConfig, out_dir: Path,
                  data_cfg: dict[str, Any], ctx: dist.DistContext, reporter: Reporter | None,
-                 export: Exporter | None, warnings: Sequence[str]) -> None:
+                 export: Exporter | None, warnings: Sequence[str], identity: str | None = None) -> None:
         self.student, self.teacher, self.config, self.out_dir = student, teacher, config, out_dir
         self.data_cfg, self.ctx, self.export, self.warnings = data_cfg, ctx, export, list(warnings)
+        self.identity = identity
         self.reporter = reporter if reporter is not None and ctx.is_main else Reporter()
         self.ckpt_dir = out_dir / CHECKPOINT_DIR
         self.log = MetricsLog(out_dir / METRICS_FILE)
@@ -114,8 +118,10 @@ class _Job:
 
     def _load_resume_state(self) -> dict[str, Any]:
         """Read ``last.pt`` and check it belongs to a run this config can continue exactly."""
-        state = load_checkpoint(self.ckpt_dir / LAST_FILE)
-        saved = FinetuneConfig.model_validate_json(state["config"])
+        state, saved = load_run_checkpoint(self.ckpt_dir / LAST_FILE)
+        if self.identity is not None and state.get("identity", self.identity) != self.identity:
+            raise TrainingError(f"{self.ckpt_dir / LAST_FILE} belongs to another conversion of {self.out_dir} (the "
+                                "artifact was re-created since); start again with --overwrite")
         changed = saved.trajectory_diff(self.config)
         if changed:
             key, (old, new) = next(iter(changed.items()))
@@ -217,6 +223,10 @@ class _Job:
                 model.to(device=self.precision.device, memory_format=memory_format)
         teacher = self.teacher if self.config.kd_weight > 0 else None
         start = self._fresh_start() if state is None else FinetuneStart()
+        bad = [name for model in (self.student, self.teacher) if model is not None for name in non_finite_weights(model)]
+        if bad:
+            raise TrainingError(f"the models hold NaN or infinite weights before training ({len(bad)} tensors, e.g. "
+                                f"{bad[0]}); reconvert from a finite checkpoint")
         spe = steps_per_epoch(self.bundle, self.config, self.ctx.world_size)
         self.engine = build_engine(self.student, teacher, self.config, self.precision, self.ctx, spe)
         if state is None:
@@ -230,9 +240,13 @@ class _Job:
             if state["run"]["steps_per_epoch"] != spe:
                 raise TrainingError(f"the data differ from the saved run's ({spe} steps per epoch, saved: "
                                     f"{state['run']['steps_per_epoch']}); resume with the same data and limits")
-            load_engine_state(self.engine, state["engine"])
-            self.run_state = RunState.from_dict(state["run"])
-            restore_rng(state["rng"][self.ctx.rank])
+            try:
+                load_engine_state(self.engine, state["engine"])
+                self.run_state = RunState.from_dict(state["run"])
+                restore_rng(state["rng"][self.ctx.rank])
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+                raise CheckpointError(f"{self.ckpt_dir / LAST_FILE} does not fit this run ({one_line(exc, 200)}); "
+                                      "start again with --overwrite") from None
             self.saved_step = self.run_state.global_step
             if self.ctx.is_main:
                 self.log.truncate_after(self.run_state.global_step)
@@ -305,13 +319,13 @@ class _Job:
         holds weights that a NaN has reached.
         """
         assert self.engine is not None and self.run_state is not None
-        check_finite(self.run_state, self.ctx)
+        check_finite(self.run_state, self.ctx, self.engine.weights)
         rng = dist.all_gather_objects(capture_rng(), self.ctx)
         path = self.ckpt_dir / LAST_FILE
         if self.ctx.is_main:
             save_checkpoint({"config": self.config.model_dump_json(), "run": self.run_state.as_dict(),
-                             "engine": engine_state(self.engine), "rng": rng, "world_size": self.ctx.world_size},
-                            path)
+                             "engine": engine_state(self.engine), "rng": rng, "world_size": self.ctx.world_size,
+                             "identity": self.identity}, path)
         dist.barrier(self.ctx)
         self.saved_step = self.run_state.global_step
         return path
@@ -376,9 +390,18 @@ class _Job:
             try:
                 return self._consume(stop)
             except NonFiniteLossError as exc:
-                kept = self.ckpt_dir / LAST_FILE
-                where = f"last good checkpoint kept: {kept}" if kept.exists() else "no checkpoint was written yet"
-                raise TrainingError(f"{exc}; {where}") from None
+                raise TrainingError(f"{exc}; {self._kept()}") from None
+
+    def _kept(self) -> str:
+        """What a run stopped by non-finite values leaves: the last good checkpoint and the exported best weights."""
+        kept = self.ckpt_dir / LAST_FILE
+        if not kept.exists() or self.saved_step < 0:
+            return "no checkpoint was written yet"
+        text = f"last good checkpoint kept: {kept} (global step {self.saved_step})"
+        if self.exported is not None and self.run_state is not None:
+            best = "the start" if self.run_state.best_epoch == 0 else f"epoch {self.run_state.best_epoch}"
+            text += f"; {self.exported} holds the best finite weights ({best})"
+        return text
 
     # -- result -----------------------------------------------------------------------------------------------------
 

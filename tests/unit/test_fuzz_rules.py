@@ -1,0 +1,84 @@
+"""Fuzzing the rule loader (hypothesis, bounded): any text gives valid rules or a one-line ``RuleError``; never
+another exception, never a hang."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pfconvert.errors import RuleError
+from pfconvert.rules import builtin_names, parse_rules
+from pfconvert.rules.loading import builtin_text
+
+KEYS = ["name", "description", "rules", "match", "replace", "absorb", "op", "depthwise", "kernel_size", "stride",
+        "dilation", "same_channels", "path", "path_regex", "exclude", "parent", "stages", "blocks", "every_nth",
+        "offset", "padding", "count_include_pad", "groups", "steps", "expand", "p", "norm", "act"]
+WORDS = ["conv2d", "attention", "max_pool", "avg_pool", "lp_pool", "identity", "shift", "sequence", "keep", "eff_max",
+         "pool", "inherit", "norm", "act", "layer*", "(", "Bottleneck"]
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True),
+                    st.sampled_from(WORDS), st.text(max_size=12))
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                        st.dictionaries(st.sampled_from(KEYS), inner, max_size=5)),
+                      max_leaves=30)
+
+
+@contextmanager
+def _deadline(seconds: int) -> Iterator[None]:
+    """Fail instead of hanging: SIGALRM after ``seconds``."""
+    def expired(*_: object) -> None:
+        raise TimeoutError(f"parse_rules took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _check(text: str) -> None:
+    with _deadline(10):
+        try:
+            loaded = parse_rules(text, source="fuzz.yaml")
+        except RuleError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith("fuzz.yaml")
+        else:
+            assert loaded.ruleset.rules and loaded.text == text
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=4))
+def test_structures_near_the_schema(data: dict) -> None:
+    _check(yaml.safe_dump(data))
+
+
+@pytest.mark.slow
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(builtin_names()), st.integers(0, 10_000), st.text(max_size=20))
+def test_built_in_rules_with_text_spliced_in(name: str, at: int, noise: str) -> None:
+    text = builtin_text(name)
+    at %= len(text) + 1
+    _check(text[:at] + noise + text[at:])
+
+
+@pytest.mark.slow
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=300))
+def test_arbitrary_text(text: str) -> None:
+    _check(text)
+
+
+def test_alias_bombs_and_python_tags_are_refused() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{k}: &{k} [{', '.join([f'*{p}'] * 9)}]\n" for p, k in zip("abcdefgh", "bcdefghi")) + "name: x\nrules: *i\n"
+    _check(bomb)
+    _check("name: x\nrules: [" + ", ".join(["*a"] * 200) + "]\na: &a {name: r}\n")
+    _check("!!python/object/apply:os.system ['echo pwned']\n")
