@@ -2,9 +2,12 @@
 
 - Command-line start-up: ``pfconvert --help``, ``pfconvert rules``, a usage error and an unknown rule, each a fresh
   process (median of ``--repeats`` runs).
-- In-process conversion: ``pfconvert.convert(model, rule)`` on an already built model (a converted copy, the default),
-  median of ``--repeats`` calls after one warm-up; tracing, shape checks and the final check run on meta tensors, so
-  the cost does not grow with the input resolution. Also how long ``timm.create_model`` took, for scale.
+- In-process conversion: ``pfconvert.convert(model, rule, inplace=True)`` on an already built model (tracing,
+  matching, building and checking the replacements, the final check: the conversion itself), and
+  ``pfconvert.convert(model, rule)`` (the default: a converted copy, so the original's weights are copied first);
+  medians of ``--repeats`` calls after one warm-up. Tracing and the checks run on meta tensors, so the cost does not
+  grow with the input resolution; the copy grows with the parameter count. Also how long ``timm.create_model`` took,
+  for scale.
 - ``pfconvert convert MODEL --rule RULE`` end to end in a fresh process (imports, building, converting, counting MACs
   at the model's input size, writing the artifact), once.
 
@@ -53,20 +56,28 @@ def startup(repeats: int) -> list[tuple[str, float]]:
     return [(label, statistics.median(_wall(argv, ok) for _ in range(repeats))) for label, argv, ok in cases]
 
 
-def in_process(name: str, rule: str, repeats: int) -> tuple[float, float, tuple[int, int, int], int]:
-    """(create_model seconds, median convert seconds, input size, layers replaced)."""
+def in_process(name: str, rule: str, repeats: int) -> tuple[float, float, float, tuple[int, int, int], int]:
+    """(create_model seconds, median in-place convert seconds, median convert-a-copy seconds, input size, layers
+    replaced)."""
+    import copy
+
     import pfconvert
 
     start = time.perf_counter()
     model = pfconvert.create_model(name)
     built = time.perf_counter() - start
     _, record = pfconvert.convert(model, rule)  # warm-up: first calls build caches
-    times = []
+    in_place, copied = [], []
     for _ in range(repeats):
+        fresh = copy.deepcopy(model)
+        start = time.perf_counter()
+        pfconvert.convert(fresh, rule, inplace=True)
+        in_place.append(time.perf_counter() - start)
+        del fresh
         start = time.perf_counter()
         pfconvert.convert(model, rule)
-        times.append(time.perf_counter() - start)
-    return built, statistics.median(times), record.input_size, len(record.replacements)
+        copied.append(time.perf_counter() - start)
+    return built, statistics.median(in_place), statistics.median(copied), record.input_size, len(record.replacements)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,22 +98,23 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             print(f"{name}...", file=sys.stderr)
-            built, seconds, size, replaced = in_process(name, CASES[name], args.repeats)
+            built, in_place, copied, size, replaced = in_process(name, CASES[name], args.repeats)
             cli = _wall([*CLI, "convert", name, "--rule", CASES[name], "--out", str(Path(tmp) / name)])
-            rows.append((name, CASES[name], size, replaced, built, seconds, cli))
+            rows.append((name, CASES[name], size, replaced, built, in_place, copied, cli))
     base = next((r[5] for r in rows if r[0] == "mobilenetv2_100"), None)
     lines = ["| command | wall s |", "|---|---:|", *[f"| `{label}` | {s:.2f} |" for label, s in starts], "",
-             "| model | rule | input | layers replaced | timm.create_model s | pfconvert.convert s | vs mobilenetv2_100 "
-             "| `pfconvert convert` (fresh process) s |", "|---|---|---|---:|---:|---:|---:|---:|"]
-    for name, rule, size, replaced, built, seconds, cli in rows:
-        ratio = f"{seconds / base:.1f}x" if base else "-"
-        lines.append(f"| {name} | {rule} | {'x'.join(map(str, size))} | {replaced} | {built:.2f} | {seconds:.2f} | "
-                     f"{ratio} | {cli:.1f} |")
+             "| model | rule | input | layers replaced | timm.create_model s | convert in place s | vs mobilenetv2_100 "
+             "| convert a copy s | `pfconvert convert` (fresh process) s |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, rule, size, replaced, built, in_place, copied, cli in rows:
+        ratio = f"{in_place / base:.1f}x" if base else "-"
+        lines.append(f"| {name} | {rule} | {'x'.join(map(str, size))} | {replaced} | {built:.2f} | {in_place:.2f} | "
+                     f"{ratio} | {copied:.2f} | {cli:.1f} |")
     lines += ["", f"Start-up: median of {args.repeats} fresh processes of the `pfconvert` console script (Python's "
               "bytecode cache on, as after `pip install`; the first run, which fills it, is not counted). "
-              f"`pfconvert.convert`: median of {args.repeats} calls on a built model (each returns a converted copy), "
-              "after one warm-up. `pfconvert convert`: one fresh process, imports and MAC counting (real tensors, at "
-              "the input size shown) included."]
+              f"Convert: medians of {args.repeats} calls of `pfconvert.convert` on a built model, after one warm-up: "
+              "in place (`inplace=True`), and on a copy (the default; the copy of the weights included). `pfconvert "
+              "convert`: one fresh process, imports and MAC counting (real tensors, at the input size shown) "
+              "included."]
     table = "\n".join(lines)
     machine = f"{describe_machine(machine_info())}, {time.perf_counter() - begin:.0f} s total"
     print(f"Machine: {machine}\n\n{table}")

@@ -132,6 +132,14 @@ _IN_PLACE = {F.relu_, torch.relu_, torch.Tensor.relu_, torch.Tensor.sigmoid_, F.
 _INPLACE_LAST = {F.relu, F.relu6, F.hardtanh, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.leaky_relu, F.elu,
                  F.selu, F.celu}
 """Functions whose last positional parameter may be ``inplace``: called with it positionally, they run as they are."""
+_BINARY = {torch.add, torch.mul, torch.sub, torch.div, torch.Tensor.add, torch.Tensor.mul, torch.Tensor.sub,
+           torch.Tensor.div, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__mul__, torch.Tensor.__rmul__,
+           torch.Tensor.__sub__, torch.Tensor.__truediv__}
+"""Broadcasting arithmetic: the result's shape and dtype follow from the operands'."""
+_MEAN = {torch.mean, torch.Tensor.mean}
+"""Means over dimensions (a squeeze-and-excitation's pooling), whose meta version is a slow Python reference."""
+_BINARY_IN_PLACE = {torch.Tensor.add_, torch.Tensor.mul_, torch.Tensor.sub_, torch.Tensor.div_, torch.Tensor.__iadd__,
+                    torch.Tensor.__imul__, torch.Tensor.__isub__, torch.Tensor.__itruediv__}
 
 
 class _ShapeOnly(TorchFunctionMode):
@@ -143,11 +151,27 @@ class _ShapeOnly(TorchFunctionMode):
         kwargs = kwargs or {}
         x = args[0] if args else kwargs.get("input")
         if isinstance(x, torch.Tensor) and x.is_meta:
-            if func in _IN_PLACE or (func in _SAME_SHAPE and kwargs.get("inplace") is True):
+            if func in _IN_PLACE or func in _BINARY_IN_PLACE or (func in _SAME_SHAPE and kwargs.get("inplace") is True):
                 return x
             if func in _SAME_SHAPE and not (func in _INPLACE_LAST and len(args) > 1):
                 return torch.empty_like(x)
+            if func in _MEAN and len(args) + len(kwargs) > 1 and "dtype" not in kwargs and "out" not in kwargs:
+                return torch.empty(_reduced(x.shape, *args[1:], **kwargs), dtype=x.dtype, device="meta")
+            if func in _BINARY and len(args) == 2 and not kwargs.get("out"):
+                other = args[1]
+                if isinstance(other, torch.Tensor) and not other.is_meta and other.numel() != 1:
+                    return func(*args, **kwargs)  # a real tensor operand: let torch say what it makes of it
+                shape = torch.broadcast_shapes(x.shape, other.shape if isinstance(other, torch.Tensor) else ())
+                return torch.empty(shape, dtype=torch.result_type(x, other), device="meta")
         return func(*args, **kwargs)
+
+
+def _reduced(shape: torch.Size, dim: int | tuple[int, ...] | list[int] | None = None, keepdim: bool = False,
+             **_: object) -> tuple[int, ...]:
+    """The shape of a reduction of ``shape`` over ``dim`` (all dimensions when None)."""
+    dims = range(len(shape)) if dim is None else [dim] if isinstance(dim, int) else dim
+    gone = {d % len(shape) for d in dims}
+    return tuple(1 if i in gone else n for i, n in enumerate(shape) if keepdim or i not in gone)
 
 
 def meta_forward(module: nn.Module, inputs: tuple[torch.Tensor, ...] | torch.Tensor) -> Any:

@@ -50,6 +50,7 @@ def test_round_trip_gives_the_same_model(artifact: tuple[Path, torch.nn.Module, 
         assert torch.equal(loaded(x), converted(x))
 
 
+@pytest.mark.slow
 def test_original_is_rebuilt_exactly(artifact: tuple[Path, torch.nn.Module, torch.nn.Module]) -> None:
     out, original, _ = artifact
     art = load_artifact(out)
@@ -59,6 +60,7 @@ def test_original_is_rebuilt_exactly(artifact: tuple[Path, torch.nn.Module, torc
         assert torch.equal(teacher(x), original(x))
 
 
+@pytest.mark.slow
 def test_finetuned_weights_are_preferred(artifact: tuple[Path, torch.nn.Module, torch.nn.Module],
                                          tmp_path: Path) -> None:
     out, _, converted = artifact
@@ -95,6 +97,7 @@ def test_bad_artifacts(tmp_path: Path, artifact: tuple[Path, torch.nn.Module, to
         pfconvert.load(broken)
 
 
+@pytest.mark.slow
 def test_checkpoints_safetensors_and_bad_files(tmp_path: Path) -> None:
     model = timm.create_model("resnet10t", num_classes=3)
     st = tmp_path / "w.safetensors"

@@ -31,6 +31,7 @@ def test_convert_writes_artifact_and_table(tmp_path: Path, capsys: pytest.Captur
     assert code == 1 and "already exists" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_convert_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, err = run(["convert", "resnet18", "--rule", "maxpool", "--allow-empty", "--input-size", "3,32,32",
                           "--out", str(tmp_path / "r"), "--json"], capsys, monkeypatch)
@@ -39,6 +40,7 @@ def test_convert_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkey
     assert data["replaced"] == [] and data["params"][0] == data["params"][1]
 
 
+@pytest.mark.slow
 def test_inspect_is_a_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -22,6 +22,8 @@ from safetensors.torch import load_file, save_file
 import pfconvert
 from pfconvert._files import LOCK_FILE, exclusive
 
+pytestmark = pytest.mark.slow  # each case loads models or data: the full run has them, `-m "not slow"` skips them
+
 FT = ["--img-size", "32", "--workers", "0", "--batch-size", "16", "--epochs", "1", "--limit-train", "64",
       "--limit-val", "32", "--quiet"]
 
@@ -84,6 +86,8 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
         w["root"] / "b.yaml", b"name: \xff\xfe\n")], r"is not UTF-8 text"),
     ("a decompression-bomb image (finetune)",
      lambda w: ["finetune", str(w["art"]), "--data", _bomb(w["root"]), *FT], r"too large to decode safely"),
+    ("a decompression-bomb image (eval)",
+     lambda w: ["eval", str(w["art"]), "--data", _bomb(w["root"]), "--split", "train"], r"too large to decode safely"),
     ("sensitivity --limit-val 0", lambda w: ["sensitivity", "resnet14t", "--data", str(w["data"]), "--limit-val", "0"],
      r"Invalid value for '--limit-val'"),
     ("sensitivity --bn-recalib-batches -2",
@@ -110,6 +114,10 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
     ("--kwarg drop_rate=abc", lambda w: ["convert", "resnet18", "--kwarg", "drop_rate=abc", "--input-size", "3,32,32",
                                          "--out", str(w["root"] / "o")], r"any --kwarg values"),
     ("--num-classes 0", lambda w: ["convert", "resnet18", "--num-classes", "0"], r"Invalid value for '--num-classes'"),
+    ("--num-classes -1", lambda w: ["convert", "resnet18", "--num-classes", "-1"], r"Invalid value for '--num-classes'"),
+    ("sensitivity --limit-val -3",
+     lambda w: ["sensitivity", "resnet14t", "--data", str(w["data"]), "--limit-val", "-3"],
+     r"Invalid value for '--limit-val'"),
     ("report --max-seconds -1", lambda w: ["report", str(w["art"]), "--max-seconds", "-1"],
      r"Invalid value for '--max-seconds'"),
     ("export --tolerance -1", lambda w: ["export", str(w["art"]), "--tolerance", "-1"], r"Invalid value for '--tolerance'"),

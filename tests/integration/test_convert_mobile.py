@@ -61,6 +61,7 @@ def test_converted_model_keeps_class_methods_and_untouched_weights(mnv2: nn.Modu
     assert model(x).shape == (2, 5)
 
 
+@pytest.mark.slow
 def test_train_mode_model_converts_and_trains(mnv2: nn.Module) -> None:
     train_model = timm.create_model("mobilenetv2_050", num_classes=10).train()
     model, _ = pfconvert.convert(train_model, "maxpool", input_size=SIZE)

@@ -143,6 +143,7 @@ def test_conv_with_an_optional_extra_argument_is_wrapped() -> None:
     assert torch.equal(converted(x), F.max_pool2d(x, 3, 1, 1))
 
 
+@pytest.mark.slow
 def test_condconv_efficientnet_gets_pools_that_drop_routing_weights() -> None:
     model = meta_model("efficientnet_cc_b0_4e")
     n_cond = sum(isinstance(m, CondConv2d) and m.groups == m.in_channels for m in model.modules())

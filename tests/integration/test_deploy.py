@@ -55,6 +55,7 @@ def x() -> torch.Tensor:
     return torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "mobilenetv2_050", "efficientnet_lite0"])
 def test_fold_batchnorm_matches_eager(name: str, x: torch.Tensor) -> None:
     model = _randomize_bn(timm.create_model(name, num_classes=10))

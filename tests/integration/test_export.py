@@ -45,6 +45,7 @@ def test_export_refuses_to_overwrite(small: torch.nn.Module, tmp_path: Path) -> 
     assert out.stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_export_fails_loudly_when_outputs_differ(small: torch.nn.Module, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("pfconvert.deploy.onnx.check_onnx", lambda *a, **k: 0.5)
@@ -52,11 +53,13 @@ def test_export_fails_loudly_when_outputs_differ(small: torch.nn.Module, tmp_pat
         export_onnx(small, tmp_path / "m.onnx", SIZE, exporter="torchscript", tolerance=1e-3)
 
 
+@pytest.mark.slow
 def test_dynamic_batch_bytes_run_at_other_batch_sizes(small: torch.nn.Module) -> None:
     data = export_onnx_bytes(small, SIZE, dynamic_batch=True, exporter="auto")
     assert check_onnx(small, data, SIZE, batch_size=3) < 1e-3
 
 
+@pytest.mark.slow
 def test_cli_export_artifact(ft_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                              monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "te.onnx"

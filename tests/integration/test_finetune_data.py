@@ -60,6 +60,7 @@ def test_fashion_mnist_shortcut_reads_installed_files_or_says_how_to_install_the
     assert image.mode == "RGB" and image.size == (28, 28) and 0 <= label < 10
 
 
+@pytest.mark.slow
 def test_limit_is_a_seeded_subset_covering_classes(ft_fmnist_dir: Path) -> None:
     source = resolve_source(ft_fmnist_dir)
     first, again = open_split(source, "train", 100, seed=3), open_split(source, "train", 100, seed=3)

@@ -20,6 +20,7 @@ def _vit(**kwargs: object) -> torch.nn.Module:
     return timm.create_model("vit_tiny_patch16_224", img_size=64, num_classes=10, **kwargs)
 
 
+@pytest.mark.slow
 def test_vit_max_replaces_every_other_attention() -> None:
     vit = _vit().eval()
     model, record = pfconvert.convert(vit, "vit-max", input_size=SIZE)
@@ -42,6 +43,7 @@ def test_eff_max_mixer_computes_the_papers_layer_and_skips_prefix_tokens() -> No
     torch.testing.assert_close(out[:, 1:], mixer.fc2(h))
 
 
+@pytest.mark.slow
 def test_pool_mixer_is_parameter_free() -> None:
     vit = _vit(class_token=False, global_pool="avg").eval()
     model, record = pfconvert.convert(vit, "vit-pool", input_size=SIZE)

@@ -110,6 +110,7 @@ def test_mixers_with_their_own_weights_are_left_to_fine_tuning() -> None:
     assert reconstruct(converted.eval(), original, [tiny_input((3, 32, 32), batch=4)]) == []
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_reconstructed_student(ft_artifact: Path, ft_fmnist_dir: Path,
                                                            tmp_path: Path) -> None:
     art = Path(shutil.copytree(ft_artifact, tmp_path / "art"))

@@ -42,6 +42,7 @@ def test_stages_are_ranked_by_accuracy_drop() -> None:
     assert isinstance(model.layer1[0].conv2, nn.Conv2d), "the original is not modified"
 
 
+@pytest.mark.slow
 def test_selected_rule_converts_only_the_cheap_groups() -> None:
     model = meta_model("resnet50")
     result = run_sensitivity(model, load_rules("r50-max"), (3, 224, 224), _fake_top1, _fake_latency)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pfconvert.cli.finetune import PANELS, flag_of
+from pfconvert.cli.finetune import FIELDS, PANELS, flag_of
 from pfconvert.recover.finetune.config import FinetuneConfig
 from pfconvert.rules.language import rule_language_markdown
 
@@ -21,6 +21,16 @@ def test_rule_language_reference_is_current() -> None:
 def test_every_config_field_has_one_finetune_flag() -> None:
     fields = [name for names in PANELS.values() for name in names]
     assert sorted(fields) == sorted(FinetuneConfig.model_fields) and len(fields) == len(set(fields))
+
+
+def test_the_flags_are_generated_from_the_fields_pydantic_sees() -> None:
+    """The command line reads FinetuneConfig's fields from its source (to start without pydantic): the same ones."""
+    assert list(FIELDS) == list(FinetuneConfig.model_fields)
+    for name, field in FinetuneConfig.model_fields.items():
+        read = FIELDS[name]
+        assert (read.annotation, read.required, read.description) == (field.annotation, field.is_required(),
+                                                                      field.description)
+        assert read.required or read.default == field.default
 
 
 def test_the_finetune_flags_the_docs_name_exist() -> None:
