@@ -52,7 +52,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import pfconvert
 from pfconvert.cli.progress import RichReporter
 from pfconvert.data.datasets import ImageSamples, open_split, resolve_source
-from pfconvert.data.transforms import build_transforms, model_data_config
+from pfconvert.data.config import DataConfig, resolve_data_config
+from pfconvert.data.transforms import build_transforms
 from pfconvert.recover.dist import DistContext
 from pfconvert.recover.finetune import FinetuneConfig
 from pfconvert.recover.finetune.engine import build_engine
@@ -75,7 +76,7 @@ class _Cached(ImageSamples):
         return self.images[index], self.labels[index]
 
 
-def _cached_data(data: str, count: int, data_cfg: dict[str, Any]) -> _Cached:
+def _cached_data(data: str, count: int, data_cfg: DataConfig) -> _Cached:
     """``count`` training images of ``data`` through the eval transform, stacked in memory."""
     split = open_split(resolve_source(data), "train", limit=count, seed=0)
     transform = build_transforms(data_cfg, "none")[1]
@@ -85,7 +86,7 @@ def _cached_data(data: str, count: int, data_cfg: dict[str, Any]) -> _Cached:
 
 def _config(args: argparse.Namespace) -> FinetuneConfig:
     return FinetuneConfig(data=args.data, epochs=1000, batch_size=args.batch_size, workers=0, warmup_epochs=0.0,
-                          log_every=20, bn_recalib_batches=0)
+                          log_every=20, bn_recalib_images=0)
 
 
 def _sync(device: torch.device) -> None:
@@ -174,7 +175,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     student, teacher = _models(args)
-    data_cfg = model_data_config(teacher, args.img_size)
+    data_cfg = resolve_data_config(teacher)
+    data_cfg = data_cfg.with_size(args.img_size) if args.img_size else data_cfg
     total = args.warmup + args.rounds * args.steps
     cached = _cached_data(args.data, args.batch_size * (total + 1), data_cfg)
     bundle = DataBundle(resolve_source(args.data), cached, cached, data_cfg)

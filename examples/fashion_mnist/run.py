@@ -6,7 +6,11 @@ original training's compute (counted in MACs: a training image costs 3 forwards;
 forwards plus 1 teacher forward; before training, each calibration image costs both models' forward up to every
 layer the least-squares reconstruction refits, plus 3 student forwards for BatchNorm re-estimation), (4) measure the
 recovered accuracy, params, MACs and CPU latency, and (5) draw the accuracy/latency plot. Results go to
-OUT/results.{json,md} and OUT/<model>/<rule>/report.png.
+OUT/results.{json,md} and OUT/<model>/<rule>/report.png (with --write-docs also docs/results/fashion-mnist.md).
+
+Splits: the originals train and the fine-tunes train on the training images less a seeded 10% validation split;
+every choice (the originals' and fine-tunes' best epoch, the recipes noted below) is made on that validation split,
+and the figures reported (original and fine-tuned top-1) are on the 10k test images, seen by nothing before.
 
     python examples/fashion_mnist/run.py                  # convnext_atto and resnet26 (CPU, about 19 minutes, 2 cores)
     python examples/fashion_mnist/run.py --models vit     # the ViT (vit-max), about 10 minutes
@@ -33,7 +37,7 @@ from torch import nn
 import pfconvert
 from pfconvert.cli import RichReporter
 from pfconvert.conversion import save_weights
-from pfconvert.data import model_data_config
+from pfconvert.data import resolve_data_config
 from pfconvert.graph import Call, trace_dataflow
 from pfconvert.recover import find_consumers
 from pfconvert.recover.finetune import run_finetune
@@ -92,6 +96,7 @@ class Budget:
     train_epochs: int
     finetune_epochs: int
     val_images: int | None
+    test_images: int | None
     calib_images: int = 1024  # for the least-squares reconstruction and for BatchNorm re-estimation
     latency_runs: int = 10  # interleaved timing rounds per latency cell of the report
 
@@ -106,14 +111,18 @@ def parse_args() -> tuple[argparse.Namespace, Budget]:
     parser.add_argument("--train-images", type=int, default=12000)
     parser.add_argument("--train-epochs", type=int, default=10)
     parser.add_argument("--finetune-epochs", type=int, default=3)
-    parser.add_argument("--val-images", type=int, default=None, help="default: the whole 10k test split")
+    parser.add_argument("--val-images", type=int, default=None,
+                        help="validation images (default: the whole validation split, 10%% of the training images)")
+    parser.add_argument("--test-images", type=int, default=None, help="default: the whole 10k test split")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--write-docs", action="store_true", help="also write docs/results/fashion-mnist.md")
     parser.add_argument("--retrain", action="store_true",
                         help="train the originals again even when OUT holds their weights from an earlier run")
     args = parser.parse_args()
     if args.quick:
         args.train_images, args.train_epochs, args.finetune_epochs, args.val_images = 512, 4, 1, 256
-    budget = Budget(args.train_images, args.train_epochs, args.finetune_epochs, args.val_images,
+        args.test_images = 256
+    budget = Budget(args.train_images, args.train_epochs, args.finetune_epochs, args.val_images, args.test_images,
                     128 if args.quick else 1024, 3 if args.quick else 10)
     return args, budget
 
@@ -143,9 +152,10 @@ def train_original(pipe: Pipeline, data: str, budget: Budget, out: Path, retrain
     torch.manual_seed(0)
     model = pfconvert.create_model(pipe.model, num_classes=10, **pipe.kwargs)
     result = run_finetune(
-        model, None, config(data, budget, pipe, budget.train_epochs, kd_weight=0.0, lr=pipe.lr, bn_recalib_batches=0,
+        model, None, config(data, budget, pipe, budget.train_epochs, kd_weight=0.0, lr=pipe.lr, bn_recalib_images=0,
                eval_every=budget.train_epochs),  # validated once, after the last epoch
-        out / "original-run", data_cfg=model_data_config(model, pipe.img_size), overwrite=True,
+        out / "original-run", data_cfg=resolve_data_config(model, input_size=(3, pipe.img_size, pipe.img_size)),
+        overwrite=True,
         reporter=RichReporter(), export=lambda m, _d: (save_weights(m, weights), weights)[1])
     run = {**result.as_dict(), "example_recipe": recipe}
     summary.write_text(json.dumps(run, indent=2))
@@ -211,7 +221,7 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
     started = time.perf_counter()
     recipe = config(data, budget, pipe, budget.finetune_epochs, lr=pipe.finetune_lr, limit_train=images,
                     reconstruct_images=budget.calib_images if refits else 0,
-                    bn_recalib_batches=budget.calib_images // pipe.finetune_batch_size,
+                    bn_recalib_images=budget.calib_images,
                     batch_size=pipe.finetune_batch_size, freeze_bn=pipe.freeze_bn, eval_teacher=False,
                     augment=FINETUNE_AUGMENT)
     ft = pfconvert.finetune(art, recipe, overwrite=True)
@@ -220,9 +230,11 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
     # weights are those of its best epoch (epoch 0, the start after reconstruction, if no epoch beat it)
     if ft.best is None or orig_run.get("final") is None:
         raise SystemExit(f"{art}: the fine-tune or the original's training ended without a validated epoch")
-    original_top1, converted_top1 = orig_run["final"]["val_top1"], ft.start.converted.top1
-    ft_top1, start = ft.best["val_top1"], ft.start
+    converted_top1, ft_val_top1, start = ft.start.converted.top1, ft.best["val_top1"], ft.start
     finetune_seconds = time.perf_counter() - started
+    # the figures: the original and the exported fine-tuned model on the test split, fed as fine-tuned
+    test = pfconvert.evaluate_artifact(art, data, split="test", original=True, limit=budget.test_images, workers=1)
+    original_top1, ft_top1 = test.metrics["original"].top1, test.metrics["student"].top1
     report = pfconvert.run_report(original, pfconvert.load(art).eval(), names=(pipe.model, f"{pipe.model}+{rule}"),
                         input_size=size, batch_sizes=(1, 64), accuracies=(original_top1, ft_top1),
                         runs=budget.latency_runs, max_seconds=5)
@@ -232,7 +244,8 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
     report_seconds = time.perf_counter() - started - finetune_seconds
     return {
         "model": pipe.model, "rule": rule, "img_size": pipe.img_size, "original_top1": original_top1,
-        "converted_top1": converted_top1,
+        "original_val_top1": orig_run["final"]["val_top1"], "converted_top1": converted_top1,
+        "finetuned_val_top1": ft_val_top1, "test_images": test.metrics["student"].count,
         "reconstructed_top1": refit.top1 if (refit := start.recalibrated or start.reconstructed) else None,
         "finetuned_top1": ft_top1, "best_epoch": ft.best["epoch"], "gap": round(original_top1 - ft_top1, 2),
         "params": [record.params_before, record.params_after], "macs": list(macs),
@@ -244,11 +257,16 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
 
 
 def markdown(rows: list[dict], budget: Budget, wall: str) -> str:
+    tested = rows[0]["test_images"] if rows else 0
     lines = [wall, "", (f"Fashion-MNIST, originals trained {budget.train_epochs} epochs x {budget.train_images} images; "
               f"fine-tune {budget.finetune_epochs} epochs (reconstruction, then distillation) budgeted at "
-              f"{BUDGET_SHARE:.0%} of the original's training compute (column 'fine-tune compute': the share used)."), "",
-             ("| model | px | rule | original top-1 | converted top-1 | + reconstruction, BN | fine-tuned top-1 | gap | "
-              "params | MACs | fine-tune compute / seconds | latency converted/original |"),
+              f"{BUDGET_SHARE:.0%} of the original's training compute (column 'fine-tune compute': the share used). "
+              f"Test top-1 on {tested} test images (original and fine-tuned: the figures); val top-1 on the validation "
+              "split carved from the training images (converted, after reconstruction and BatchNorm re-estimation: "
+              "what the runs chose on)."), "",
+             ("| model | px | rule | original test top-1 | converted val top-1 | + reconstruction, BN (val) | "
+              "fine-tuned test top-1 | gap (test) | params | MACs | fine-tune compute / seconds | "
+              "latency converted/original |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lat = ", ".join(f"{k}: {v:.2f}" for k, v in r["latency_ratio_converted_over_original"].items())
@@ -280,6 +298,22 @@ def main() -> None:
     table = markdown(rows, budget, wall)
     (args.out / "results.md").write_text(table)
     print(table)
+    if args.write_docs:
+        write_docs(table)
+
+
+def write_docs(table: str) -> None:
+    """docs/results/fashion-mnist.md: the table with the command, machine and date."""
+    import shlex
+
+    from pfconvert.report import describe_machine
+
+    page = ["# Fashion-MNIST study", "", "<!-- Written by the command below; run it again to refresh this page. -->",
+            "", f"Command: `{shlex.join(['python', 'examples/fashion_mnist/run.py', *sys.argv[1:]])}`", "",
+            f"Machine: {describe_machine()}", "", f"Date: {time.strftime('%Y-%m-%d')}", "", table]
+    path = Path(__file__).resolve().parents[2] / "docs" / "results" / "fashion-mnist.md"
+    path.write_text("\n".join(page))
+    print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -10,4 +10,5 @@ __all__ = ["out_console", "err_console"]
 
 # Piped output is not wrapped at 80 columns: tables stay one row per line for grep and files.
 out_console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
+# Diagnostics are never hard-wrapped: a note or a one-line error stays one line in a log (the terminal folds it).
+err_console = Console(stderr=True, soft_wrap=True)

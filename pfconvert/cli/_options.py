@@ -10,14 +10,37 @@ import typer
 
 from ..errors import PfconvertError
 
-__all__ = ["ModelArg", "ArtifactArg", "RuleOpt", "CheckpointOpt", "NumClassesOpt", "InChansOpt", "InputSizeOpt",
-           "KwargOpt", "AllowEmptyOpt", "JsonOpt", "model_kwargs", "parse_input_size", "parse_int_list"]
+__all__ = ["ModelArg", "ArtifactArg", "RuleOpt", "CheckpointOpt", "PretrainedOpt", "PretrainedFileOpt",
+           "NumClassesOpt", "InChansOpt", "InputSizeOpt", "InterpolationOpt", "CropPctOpt", "CropModeOpt", "MeanOpt",
+           "StdOpt", "KwargOpt", "AllowEmptyOpt", "JsonOpt", "model_kwargs", "data_overrides", "parse_input_size",
+           "parse_int_list", "parse_floats"]
 
-ModelArg = Annotated[str, typer.Argument(help="A timm model name, e.g. mobilenetv2_100 (built with random init).")]
+ModelArg = Annotated[str, typer.Argument(help="A timm model: a name (mobilenetv2_100), a family with one default "
+                                         "variant (mobilenetv2), a tagged name (resnet50.a1_in1k) or hf-hub:ORG/NAME. "
+                                         "Random init unless --checkpoint, --pretrained or --pretrained-file.")]
 ArtifactArg = Annotated[Path, typer.Argument(help="Artifact directory written by `pfconvert convert`.")]
 RuleOpt = Annotated[str, typer.Option("--rule", "-r", help="Built-in rule name (see `pfconvert rules`) or a YAML path.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", help="Local weights for the model: .pth/.pt (read with weights_only=True) or .safetensors.")]
+PretrainedOpt = Annotated[bool, typer.Option(
+    "--pretrained", help="Load timm's pretrained weights through its loader: the Hugging Face Hub or its local cache "
+    "(HF_HUB_OFFLINE=1 never downloads).")]
+PretrainedFileOpt = Annotated[Optional[Path], typer.Option(
+    "--pretrained-file", help="timm's pretrained weights from this local file (timm's pretrained-config file "
+    "overlay: the classifier is adapted as with --pretrained).", show_default=False)]
+InterpolationOpt = Annotated[Optional[str], typer.Option(
+    help="Resize interpolation: bilinear, bicubic, nearest... (default: the model's pretrained config).",
+    show_default=False)]
+CropPctOpt = Annotated[Optional[float], typer.Option(
+    min=0.01, max=1.0, help="Share of the resized image kept by the crop; 1 keeps it whole (default: the model's).",
+    show_default=False)]
+CropModeOpt = Annotated[Optional[str], typer.Option(
+    help="center (resize the short side, crop the centre), squash (resize both sides: the whole image) or border.",
+    show_default=False)]
+MeanOpt = Annotated[Optional[str], typer.Option(
+    help="Per-channel mean, comma-separated (e.g. 0.5,0.5,0.5; default: the model's).", show_default=False)]
+StdOpt = Annotated[Optional[str], typer.Option(
+    help="Per-channel standard deviation, comma-separated (default: the model's).", show_default=False)]
 NumClassesOpt = Annotated[Optional[int], typer.Option(min=1, help="Classifier size passed to timm.create_model.")]
 InChansOpt = Annotated[Optional[int], typer.Option(min=1, help="Input channels passed to timm.create_model.")]
 InputSizeOpt = Annotated[Optional[str], typer.Option(
@@ -44,6 +67,30 @@ def model_kwargs(num_classes: int | None, in_chans: int | None, kwargs: list[str
     if in_chans is not None:
         out["in_chans"] = in_chans
     return out
+
+
+def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    """``"0.5,0.5,0.5"`` -> (0.5, 0.5, 0.5), with a one-line error naming the option."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip()) or None
+    except ValueError:
+        raise PfconvertError(f"{option} {text!r}: expected comma-separated numbers such as 0.5,0.5,0.5") from None
+
+
+def data_overrides(interpolation: str | None, crop_pct: float | None, crop_mode: str | None, mean: str | None,
+                   std: str | None) -> dict[str, Any]:
+    """The data-config options given, as :func:`pfconvert.data.resolve_data_config` keywords (checked there)."""
+    from ..data.config import CROP_MODES, INTERPOLATIONS
+
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise PfconvertError(f"--interpolation {interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}")
+    if crop_mode is not None and crop_mode not in CROP_MODES:
+        raise PfconvertError(f"--crop-mode {crop_mode!r}: choose one of {', '.join(CROP_MODES)}")
+    given = {"interpolation": interpolation, "crop_pct": crop_pct, "crop_mode": crop_mode,
+             "mean": parse_floats(mean, "--mean"), "std": parse_floats(std, "--std")}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def parse_input_size(text: str | None) -> tuple[int, int, int] | None:

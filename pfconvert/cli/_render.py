@@ -9,11 +9,36 @@ from rich.table import Table
 from .._format import change, human
 
 if TYPE_CHECKING:
+    from ..conversion.models import ModelSource
     from ..conversion.rewrite import ConversionRecord, Replacement
+    from ..data.config import DataConfig
     from ..report.counting import MacCount
     from ..rules.loading import RuleInfo
 
-__all__ = ["conversion_table", "preview_table", "rules_table"]
+__all__ = ["conversion_table", "preview_table", "rules_table", "header", "source_line"]
+
+
+def source_line(source: ModelSource) -> str:
+    """``model: mobilenetv2 -> mobilenetv2_100, weights: random init``."""
+    name = source.requested if source.requested == source.name else f"{source.requested} -> {source.name}"
+    weights = {"random": "random init", "module": "as given",
+               "pretrained": f"timm pretrained ({source.detail or 'Hub'})",
+               "pretrained-file": f"timm pretrained, from {source.detail}",
+               "checkpoint": f"checkpoint {source.detail}"}.get(source.weights, source.weights)
+    return f"model: {name}, weights: {weights}"
+
+
+def header(record: ConversionRecord | None = None, *, source: ModelSource | None = None,
+           data_cfg: DataConfig | None = None, origin: str | None = None) -> None:
+    """Print on stderr which model and weights a command works on and how images are fed to it."""
+    from ._console import err_console
+
+    source = source or (record.source if record is not None else None)
+    data_cfg = data_cfg or (record.data_config if record is not None else None)
+    if source is not None:
+        err_console.print(source_line(source), highlight=False)
+    if data_cfg is not None:
+        err_console.print(f"input: {data_cfg.describe()}" + (f" ({origin})" if origin else ""), highlight=False)
 
 
 def conversion_table(record: ConversionRecord, before: MacCount, after: MacCount) -> Table:

@@ -10,6 +10,7 @@ import typer
 
 from . import _options as o
 from ._console import err_console, out_console
+from ._render import header
 from .app import app
 
 __all__ = ["convert_cmd", "inspect_cmd"]
@@ -24,21 +25,33 @@ def convert_cmd(
     model: o.ModelArg,
     rule: o.RuleOpt = "maxpool",
     checkpoint: o.CheckpointOpt = None,
+    pretrained: o.PretrainedOpt = False,
+    pretrained_file: o.PretrainedFileOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Artifact directory (default: ./MODEL-RULE).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the contents of an existing --out directory.")] = False,
     num_classes: o.NumClassesOpt = None,
     in_chans: o.InChansOpt = None,
     kwarg: o.KwargOpt = None,
     input_size: o.InputSizeOpt = None,
+    interpolation: o.InterpolationOpt = None,
+    crop_pct: o.CropPctOpt = None,
+    crop_mode: o.CropModeOpt = None,
+    mean: o.MeanOpt = None,
+    std: o.StdOpt = None,
     allow_empty: o.AllowEmptyOpt = False,
     report: Annotated[bool, typer.Option("--report", help="Also measure latency (batch 1 and 32) on every available "
                                          "backend and print the efficiency report (takes a minute).")] = False,
     as_json: o.JsonOpt = False,
 ) -> None:
-    """Convert MODEL with a rule, print a before/after table and write the artifact (recipe + safetensors)."""
+    """Convert MODEL with a rule, print a before/after table and write the artifact (recipe + safetensors).
+
+    The data config (input size, resize, crop, mean, std) is resolved here, from timm's config of the model and the
+    options, and stored in the artifact: fine-tuning, eval, sensitivity and report use it.
+    """
     kwargs = o.model_kwargs(num_classes, in_chans, kwarg)
     size = o.parse_input_size(input_size)
-    target = out or _default_out(model, rule)
+    data = o.data_overrides(interpolation, crop_pct, crop_mode, mean, std)
+    target = out or _default_out(model.removeprefix("hf-hub:").replace("/", "-"), rule)
     from .._files import ensure_writable
     from ..rules.loading import load_rules
 
@@ -50,7 +63,9 @@ def convert_cmd(
 
     with err_console.status(f"converting {model} with rule '{rules.name}'..."):
         original, converted, record = convert_pair(model, rules, checkpoint=checkpoint, input_size=size,
-                                                   allow_empty=allow_empty, **kwargs)
+                                                   allow_empty=allow_empty, pretrained=pretrained,
+                                                   pretrained_file=pretrained_file, data=data, **kwargs)
+        header(record)
         before, after = count_macs(original, record.input_size), count_macs(converted, record.input_size)
         save(converted, record, target, overwrite=overwrite)
     if not as_json:
@@ -66,7 +81,10 @@ def convert_cmd(
             result = run_report(original.eval(), converted.eval(), names=(model, f"{model}+{rules.name}"),
                                 input_size=record.input_size, progress=status.update)
     if as_json:
-        payload = {"model": model, "rule": rules.name, "out": str(target), "input_size": list(record.input_size),
+        payload = {"model": record.model_name, "requested": model, "rule": rules.name, "out": str(target),
+                   "input_size": list(record.input_size),
+                   "source": record.source.to_dict() if record.source else None,
+                   "data_config": record.data_config.to_dict() if record.data_config else None,
                    "params": [record.params_before, record.params_after], "macs": [before.macs, after.macs],
                    "pool_ops": [before.pool_ops, after.pool_ops], "convention": before.convention,
                    "replaced": [r.to_dict() for r in record.replacements]}
@@ -91,13 +109,16 @@ def inspect_cmd(
     """Dry run: list each layer the rule matches and what it would become. Nothing is written."""
     kwargs = o.model_kwargs(num_classes, in_chans, kwarg)
     size = o.parse_input_size(input_size)
-    from ..conversion.models import create_model
+    from ..conversion.models import build_model
     from ..conversion.rewrite import preview
+    from ..data.config import resolve_data_config
     from ..errors import RuleError
     from ..rules.loading import load_rules
 
     rules = load_rules(rule)
-    replacements = preview(create_model(model, **kwargs), rules, size)
+    built, source = build_model(model, **kwargs)
+    header(source=source, data_cfg=resolve_data_config(built, input_size=size))
+    replacements = preview(built, rules, size)
     if not replacements and not allow_empty:
         raise RuleError(f"rule '{rules.name}' matched no layer of {model}; pass --allow-empty to accept that")
     if as_json:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from . import _options as o
-from ._console import out_console
+from ._console import err_console, out_console
 from .app import app
 
 if TYPE_CHECKING:
@@ -22,7 +22,9 @@ __all__ = ["eval_command", "eval_table"]
 def eval_command(
     artifact: o.ArtifactArg,
     data: Annotated[str, typer.Option("--data", help="ImageFolder dir (train/, val/), IDX dir, or fashion-mnist.")],
-    split: Annotated[str, typer.Option("--split", help="Split to evaluate: val or train.")] = "val",
+    split: Annotated[str, typer.Option("--split", help="test (the figures: t10k files, test/ folder, else val/), val "
+                                       "(the split fine-tuning selected on, carved from the training images) or "
+                                       "train.")] = "test",
     weights: Annotated[str, typer.Option("--weights", help="auto (fine-tuned when present), converted or "
                                          "finetuned.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 128,
@@ -34,16 +36,24 @@ def eval_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     original: Annotated[bool, typer.Option("--original", help="Also evaluate the original (unconverted) "
                                            "model.")] = False,
+    val_split: Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.99, help="Share of the training "
+                                                       "images that is the val split (default: the fine-tune's, else "
+                                                       "0.1).", show_default=False)] = None,
     json_out: o.JsonOpt = False,
 ) -> None:
-    """Evaluate the artifact's model (fine-tuned weights when present): top-1, top-5 and loss."""
+    """Evaluate the artifact's model (fine-tuned weights when present): top-1, top-5 and loss, on the test split by
+    default, with the images fed as the model was fine-tuned (else as recorded at conversion)."""
     from ..recover.dist import env_rank
     from ..recover.finetune.api import evaluate_artifact
+    from .progress import RichPhases
 
     report = evaluate_artifact(artifact, data, split=split, weights=weights, batch_size=batch_size,
-                               img_size=img_size, limit=limit, workers=workers, device=device, original=original)
+                               img_size=img_size, limit=limit, workers=workers, device=device, original=original,
+                               val_split=val_split, progress=RichPhases(err_console, quiet=env_rank() != 0))
     if env_rank() != 0:  # under torchrun every process evaluates a shard; rank 0 prints the total
         return
+    for note in report.notes:
+        err_console.print(note, highlight=False)
     if json_out:
         out_console.print_json(json.dumps(report.as_dict()))
     else:
@@ -53,7 +63,8 @@ def eval_command(
 def eval_table(report: EvalReport) -> Table:
     """One row per evaluated model, with the weights it was loaded from."""
     size = "x".join(str(v) for v in report.input_size)
-    table = Table(title=f"{report.data} {report.split}, input {size}", title_justify="left")
+    split = report.split_description or report.split
+    table = Table(title=f"{report.data}, {split}; input {size}", title_justify="left")
     for column in ("model", "weights", "top-1 %", "top-5 %", "loss", "images"):
         table.add_column(column, justify="left" if column in ("model", "weights") else "right")
     for name, metrics in report.metrics.items():

@@ -37,13 +37,16 @@ def export_cmd(
     """Export ARTIFACT's model to ONNX, then run ONNX Runtime and PyTorch on the same input and compare."""
     if format.lower() != "onnx":
         raise PfconvertError(f"--format {format!r} is not supported; the supported format is onnx")
-    from ..conversion.artifact import load_artifact
+    from ..conversion.artifact import artifact_data_config, load_artifact
     from ..deploy.onnx import export_onnx
 
     art = load_artifact(artifact, weights=weights)
     target = out or art.path / "model.onnx"
-    with err_console.status(f"exporting {art.recipe.model} to {target}..."):
-        result = export_onnx(art.model, target, tuple(art.recipe.input_size), opset=opset,  # type: ignore[arg-type]
+    trained = art.weights_file.name != "model.safetensors"  # fine-tuned weights: fed as fine-tuned
+    data_cfg, origin = artifact_data_config(art.path, art.recipe, art.model, trained=trained)
+    err_console.print(f"input: {data_cfg.describe()} ({origin})", highlight=False)
+    with err_console.status(f"exporting {art.recipe.model} to {target}, then checking it with ONNX Runtime..."):
+        result = export_onnx(art.model, target, data_cfg.input_size, opset=opset,
                              dynamic_batch=dynamic_batch, exporter=exporter, check=check, tolerance=tolerance,
                              overwrite=overwrite)
     if as_json:

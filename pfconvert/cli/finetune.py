@@ -35,10 +35,10 @@ __all__ = ["PANELS", "ALIASES", "FIELDS", "ConfigField", "config_fields", "flag_
            "render_result"]
 
 PANELS: dict[str, tuple[str, ...]] = {
-    "Data": ("data", "img_size", "augment", "limit_train", "limit_val", "workers"),
-    "Training": ("epochs", "batch_size", "opt", "lr", "weight_decay", "momentum", "sched", "warmup_epochs",
-                 "warmup_lr", "min_lr", "grad_clip", "ema", "ema_decay", "bn_recalib_batches", "reconstruct_images",
-                 "freeze_bn"),
+    "Data": ("data", "img_size", "augment", "val_split", "limit_train", "limit_val", "workers"),
+    "Training": ("epochs", "train_images", "batch_size", "opt", "lr", "weight_decay", "momentum", "sched",
+                 "warmup_epochs", "warmup_lr", "min_lr", "grad_clip", "ema", "ema_decay", "bn_recalib_images",
+                 "reconstruct_images", "freeze_bn"),
     "Distillation": ("temperature", "kd_weight", "task_weight", "smoothing", "eval_teacher"),
     "Run": ("seed", "device", "amp", "channels_last", "compile", "compile_backend", "max_steps", "log_every",
             "eval_every"),
@@ -195,7 +195,8 @@ def _print_report(artifact: Path, result: FinetuneResult) -> None:
     accuracies = (result.start.teacher.top1 if result.start.teacher else None,
                   (result.best or {}).get("val_top1"))
     with err_console.status("measuring latency...") as status:
-        rep = run_report(teacher, loaded.model.eval(), input_size=tuple(loaded.recipe.input_size),  # type: ignore
+        size = tuple(result.data_config["input_size"]) if result.data_config else tuple(loaded.recipe.input_size)
+        rep = run_report(teacher, loaded.model.eval(), input_size=size,  # type: ignore[arg-type]
                          accuracies=accuracies, progress=status.update)
     out_console.print(render_report(rep))
 
@@ -205,8 +206,10 @@ def _accuracy(top1: float | None, top5: float | None) -> str:
 
 
 def render_result(result: FinetuneResult) -> Table:
-    """The run summary as a two-column table (validation accuracies are top-1 / top-5)."""
-    table = Table(title=f"fine-tuning {result.status}", show_header=False, title_justify="left")
+    """The run summary as a two-column table (accuracies are top-1 / top-5 on the val split, which chose the best
+    epoch; `pfconvert eval` reports the test split)."""
+    table = Table(title=f"fine-tuning {result.status} (accuracies: val top-1 / top-5; test: `pfconvert eval`)",
+                  show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     start = result.start
@@ -214,6 +217,7 @@ def render_result(result: FinetuneResult) -> Table:
         ("artifact", result.artifact),
         ("steps", f"{result.global_step}/{result.total_steps} ({result.epochs_done}/{result.epochs} epochs)"),
         ("device", f"{result.device}, {result.precision}, {result.world_size} process(es)"),
+        *((split, text) for split, text in result.splits.items()),
     ]
     for label, acc in (("teacher (original)", start.teacher), ("student as converted", start.converted),
                        ("student after reconstruction", start.reconstructed),

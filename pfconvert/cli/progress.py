@@ -1,5 +1,6 @@
-"""Rich display of a fine-tuning run: a progress bar per epoch (loss, lr, images/s, ETA), one summary line per epoch,
-and the library's plain-text notes and warnings styled.
+"""Rich display of long work on stderr: a transient bar per phase of any command (:class:`RichPhases`: evaluations,
+BatchNorm re-estimation, reconstruction...), and for a fine-tuning run a progress bar per epoch (loss, lr, images/s,
+ETA), one summary line per epoch, and the library's plain-text notes and warnings styled (:class:`RichReporter`).
 
 The bar is redrawn from the training thread at most twice a second (no render thread competing with the compute
 threads), and loss values are read from the device only then, so the display does not synchronise a GPU on every step.
@@ -8,18 +9,60 @@ threads), and loss values are read from the device only then, so the display doe
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
+from .._progress import Advance, Phases
 from ..recover.finetune.progress import Reporter, epoch_line
 
 if TYPE_CHECKING:
     from ..recover.finetune.loop import EpochEvent, StepEvent
 
-__all__ = ["RichReporter"]
+__all__ = ["RichPhases", "RichReporter", "rich_phase"]
+
+
+@contextmanager
+def rich_phase(console: Console, name: str, total: int | None = None, unit: str = "") -> Iterator[Advance]:
+    """A transient bar for one phase (a spinner when ``total`` is unknown); a line with its duration when it ends."""
+    columns = [SpinnerColumn(), TextColumn(escape(name)), BarColumn(), MofNCompleteColumn(),
+               TextColumn(escape(unit)), TimeElapsedColumn(), TimeRemainingColumn()]
+    progress = Progress(*columns, console=console, transient=True, refresh_per_second=4, redirect_stdout=False,
+                        redirect_stderr=False)
+    task = progress.add_task(name, total=total)
+    start = time.perf_counter()
+    with progress:
+        yield lambda n=1: progress.advance(task, n)
+    console.print(f"[dim]{escape(name)}: {time.perf_counter() - start:.1f} s[/]", highlight=False)
+
+
+class RichPhases(Phases):
+    """Phases of a command drawn as rich bars on ``console`` (stderr); ``quiet`` draws nothing."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False) -> None:
+        self.console = console or Console(stderr=True)
+        self.quiet = quiet
+
+    @contextmanager
+    def phase(self, name: str, total: int | None = None, unit: str = "") -> Iterator[Advance]:
+        if self.quiet:
+            yield lambda _=1: None
+            return
+        with rich_phase(self.console, name, total, unit) as advance:
+            yield advance
 
 
 class RichReporter(Reporter):
@@ -49,7 +92,7 @@ class RichReporter(Reporter):
             auto_refresh=False,  # redrawn from step(), a few times a second: no render thread beside the compute
         )
         self._progress.start()
-        epochs = event.total_steps // max(event.steps_per_epoch, 1)
+        epochs = -(-event.total_steps // max(event.steps_per_epoch, 1))  # the last epoch may be partial
         self._task = self._progress.add_task(
             "train", total=event.steps_per_epoch, completed=event.step - 1, epoch=f"{event.epoch + 1}/{epochs}",
             loss="-", lr="-", ips="-",
@@ -98,6 +141,15 @@ class RichReporter(Reporter):
     def notice(self, text: str) -> None:
         self._close_bar()
         self.console.print(escape(text), highlight=False)
+
+    @contextmanager
+    def phase(self, name: str, total: int | None = None, unit: str = "") -> Iterator[Advance]:
+        self._close_bar()
+        if self.quiet:
+            yield lambda _=1: None
+            return
+        with rich_phase(self.console, name, total, unit) as advance:
+            yield advance
 
     def close(self) -> None:
         self._close_bar()

@@ -68,6 +68,8 @@ def report_cmd(
 
     with err_console.status("loading models...") as status:
         pair = resolve_pair(original, converted, rule, kwargs)
+        if pair.note and size is None:
+            err_console.print(pair.note, highlight=False)
         result = run_report(pair.original, pair.converted, names=pair.names,
                             input_size=size or pair.input_size or model_input_size(pair.original), batch_sizes=sizes,
                             backends=chosen, runs=runs, warmup=warmup, threads=threads, max_seconds=max_seconds,

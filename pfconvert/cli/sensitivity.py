@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -35,20 +35,41 @@ def _table(result: SensitivityResult, max_drop: float | None, method: str) -> Ta
     return table
 
 
+def _group(status: Any, notes: list[str], group: str, index: int, total: int) -> None:
+    """Progress: the data notes once, then which group is being measured."""
+    while notes:
+        err_console.print(notes.pop(0), highlight=False)
+    if index < 0:
+        status.update("evaluating the original model on the validation split...")
+    else:
+        status.update(f"measuring group {index + 1}/{total}: {group} (convert, re-estimate BatchNorm, evaluate, time)")
+
+
 @app.command("sensitivity")
 def sensitivity_cmd(
     model: o.ModelArg,
     data: Annotated[str, typer.Option(help="ImageFolder dir (train/, val/), IDX dir, or 'fashion-mnist'.")],
     rule: o.RuleOpt = "maxpool",
     checkpoint: o.CheckpointOpt = None,
+    pretrained: o.PretrainedOpt = False,
+    pretrained_file: o.PretrainedFileOpt = None,
     num_classes: o.NumClassesOpt = None,
     in_chans: o.InChansOpt = None,
     kwarg: o.KwargOpt = None,
     img_size: Annotated[Optional[int], typer.Option(min=8, help="Input height/width instead of the model's.")] = None,
+    interpolation: o.InterpolationOpt = None,
+    crop_pct: o.CropPctOpt = None,
+    crop_mode: o.CropModeOpt = None,
+    mean: o.MeanOpt = None,
+    std: o.StdOpt = None,
     by: Annotated[str, typer.Option(help="Group layers by 'stage' or 'layer'.")] = "stage",
-    limit_val: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on a fixed subset of N images.")] = 2000,
-    bn_recalib_batches: Annotated[int, typer.Option(min=0, help="Re-estimate BatchNorm on N training batches per "
-                                                                "variant (0: off).")] = 8,
+    limit_val: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on a fixed subset of N validation "
+                                                     "images.")] = 2000,
+    val_split: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of the training images carved out (seeded) "
+                                             "as the validation split (0: the data's val/ folder, with test/); the "
+                                             "test split is never used.")] = 0.1,
+    bn_recalib_images: Annotated[int, typer.Option(min=0, help="Re-estimate BatchNorm on N other training images per "
+                                                               "variant (0: off).")] = 512,
     batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 64,
     max_drop: Annotated[Optional[float], typer.Option(help="Accuracy drop (points) a group may cost.")] = None,
     write_rule: Annotated[Optional[Path], typer.Option(help="Write a rule file converting only the groups within "
@@ -61,17 +82,25 @@ def sensitivity_cmd(
         raise RuleError("--write-rule needs --max-drop (the accuracy points a converted group may cost)")
     if write_rule is not None and write_rule.exists() and not overwrite:
         raise RuleError(f"{write_rule} already exists; choose another path or pass --overwrite")
+    overrides = o.data_overrides(interpolation, crop_pct, crop_mode, mean, std)
     from .._files import write_text
-    from ..conversion.models import create_model
+    from ..conversion.models import build_model
+    from ..data.config import resolve_data_config
     from ..rules.loading import load_rules
     from ..study.sensitivity import selected_rules, sensitivity_on_data
+    from ._render import source_line
 
     rules = load_rules(rule)
-    original = create_model(model, checkpoint=checkpoint, **o.model_kwargs(num_classes, in_chans, kwarg))
-    with err_console.status("measuring...") as status:
-        result = sensitivity_on_data(original, rules, data, img_size=img_size, by=by, limit_val=limit_val,
-                                     bn_recalib_batches=bn_recalib_batches, batch_size=batch_size,
-                                     on_group=lambda g, i, n: status.update(f"group {i + 1}/{n}: {g}"))
+    original, source = build_model(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
+                                   **o.model_kwargs(num_classes, in_chans, kwarg))
+    err_console.print(source_line(source), highlight=False)
+    data_cfg = resolve_data_config(original, **overrides)
+    notes: list[str] = []
+    with err_console.status("reading the data...") as status:
+        result = sensitivity_on_data(original, rules, data, data_cfg=data_cfg, img_size=img_size, by=by,
+                                     limit_val=limit_val, bn_recalib_images=bn_recalib_images, val_split=val_split,
+                                     batch_size=batch_size, notes=notes,
+                                     on_group=lambda g, i, n: _group(status, notes, g, i, n))
     if write_rule is not None and max_drop is not None:
         write_text(write_rule, selected_rules(rules, result, max_drop).text)
         err_console.print(f"wrote {write_rule}: use it with `pfconvert convert {model} --rule {write_rule}`",

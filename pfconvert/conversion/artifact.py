@@ -2,7 +2,9 @@
 
 Layout of ``OUT/``:
 
-- ``recipe.json``: timm model name and kwargs, the rule text and its hash, package versions, the replaced layers.
+- ``recipe.json``: timm model name and kwargs, where the weights came from, the data config (input size, resize,
+  crop, mean and std: what every later command feeds the model), the rule text and its hash, package versions, the
+  replaced layers.
 - ``model.safetensors``: the converted model's state dict.
 - ``original-removed.safetensors``: the original state of the replaced/absorbed layers, so that the original model
   (the fine-tuning teacher) is rebuilt exactly: untouched layers come from ``model.safetensors``.
@@ -25,21 +27,23 @@ import torch
 from torch import nn
 
 from .._files import atomic_write, ensure_writable, exclusive, write_text
-from ..errors import ArtifactError, CheckpointError, PfconvertError, one_line
+from ..data.config import DataConfig, resolve_data_config
+from ..errors import ArtifactError, CheckpointError, DataError, PfconvertError, one_line
 from ..rules.loading import parse_rules, rule_sha256
-from .models import create_model, load_weights
+from .models import create_model, file_sha256, load_weights
 from .rewrite import convert
 
 __all__ = [
     "RECIPE_FILE", "WEIGHTS_FILE", "REMOVED_FILE", "FINETUNED_FILE", "RUN_FILES", "Recipe", "Artifact",
-    "save", "load", "load_artifact", "build_original", "save_weights", "read_weights",
+    "save", "load", "load_artifact", "build_original", "save_weights", "read_weights", "artifact_data_config",
 ]
 
 RECIPE_FILE = "recipe.json"
 WEIGHTS_FILE = "model.safetensors"
 REMOVED_FILE = "original-removed.safetensors"
 FINETUNED_FILE = "finetuned.safetensors"
-RUN_FILES = (FINETUNED_FILE, "checkpoints", "metrics.jsonl", "finetune.json", "model.onnx")
+SUMMARY_FILE = "finetune.json"
+RUN_FILES = (FINETUNED_FILE, "checkpoints", "metrics.jsonl", SUMMARY_FILE, "model.onnx")
 """What fine-tuning and export add to an artifact: results of its model, stale once the artifact is re-created."""
 FORMAT = "pfconvert-artifact/1"
 MAX_RECIPE_BYTES = 16 << 20
@@ -64,6 +68,8 @@ class Recipe:
     created: str = ""
     format: str = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] | None = None
+    data_config: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """The recipe as indented JSON."""
@@ -109,7 +115,21 @@ class Recipe:
                                 "convert the model again with `pfconvert convert` instead of editing recipe.json")
         if min(recipe.input_size) < 1:
             raise ArtifactError(f"{where}: malformed recipe, field 'input_size': {recipe.input_size}")
+        if recipe.data_config is not None:
+            try:
+                DataConfig.from_dict(recipe.data_config)
+            except DataError as exc:
+                raise ArtifactError(f"{where}: malformed recipe, field 'data_config': {exc}") from None
         return recipe
+
+    def data(self, model: nn.Module | None = None) -> DataConfig:
+        """The data config recorded at conversion; recipes older than it get timm's config of ``model`` (the
+        original model) at the recorded input size."""
+        if self.data_config is not None:
+            return DataConfig.from_dict(self.data_config)
+        if model is None:
+            raise ArtifactError("this recipe records no data config; pass the original model to derive it")
+        return resolve_data_config(model, input_size=tuple(self.input_size))  # type: ignore[arg-type]
 
     def fingerprint(self) -> str:
         """A hash of the whole recipe: the identity of one conversion (a checkpoint records it)."""
@@ -132,14 +152,6 @@ def _versions() -> dict[str, str]:
     from .. import __version__
 
     return {"pfconvert": __version__, "torch": torch.__version__.split("+")[0], "timm": timm.__version__}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_weights(state_or_model: nn.Module | dict[str, torch.Tensor], path: str | Path) -> None:
@@ -202,8 +214,10 @@ def _write(model: nn.Module, record: Any, out: Path) -> None:
         rule_name=record.rules.name, rule_text=record.rules.text, rule_sha256=record.rules.sha256,
         input_size=tuple(record.input_size), replaced=[r.to_dict() for r in record.replacements],
         versions=_versions(), params_before=record.params_before, params_after=record.params_after,
-        checkpoint_sha256=_sha256(ck) if ck is not None and ck.is_file() else None,
+        checkpoint_sha256=file_sha256(ck) if ck is not None and ck.is_file() else None,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        source=record.source.to_dict() if record.source is not None else None,
+        data_config=record.data_config.to_dict() if record.data_config is not None else None,
     )
     save_weights(model, out / WEIGHTS_FILE)
     save_weights(record.removed_state, out / REMOVED_FILE)
@@ -247,6 +261,30 @@ def load_artifact(path: str | Path, weights: str = "auto") -> Artifact:
     except CheckpointError as exc:
         raise ArtifactError(str(exc)) from None
     return Artifact(model=model, recipe=recipe, path=path, weights_file=file)
+
+
+def artifact_data_config(path: str | Path, recipe: Recipe, model: Any, img_size: int | None = None,
+                         trained: bool = True) -> tuple[DataConfig, str]:
+    """The data config an artifact's model is fed with, and where it comes from.
+
+    The config a fine-tune trained at (``finetune.json``) when ``trained`` and there is one, else the one recorded at
+    conversion (recipes older than that: timm's config of ``model`` at the recorded input size); ``img_size``
+    replaces the input height and width.
+    """
+    summary = Path(path) / SUMMARY_FILE
+    cfg, origin = None, "as converted (recipe.json)"
+    if trained and summary.is_file():
+        try:
+            recorded = json.loads(summary.read_text()).get("data_config")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded:
+            cfg, origin = DataConfig.from_dict(recorded), f"as fine-tuned ({SUMMARY_FILE})"
+    if cfg is None:
+        cfg = recipe.data(model)
+    if img_size is not None:
+        cfg, origin = cfg.with_size(img_size), f"{origin}, at --img-size {img_size}"
+    return cfg, origin
 
 
 def load(path: str | Path, weights: str = "auto") -> nn.Module:

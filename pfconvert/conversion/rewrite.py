@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.config import DataConfig, resolve_data_config
 from ..errors import ConversionError, RuleError, one_line
 from ..graph.dataflow import Call, Dataflow, meta_forward, run_forward, tensor_shapes, trace_dataflow
 from ..graph.match import Match, find_matches
 from ..graph.modules import count_params, module_aliases, set_module
 from ..ops import build_replacement, describe_op
 from ..rules.loading import LoadedRules, load_rules
-from .models import create_model
+from .models import ModelSource, build_model
 from .models import input_size as model_input_size
 
 __all__ = ["Replacement", "ConversionRecord", "match_rules", "preview", "build_op", "apply_matches", "convert",
@@ -59,6 +60,8 @@ class ConversionRecord:
     params_before: int
     params_after: int
     removed_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    source: ModelSource | None = None
+    data_config: DataConfig | None = None
 
     def counts_by_rule(self) -> dict[str, int]:
         """Number of replaced layers per rule name (rules that matched nothing included, with 0)."""
@@ -176,11 +179,13 @@ def apply_matches(model: nn.Module, matches: list[Match], flow: Dataflow,
     return done
 
 
-def _convert(model: nn.Module, rules: LoadedRules, source: tuple[str | None, dict[str, Any], str | None],
-             input_size: tuple[int, int, int] | None, allow_empty: bool, verify: bool) -> ConversionRecord:
-    """Convert ``model`` in place; ``source`` is (timm name, kwargs, checkpoint) of where it came from."""
-    name, kwargs, checkpoint = source
+def _convert(model: nn.Module, rules: LoadedRules, source: ModelSource | None, input_size: tuple[int, int, int] | None,
+             data: dict[str, Any] | None, allow_empty: bool, verify: bool) -> ConversionRecord:
+    """Convert ``model`` in place; ``source`` says where it came from (None: a module the caller built)."""
     size: tuple[int, int, int] = tuple(input_size) if input_size is not None else model_input_size(model)  # type: ignore
+    data_config = resolve_data_config(model, input_size=size, **(data or {}))
+    name = source.name if source is not None else None
+    checkpoint = source.detail if source is not None and source.weights == "checkpoint" else None
     before = count_params(model)
     matches, flow = match_rules(model, rules, size)
     if not matches and not allow_empty:
@@ -190,12 +195,9 @@ def _convert(model: nn.Module, rules: LoadedRules, source: tuple[str | None, dic
     replacements = apply_matches(model, matches, flow, removed)
     if verify and replacements:
         _verify(model, flow, size)
-    return ConversionRecord(name, dict(kwargs), checkpoint, rules, size, replacements, before, count_params(model),
-                            removed)
-
-
-def _source(name: str, checkpoint: str | Path | None, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
-    return name, kwargs, str(Path(checkpoint).resolve()) if checkpoint else None
+    kwargs = dict(source.kwargs) if source is not None else {}
+    return ConversionRecord(name, kwargs, checkpoint, rules, size, replacements, before, count_params(model), removed,
+                            source, data_config)
 
 
 def _rules(rule: str | Path | LoadedRules) -> LoadedRules:
@@ -211,15 +213,23 @@ def convert(
     allow_empty: bool = False,
     inplace: bool = False,
     verify: bool = True,
+    pretrained: bool = False,
+    pretrained_file: str | Path | None = None,
+    data: dict[str, Any] | None = None,
     **model_kwargs: Any,
 ) -> tuple[nn.Module, ConversionRecord]:
     """Replace the layers ``rule`` targets with parameter-free operations.
 
     Args:
-        model_or_name: A timm model name (built with random init, then ``checkpoint`` loaded) or any ``nn.Module``.
+        model_or_name: A timm model name (``mobilenetv2_100``, a family name with one default variant such as
+            ``mobilenetv2``, a tagged name ``resnet50.a1_in1k``, an ``hf-hub:org/name`` id) or any ``nn.Module``.
         rule: A built-in rule name (``maxpool``, ``r50-max``...), a path to a YAML rule file, or loaded rules.
         checkpoint: Local weights for a model name (.pth/.pt/.safetensors, read with ``weights_only=True``).
         input_size: (C, H, W) of the traced forward; defaults to the model's pretrained config.
+        pretrained: For a model name, load timm's pretrained weights (Hub or its local cache).
+        pretrained_file: For a model name, timm's pretrained weights from this local file.
+        data: Overrides of the model's data config (``interpolation``, ``crop_pct``, ``crop_mode``, ``mean``,
+            ``std``; :func:`pfconvert.data.resolve_data_config`), recorded with the conversion.
         allow_empty: Return the model unchanged instead of raising when no layer matches.
         inplace: Convert a given module in place instead of a deep copy.
         verify: Run a (meta) forward after conversion and check that the output shapes are unchanged.
@@ -234,30 +244,34 @@ def convert(
         17
     """
     rules = _rules(rule)
+    source: ModelSource | None
     if isinstance(model_or_name, str):
-        model = create_model(model_or_name, checkpoint=checkpoint, **model_kwargs)
-        source = _source(model_or_name, checkpoint, model_kwargs)
+        model, source = build_model(model_or_name, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
+                                    **model_kwargs)
     elif isinstance(model_or_name, nn.Module):
-        if checkpoint is not None or model_kwargs:
-            raise ConversionError("checkpoint/model kwargs apply to model names only; load weights into your module "
-                                  "first")
+        if checkpoint is not None or model_kwargs or pretrained or pretrained_file is not None:
+            raise ConversionError("checkpoint, pretrained weights and model kwargs apply to model names only; load "
+                                  "weights into your module first")
         model = model_or_name if inplace else copy.deepcopy(model_or_name)
         cfg = getattr(model, "pretrained_cfg", None) or {}
-        source = (cfg.get("architecture") if isinstance(cfg, dict) else None, {}, None)
+        arch = cfg.get("architecture") if isinstance(cfg, dict) else None
+        source = ModelSource(arch, arch, {}, "module") if arch else None
     else:
         raise ConversionError(f"expected a timm model name or an nn.Module, got {type(model_or_name).__name__}")
-    return model, _convert(model, rules, source, input_size, allow_empty, verify)
+    return model, _convert(model, rules, source, input_size, data, allow_empty, verify)
 
 
 def convert_pair(name: str, rule: str | Path | LoadedRules = "maxpool", *, checkpoint: str | Path | None = None,
-                 input_size: tuple[int, int, int] | None = None, allow_empty: bool = False,
+                 input_size: tuple[int, int, int] | None = None, allow_empty: bool = False, pretrained: bool = False,
+                 pretrained_file: str | Path | None = None, data: dict[str, Any] | None = None,
                  **model_kwargs: Any) -> tuple[nn.Module, nn.Module, ConversionRecord]:
     """Build timm model ``name`` and convert a copy: ``(original, converted, record)``, both with the same weights
-    outside the replaced layers (what ``pfconvert convert`` measures and saves)."""
+    outside the replaced layers (what ``pfconvert convert`` measures and saves). Arguments as :func:`convert`."""
     rules = _rules(rule)
-    original = create_model(name, checkpoint=checkpoint, **model_kwargs)
+    original, source = build_model(name, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
+                                   **model_kwargs)
     converted = copy.deepcopy(original)
-    record = _convert(converted, rules, _source(name, checkpoint, model_kwargs), input_size, allow_empty, True)
+    record = _convert(converted, rules, source, input_size, data, allow_empty, True)
     return original, converted, record
 
 

@@ -1,11 +1,14 @@
-"""Data: image datasets on disk (ImageFolder trees, IDX files such as Fashion-MNIST) and the transforms a model's
-data config asks for."""
+"""Data: the data config (how images become a model's input), image datasets and their train/val/test splits
+(timm's dataset factory, IDX files such as Fashion-MNIST) and the transforms the data config asks for."""
 
 from __future__ import annotations
 
 from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "DataConfig": ".config",
+    "resolve_data_config": ".config",
+    "SPLITS": ".datasets",
     "DataSource": ".datasets",
     "ImageSamples": ".datasets",
     "open_split": ".datasets",
@@ -13,5 +16,4 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "read_idx": ".idx",
     "eval_loader": ".loaders",
     "build_transforms": ".transforms",
-    "model_data_config": ".transforms",
 })

@@ -1,10 +1,21 @@
-"""Image datasets read from disk: ImageFolder trees and IDX (Fashion-MNIST) files, checked before training.
+"""Image datasets and their three splits: ``train``, ``val`` (model selection) and ``test`` (the figures).
 
-Each dataset yields ``(PIL image -> transform, label)``. Images are converted to the mode the model needs (``"RGB"``
-for 3-channel models, ``"L"`` for 1-channel ones), so grey Fashion-MNIST digits feed an RGB model unchanged.
-Discovery (:func:`open_split`) fails with a one-line :class:`~pfconvert.errors.DataError` on a missing, empty or
-corrupt dataset; an image that still fails to decode during training raises the same error naming the file, instead
-of being skipped silently.
+Sources (:func:`resolve_source`):
+
+- ``fashion-mnist`` or a folder of IDX files (MNIST layout): read by :mod:`.idx`; ``test`` is the ``t10k`` files.
+- anything timm's dataset factory reads (``timm.data.create_dataset``): an image folder with ``train/`` (and
+  ``val/``, ``test/``) class folders, a ``.tar`` of such folders, and ``hfds/NAME`` (Hugging Face datasets, where
+  the ``datasets`` package is installed).
+
+Splits are honest: ``val``, on which fine-tuning chooses its best epoch, is carved from the training images (a seeded
+``val_fraction`` of them, :func:`open_split`) unless the source has both a ``val/`` and a ``test/`` folder; ``test``
+is never seen before the figures are reported: the ``t10k`` files, the ``test/`` folder, or, where there is none, the
+``val/`` folder (with selection then on a split carved from ``train/``).
+
+Each split yields ``(PIL image -> transform, label)``, converted to the mode the model needs (``"RGB"`` for
+3-channel models, ``"L"`` for 1-channel ones). Opening a split fails with a one-line
+:class:`~pfconvert.errors.DataError` on a missing, empty or corrupt dataset, and an image that fails to decode later
+raises the same error naming it. Images above PIL's pixel limit are refused from their header, before decoding.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -24,60 +36,37 @@ from torch.utils.data import Dataset
 from ..errors import DataError, one_line
 from .idx import IDX_SPLITS, find_idx_file, read_idx
 
-__all__ = [
-    "FASHION_MNIST_DIR",
-    "FASHION_MNIST_CLASSES",
-    "IMG_EXTENSIONS",
-    "DataSource",
-    "ImageSamples",
-    "FolderDataset",
-    "IdxDataset",
-    "resolve_source",
-    "open_split",
-]
+__all__ = ["SPLITS", "FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES", "DataSource", "ImageSamples", "IdxDataset",
+           "TimmSamples", "open_image", "resolve_source", "open_split"]
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+SPLITS = ("train", "val", "test")
+FASHION_MNIST_DIR = Path(os.environ.get("PFCONVERT_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _MAX_CHECKED = 50_000  # files opened up front; larger sets are sampled (runtime decode errors still name the file)
 
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where a dataset lives and in which format (``"idx"`` or ``"folder"``)."""
+    """Where a dataset lives and how it is read: ``kind`` is ``idx`` or ``timm``; ``timm_name`` the factory's name
+    (``""`` for a folder or tar, ``hfds/NAME``)."""
 
-    root: Path
+    root: Path | None
     kind: str
     name: str
+    timm_name: str = ""
 
-
-class ImageSamples(Dataset):
-    """Base dataset: subclasses implement :meth:`load`; this class applies mode conversion and the transform."""
-
-    def __init__(self, labels: list[int], classes: tuple[str, ...], mode: str = "RGB") -> None:
-        self.labels = labels
-        self.classes = classes
-        self.mode = mode
-        self.transform: Callable | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def load(self, index: int) -> Image.Image:
-        """Return the image at ``index``, converted to :attr:`mode`."""
-        raise NotImplementedError
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | Image.Image, int]:
-        image = self.load(index)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]
+    def folder(self, split: str) -> Path | None:
+        """``root/split`` when the source is a folder that has it."""
+        if self.kind != "timm" or self.timm_name or self.root is None or not self.root.is_dir():
+            return None
+        path = self.root / split
+        return path if path.is_dir() else None
 
 
 @contextmanager
-def open_image(path: Path) -> Iterator[Image.Image]:
+def open_image(path: str | Path | IO[bytes]) -> Iterator[Image.Image]:
     """``PIL.Image.open`` with its pixel limit (``Image.MAX_IMAGE_PIXELS``) enforced: an image above it is refused
     from its header, before anything is decoded (PIL only warns between 1x and 2x the limit)."""
     with warnings.catch_warnings():
@@ -90,95 +79,192 @@ def open_image(path: Path) -> Iterator[Image.Image]:
         yield image
 
 
-class FolderDataset(ImageSamples):
-    """Images in ``root/<class>/**/<file>``, classes numbered in sorted order."""
+def _decode(name: object, source: str | Path | IO[bytes], mode: str) -> Image.Image:
+    try:
+        with open_image(source) as image:
+            return image.convert(mode)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {name} is too large to decode safely ({one_line(exc)}); resize or remove it") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot decode image {name}: {one_line(exc)}; remove or replace the file") from None
 
-    def __init__(self, files: list[Path], labels: list[int], classes: tuple[str, ...], mode: str = "RGB") -> None:
-        super().__init__(labels, classes, mode)
-        self.files = files
+
+class ImageSamples(Dataset):
+    """Base dataset: subclasses implement :meth:`load` and :meth:`subset`; this class applies mode conversion and
+    the transform. ``description`` says which split this is and where it comes from."""
+
+    def __init__(self, labels: list[int], classes: tuple[str, ...], mode: str = "RGB", description: str = "") -> None:
+        self.labels = labels
+        self.classes = classes
+        self.mode = mode
+        self.description = description
+        self.transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
     def load(self, index: int) -> Image.Image:
-        path = self.files[index]
-        try:
-            with open_image(path) as image:
-                return image.convert(self.mode)
-        except Image.DecompressionBombError as exc:
-            raise DataError(f"image {path} is too large to decode safely ({one_line(exc)}); resize or remove it") from None
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-            raise DataError(f"cannot decode image {path}: {one_line(exc)}; remove or replace the file") from None
+        """Return the image at ``index``, converted to :attr:`mode`."""
+        raise NotImplementedError
+
+    def subset(self, keep: list[int]) -> ImageSamples:
+        """A dataset of the same kind holding only the samples at ``keep``."""
+        raise NotImplementedError
+
+    def image_size(self) -> tuple[int, int] | None:
+        """(width, height) of the first image (the data config resizes small images whole)."""
+        return self.load(0).size if len(self) else None
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | Image.Image, int]:
+        image = self.load(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.labels[index]
 
 
 class IdxDataset(ImageSamples):
     """Images held in memory as a uint8 array ``[N, H, W]`` (read from IDX files)."""
 
-    def __init__(self, images: np.ndarray, labels: list[int], classes: tuple[str, ...], mode: str = "RGB") -> None:
-        super().__init__(labels, classes, mode)
+    def __init__(self, images: np.ndarray, labels: list[int], classes: tuple[str, ...], mode: str = "RGB",
+                 description: str = "") -> None:
+        super().__init__(labels, classes, mode, description)
         self.images = images
 
     def load(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[index]).convert(self.mode)
 
+    def subset(self, keep: list[int]) -> IdxDataset:
+        return IdxDataset(self.images[keep], [self.labels[i] for i in keep], self.classes, self.mode, self.description)
+
+
+class TimmSamples(ImageSamples):
+    """A dataset from timm's factory (folder, tar, Hugging Face datasets), read sample by sample through its reader."""
+
+    def __init__(self, dataset: Any, indices: list[int], labels: list[int], classes: tuple[str, ...],
+                 mode: str = "RGB", description: str = "") -> None:
+        super().__init__(labels, classes, mode, description)
+        self.dataset, self.indices = dataset, indices
+
+    def load(self, index: int) -> Image.Image:
+        reader, position = self.dataset.reader, self.indices[index]
+        sample, _ = reader[position]
+        name = reader._filename(position, absolute=True) if hasattr(reader, "_filename") else f"#{position}"
+        if isinstance(sample, Image.Image):
+            return sample.convert(self.mode)
+        return _decode(name, sample, self.mode)
+
+    def subset(self, keep: list[int]) -> TimmSamples:
+        return TimmSamples(self.dataset, [self.indices[i] for i in keep], [self.labels[i] for i in keep],
+                           self.classes, self.mode, self.description)
+
+    def paths(self) -> list[Path]:
+        """The image files of a folder dataset (none for tar or Hugging Face datasets)."""
+        samples = getattr(self.dataset.reader, "samples", None)
+        if not samples or not isinstance(samples[0][0], str):
+            return []
+        return [Path(samples[i][0]) for i in self.indices]
+
 
 def resolve_source(data: str | Path) -> DataSource:
-    """Turn ``--data`` into a :class:`DataSource`: ``"fashion-mnist"``, an IDX directory, or an ImageFolder tree.
+    """Turn ``--data`` into a :class:`DataSource` (see the module docstring).
 
     Raises:
-        DataError: the path does not exist or holds neither format.
+        DataError: the path does not exist or holds no dataset, or the source needs a package that is missing.
     """
-    if str(data).lower() in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
+    text = str(data)
+    if text.lower() in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
         if not FASHION_MNIST_DIR.is_dir():
-            raise DataError(
-                f"Fashion-MNIST is not installed at {FASHION_MNIST_DIR}; "
-                "install Debian's dataset-fashion-mnist or pass --data DIR with its IDX files"
-            )
+            raise DataError(f"Fashion-MNIST is not installed at {FASHION_MNIST_DIR}; install Debian's "
+                            "dataset-fashion-mnist or pass --data DIR with its IDX files")
         return DataSource(FASHION_MNIST_DIR, "idx", "fashion-mnist")
+    prefix = text.partition("/")[0].lower() if "/" in text and not Path(text).exists() else ""
+    if prefix == "hfds":
+        try:
+            import datasets  # noqa: F401
+        except ImportError:
+            raise DataError(f"{text}: Hugging Face datasets need the `datasets` package (pip install datasets)") from None
+        return DataSource(None, "timm", text, timm_name=text)
+    if prefix in ("wds", "hfids", "tfds"):
+        raise DataError(f"{text}: streaming sources ({prefix}/) are not supported: a fine-tune resumes exactly from any "
+                        "step, which needs random access; use an image folder, a .tar or hfds/")
     root = Path(data).expanduser()
     if not root.exists():
         raise DataError(f"data path not found: {root}")
+    if root.is_file() and root.suffix == ".tar":
+        return DataSource(root.resolve(), "timm", root.name)
     if not root.is_dir():
-        raise DataError(f"--data must be a directory (ImageFolder or IDX files), got file {root}")
+        raise DataError(f"--data must be a folder (image folders or IDX files), a .tar or hfds/NAME, got file {root}")
     if find_idx_file(root, IDX_SPLITS["train"][0]) is not None:
         return DataSource(root.resolve(), "idx", root.name)
-    if (root / "train").is_dir():
-        return DataSource(root.resolve(), "folder", root.name)
-    raise DataError(
-        f"{root} is not a dataset: expected train/ and val/ class folders (ImageFolder) "
-        "or train-images-idx3-ubyte[.gz] with its labels (IDX)"
-    )
+    if (root / "train").is_dir() or (root / "train.tar").is_file():
+        return DataSource(root.resolve(), "timm", root.name)
+    raise DataError(f"{root} is not a dataset: expected train/ (and val/, test/) class folders, or "
+                    "train-images-idx3-ubyte[.gz] with its labels (IDX)")
 
 
-def open_split(
-    source: DataSource, split: str, limit: int | None = None, seed: int = 0, classes: tuple[str, ...] | None = None
-) -> ImageSamples:
-    """Open one split (``"train"`` or ``"val"``), optionally a seeded random subset of ``limit`` samples.
+def open_split(source: DataSource, split: str, limit: int | None = None, seed: int = 0,
+               classes: tuple[str, ...] | None = None, val_fraction: float = 0.1) -> ImageSamples:
+    """Open one split, optionally a seeded random subset of ``limit`` samples.
 
     Args:
         source: from :func:`resolve_source`.
-        split: ``"train"`` or ``"val"``.
+        split: ``"train"``, ``"val"`` or ``"test"`` (see the module docstring for where each comes from).
         limit: keep at most this many samples (a fixed random subset, so every class is represented).
-        seed: seed of the subset choice.
-        classes: class names of the training split; the validation split must use the same ones.
+        seed: seed of the validation carve and of the subset choice.
+        classes: class names of the training split; the others must use the same ones.
+        val_fraction: the share of the training images carved out as ``val`` (0: ``val`` must be a folder).
 
     Raises:
         DataError: the split is missing, empty, unreadable, or its classes differ from ``classes``.
     """
-    if source.kind == "idx":
-        dataset = _open_idx(source, split)
-    else:
-        dataset = _open_folder(source.root / split, classes)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; the splits are {', '.join(SPLITS)}")
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"the validation share of the training images must be in [0, 1), got {val_fraction}")
+    dataset = _open(source, split, classes, val_fraction, seed)
     if len(dataset) == 0:
-        raise DataError(f"the {split} split of {source.root} is empty")
+        raise DataError(f"the {split} split of {source.name} is empty")
     if limit is not None and limit < len(dataset):
         keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-        dataset = _subset(dataset, keep.tolist())
-    if isinstance(dataset, FolderDataset):
-        _check_images(dataset.files, seed)
+        dataset = dataset.subset(keep.tolist())
+        dataset.description += f", a seeded subset of {limit}"
+    if isinstance(dataset, TimmSamples):
+        _check_images(dataset.paths(), seed)
     return dataset
 
 
-def _open_idx(source: DataSource, split: str) -> IdxDataset:
-    """Read the image and label IDX files of ``split`` and check that they agree."""
-    image_stem, label_stem = IDX_SPLITS[split]
+def _open(source: DataSource, split: str, classes: tuple[str, ...] | None, val_fraction: float,
+          seed: int) -> ImageSamples:
+    val_folder = source.folder("val") if source.folder("test") is not None else None
+    if split == "test":
+        return _read(source, "test", classes, "test")
+    if val_folder is not None:  # val/ and test/ folders: nothing is carved
+        return _read(source, split, classes, "val: the val/ folder" if split == "val" else "train: the train/ folder")
+    if val_fraction == 0:
+        if split == "val":
+            raise DataError(f"{source.name} has no validation split: carve one from the training images "
+                            "(--val-split FRACTION, e.g. 0.1) or add val/ and test/ folders")
+        return _read(source, "train", classes, "train")
+    base = _read(source, "train", classes, "train")
+    order = torch.randperm(len(base), generator=torch.Generator().manual_seed(10_007 + seed)).tolist()
+    cut = max(1, round(val_fraction * len(base)))
+    keep = sorted(order[:cut] if split == "val" else order[cut:])
+    carved = base.subset(keep)
+    share = f"{val_fraction:.0%} of the training images (seed {seed})"
+    carved.description = f"val: {share}" if split == "val" else f"train: the other {1 - val_fraction:.0%}"
+    return carved
+
+
+def _read(source: DataSource, split: str, classes: tuple[str, ...] | None, description: str) -> ImageSamples:
+    if source.kind == "idx":
+        return _open_idx(source, split, description)
+    return _open_timm(source, split, classes, description)
+
+
+def _open_idx(source: DataSource, split: str, description: str) -> IdxDataset:
+    """Read the image and label IDX files of ``split`` (``test``: the t10k files) and check that they agree."""
+    assert source.root is not None
+    image_stem, label_stem = IDX_SPLITS["test" if split == "test" else "train"]
     image_path, label_path = find_idx_file(source.root, image_stem), find_idx_file(source.root, label_stem)
     if image_path is None or label_path is None:
         missing = image_stem if image_path is None else label_stem
@@ -192,39 +278,55 @@ def _open_idx(source: DataSource, split: str) -> IdxDataset:
         raise DataError(f"{label_path} has negative labels")
     num_classes = max(int(labels.max()) + 1 if len(labels) else 0, 10 if source.name == "fashion-mnist" else 0)
     names = FASHION_MNIST_CLASSES if num_classes == 10 else tuple(str(i) for i in range(num_classes))
-    return IdxDataset(images, labels.astype(np.int64).tolist(), names)
+    what = f"{description} ({image_path.name})" if split == "test" else description
+    return IdxDataset(images, labels.astype(np.int64).tolist(), names, description=what)
 
 
-def _open_folder(root: Path, classes: tuple[str, ...] | None) -> FolderDataset:
-    """Scan ``root/<class>/`` for images; ``classes`` (from the train split) fixes the label numbering."""
-    if not root.is_dir():
-        raise DataError(f"missing split folder {root}; an ImageFolder dataset needs train/ and val/")
-    found = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
-    if not found:
-        raise DataError(f"{root} has no class folders; put images in {root}/<class name>/")
-    names = classes if classes is not None else tuple(found)
-    unknown = sorted(set(found) - set(names))
-    if unknown:
-        raise DataError(f"{root} has classes missing from the train split: {', '.join(unknown[:5])}")
-    files, labels = [], []
-    for label, name in enumerate(names):
-        class_files = sorted(
-            path for path in (root / name).rglob("*") if path.suffix.lower() in IMG_EXTENSIONS and path.is_file()
-        ) if (root / name).is_dir() else []
-        if not class_files and classes is None:
-            raise DataError(f"class folder {root / name} has no images ({', '.join(IMG_EXTENSIONS[:4])}, ...)")
-        files += class_files
-        labels += [label] * len(class_files)
-    return FolderDataset(files, labels, names)
+def _open_timm(source: DataSource, split: str, classes: tuple[str, ...] | None, description: str) -> TimmSamples:
+    """A split through ``timm.data.create_dataset``; ``test`` falls back to the ``val/`` folder."""
+    from timm.data import create_dataset
 
-
-def _subset(dataset: ImageSamples, keep: list[int]) -> ImageSamples:
-    """Return a dataset of the same kind holding only the samples at ``keep``."""
-    labels = [dataset.labels[i] for i in keep]
-    if isinstance(dataset, IdxDataset):
-        return IdxDataset(dataset.images[keep], labels, dataset.classes, dataset.mode)
-    assert isinstance(dataset, FolderDataset)
-    return FolderDataset([dataset.files[i] for i in keep], labels, dataset.classes, dataset.mode)
+    root = source.root
+    if split == "test" and not source.timm_name:
+        folder = source.folder("test") or source.folder("val")
+        if folder is None and root is not None and root.is_dir():
+            raise DataError(f"{root} has no test/ or val/ folder to report on; add one (the training images are "
+                            "not a test split)")
+        if folder is not None and folder.name == "val":
+            description = "test: the val/ folder (no test/ folder; selection uses a split carved from train/)"
+        split = folder.name if folder is not None else split
+    folder = root / split if root is not None and root.is_dir() else None
+    if classes is not None and folder is not None and folder.is_dir():  # timm drops images of unmapped classes
+        unknown = sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name not in classes
+                         and any(f.is_file() for f in d.rglob("*")))
+        if unknown:
+            raise DataError(f"the {split} split of {source.name} has classes missing from the train split: "
+                            f"{', '.join(unknown[:5])}")
+    try:
+        class_map = {name: i for i, name in enumerate(classes)} if classes is not None else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = create_dataset(source.timm_name, root=str(root) if root is not None else None, split=split,
+                                     class_map=class_map or "", input_img_mode=None)
+    except KeyError as exc:
+        raise DataError(f"the {split} split of {source.name} has a class missing from the train split: {exc}") from None
+    except (AssertionError, FileNotFoundError, RuntimeError, ValueError, OSError) as exc:
+        raise DataError(f"cannot read the {split} split of {source.name}: {one_line(exc)}") from None
+    reader = dataset.reader
+    samples = getattr(reader, "samples", None)
+    if samples is not None:
+        labels = [int(target) for _, target in samples]
+    elif hasattr(reader, "dataset") and getattr(reader, "label_key", None):
+        labels = [int(v) for v in reader.dataset[reader.label_key]]
+    else:
+        raise DataError(f"{source.name}: the {split} split has no labels pfconvert can read")
+    mapping = getattr(reader, "class_to_idx", None) or {}
+    names = tuple(name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])) if mapping else tuple(
+        str(i) for i in range(max(labels) + 1 if labels else 0))
+    if classes is not None and mapping and set(mapping) - set(classes):
+        raise DataError(f"the {split} split of {source.name} has classes missing from the train split: "
+                        f"{', '.join(sorted(set(mapping) - set(classes))[:5])}")
+    return TimmSamples(dataset, list(range(len(labels))), labels, classes or names, description=description)
 
 
 def _check_images(files: list[Path], seed: int) -> None:

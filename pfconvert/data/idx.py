@@ -31,7 +31,7 @@ _DTYPES: dict[int, np.dtype] = {
 # Split name -> (images stem, labels stem), as the MNIST family names its files.
 IDX_SPLITS: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
 

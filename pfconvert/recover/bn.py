@@ -7,7 +7,7 @@ images, no gradient step) recovers much of the lost accuracy for free, and gives
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ def load_batchnorm_state(model: nn.Module, state: list[dict[str, torch.Tensor]])
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches: Iterable, precision: Precision, max_batches: int,
-                          keep: Collection[nn.Module] = ()) -> int:
+                          keep: Collection[nn.Module] = (), advance: Callable[[int], None] | None = None) -> int:
     """Reset and re-estimate the running statistics of ``model``'s BatchNorm layers; weights are untouched.
 
     Args:
@@ -47,6 +47,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, precision: Precis
         max_batches: number of batches to average over.
         keep: BatchNorm layers whose statistics are right already (set by reconstruction): they are not reset and
             normalise with their running statistics during the pass.
+        advance: called with each batch's size.
 
     Returns:
         The number of images used (0 when the model has no BatchNorm layer to re-estimate).
@@ -71,6 +72,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, precision: Precis
             with precision.autocast():
                 model(precision.to_device(images))
             seen += len(images)
+            if advance is not None:
+                advance(len(images))
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum

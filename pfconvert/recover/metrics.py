@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -30,8 +31,10 @@ class EvalMetrics:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, precision: Precision, ctx: DistContext | None = None) -> EvalMetrics:
-    """Evaluate ``model`` (put in eval mode, restored afterwards) on every batch of ``loader``.
+def evaluate(model: nn.Module, loader: DataLoader, precision: Precision, ctx: DistContext | None = None,
+             advance: Callable[[int], None] | None = None) -> EvalMetrics:
+    """Evaluate ``model`` (put in eval mode, restored afterwards) on every batch of ``loader``; ``advance`` is called
+    with each batch's size.
 
     Under DDP each process evaluates its shard and the sums are all-reduced, so every process returns the metrics
     of the whole split.
@@ -51,6 +54,8 @@ def evaluate(model: nn.Module, loader: DataLoader, precision: Precision, ctx: Di
                 hits[:, 0].sum(), hits.any(dim=-1).sum(), F.cross_entropy(logits, targets, reduction="sum"),
                 torch.tensor(len(targets), device=sums.device),
             ]).to(torch.float64)
+            if advance is not None:
+                advance(len(targets))
     finally:
         model.train(was_training)
     correct1, correct5, loss, count = all_reduce_sum(sums, ctx or DistContext()).tolist()

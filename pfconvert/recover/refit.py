@@ -22,7 +22,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -214,7 +214,8 @@ def _error(weight: torch.Tensor, shift: torch.Tensor, target_w: torch.Tensor, n:
 
 @torch.no_grad()
 def reconstruct(converted: nn.Module, original: nn.Module, batches: Iterable[torch.Tensor], *,
-                input_size: tuple[int, int, int] | None = None, ridge: float = 1e-3) -> list[Refit]:
+                input_size: tuple[int, int, int] | None = None, ridge: float = 1e-3,
+                advance: Callable[[int], None] | None = None) -> list[Refit]:
     """Refit, in place, the layer reading each parameter-free replacement of ``converted`` (see the module docstring).
 
     Args:
@@ -223,6 +224,7 @@ def reconstruct(converted: nn.Module, original: nn.Module, batches: Iterable[tor
         batches: calibration images, un-augmented, on the models' device; iterated once per refit layer, so a list.
         input_size: (C, H, W) for the tracing forward; default: the first batch's.
         ridge: ridge strength, relative to the mean input energy per feature.
+        advance: called with 1 after each refit layer.
 
     Returns:
         One :class:`Refit` per refit layer, in forward order (empty when no replaced op has a linear reader).
@@ -236,6 +238,8 @@ def reconstruct(converted: nn.Module, original: nn.Module, batches: Iterable[tor
         fits = []
         for path, sources in consumers.items():
             fits.append(_refit(converted, original, path, tuple(sources), batches, ridge))
+            if advance is not None:
+                advance(1)
     return fits
 
 

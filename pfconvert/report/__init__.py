@@ -23,4 +23,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "ModelStats": ".report",
     "LatencyRow": ".report",
     "verdict": ".report",
+    "describe_machine": ".machine",
 })

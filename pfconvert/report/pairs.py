@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from ..conversion.artifact import build_original, load_artifact
+from ..conversion.artifact import Artifact, artifact_data_config, build_original, load_artifact
 from ..conversion.models import create_model
 from ..conversion.rewrite import convert
 from ..errors import PfconvertError
@@ -19,24 +19,31 @@ __all__ = ["ModelPair", "resolve_pair"]
 
 @dataclass
 class ModelPair:
-    """The original and the converted model, their display names, and the input size an artifact recorded."""
+    """The original and the converted model, their display names, the input size an artifact is fed at (as
+    fine-tuned, else as converted) and a line saying so."""
 
     original: nn.Module
     converted: nn.Module
     names: tuple[str, str]
     input_size: tuple[int, int, int] | None = None
+    note: str | None = None
 
 
 def _is_artifact(ref: str) -> bool:
     return Path(ref).is_dir()
 
 
-def _load(ref: str, kwargs: dict[str, Any]) -> tuple[nn.Module, str, tuple[int, int, int] | None]:
-    """A model from a timm name or an artifact directory: (model, display name, input size if known)."""
+def _input(art: Artifact) -> tuple[tuple[int, int, int], str]:
+    cfg, origin = artifact_data_config(art.path, art.recipe, art.model)
+    return cfg.input_size, f"input: {cfg.describe()} ({origin})"
+
+
+def _load(ref: str, kwargs: dict[str, Any]) -> tuple[nn.Module, str, tuple[int, int, int] | None, str | None]:
+    """A model from a timm name or an artifact directory: (model, display name, input size and note if known)."""
     if _is_artifact(ref):
         art = load_artifact(ref)
-        return art.model, f"{art.recipe.model}+{art.recipe.rule_name}", tuple(art.recipe.input_size)  # type: ignore
-    return create_model(ref, **kwargs), ref, None
+        return (art.model, f"{art.recipe.model}+{art.recipe.rule_name}", *_input(art))
+    return create_model(ref, **kwargs), ref, None, None
 
 
 def resolve_pair(original: str, converted: str | None = None, rule: str | None = None,
@@ -56,15 +63,15 @@ def resolve_pair(original: str, converted: str | None = None, rule: str | None =
             art = load_artifact(original)
             name = art.recipe.model or "original"
             return ModelPair(build_original(art.recipe, art.path), art.model, (name, f"{name}+{art.recipe.rule_name}"),
-                             tuple(art.recipe.input_size))  # type: ignore[arg-type]
+                             *_input(art))
         if rule is None:
             raise PfconvertError(f"'{original}' is a model name: give a CONVERTED model (name or artifact directory) "
                                  "or --rule RULE to convert it on the fly")
-        model, _, size = _load(original, kwargs)
+        model, _, size, _ = _load(original, kwargs)
         conv, _record = convert(model, rule, input_size=size)
         return ModelPair(model, conv, (original, f"{original}+{rule}"), size)
     if rule is not None:
         raise PfconvertError("--rule converts a single MODEL; drop it when CONVERTED is given")
-    a, name_a, size_a = _load(original, kwargs)
-    b, name_b, size_b = _load(converted, kwargs)
-    return ModelPair(a, b, (name_a, name_b), size_a or size_b)
+    a, name_a, size_a, note_a = _load(original, kwargs)
+    b, name_b, size_b, note_b = _load(converted, kwargs)
+    return ModelPair(a, b, (name_a, name_b), size_a or size_b, note_a or note_b)

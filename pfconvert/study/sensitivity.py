@@ -17,6 +17,7 @@ import yaml
 from torch import nn
 
 from ..conversion.rewrite import apply_matches, match_rules
+from ..data.config import DataConfig
 from ..data.loaders import eval_loader
 from ..errors import DataError, RuleError
 from ..graph.match import Match
@@ -102,12 +103,14 @@ def run_sensitivity(
             ratio is not skewed by drift between runs.
         by: ``stage`` or ``layer``.
         prepare: called on each converted copy before evaluation (e.g. BatchNorm re-estimation).
-        on_group: progress callback (group name, index, total).
+        on_group: progress callback (group name, index, total); index -1 first, for the original model.
     """
     matches, flow = match_rules(model, rules, input_size)
     if not matches:
         raise RuleError(f"rule '{rules.name}' matched no layer; nothing to study")
     groups = group_matches(matches, by)
+    if on_group is not None:
+        on_group("original", -1, len(groups))
     result = SensitivityResult(base_top1=evaluate(model), base_latency_ms=0.0)
     base_times = []
     for index, (name, members) in enumerate(groups.items()):
@@ -150,30 +153,36 @@ def selected_rules(rules: LoadedRules, result: SensitivityResult, max_drop: floa
 
 
 
-def sensitivity_on_data(model: nn.Module, rules: LoadedRules, data: str, *, img_size: int | None = None,
-                        by: str = "stage", limit_val: int | None = 2000, bn_recalib_batches: int = 8,
-                        batch_size: int = 64, deploy_method: str = "auto",
-                        on_group: Callable[[str, int, int], None] | None = None) -> SensitivityResult:
-    """:func:`run_sensitivity` on real data: top-1 on (a fixed subset of) the validation split, BatchNorm re-estimated
-    on training images for each variant, latency at batch 1 through the report's deployed CPU path.
+def sensitivity_on_data(model: nn.Module, rules: LoadedRules, data: str, *, data_cfg: DataConfig | None = None,
+                        img_size: int | None = None, by: str = "stage", limit_val: int | None = 2000,
+                        bn_recalib_images: int = 512, val_split: float = 0.1, batch_size: int = 64,
+                        deploy_method: str = "auto", on_group: Callable[[str, int, int], None] | None = None,
+                        notes: list[str] | None = None) -> SensitivityResult:
+    """:func:`run_sensitivity` on real data: top-1 on (a fixed subset of) the validation split (carved from the
+    training images, never the test split: the choice this study makes is model selection), BatchNorm re-estimated
+    on other training images for each variant, latency at batch 1 through the report's deployed CPU path.
 
     Args:
         model: the original model with its trained weights (not modified).
         rules: the rules whose matches are studied.
-        data: ``fashion-mnist``, an IDX directory or an ImageFolder directory.
-        img_size: input height and width instead of the model's.
+        data: ``fashion-mnist``, an IDX directory, an image folder, a .tar or ``hfds/NAME``.
+        data_cfg: how images become the model's input (default: timm's config of ``model``).
+        img_size: input height and width instead of the data config's.
         by: group by ``stage`` or ``layer``.
         limit_val: evaluate on a fixed random subset of this many validation images (None: all).
-        bn_recalib_batches: training batches for BatchNorm re-estimation of each variant (0: off).
+        bn_recalib_images: training images for BatchNorm re-estimation of each variant (0: off).
+        val_split: the share of the training images carved out for validation (when there is no val/ folder).
         batch_size: evaluation batch size.
         deploy_method: how the latency is measured (:func:`pfconvert.deploy.optimize_for_cpu`).
         on_group: progress callback (group name, index, total).
+        notes: when given, lines saying which data and input were used are appended to it.
 
     Raises:
         DataError: bad limits, or the data's classes differ from the model's.
     """
+    from ..data.config import resolve_data_config
     from ..data.datasets import open_split, resolve_source
-    from ..data.transforms import build_transforms, model_data_config
+    from ..data.transforms import build_transforms
     from ..recover.bn import recalibrate_batchnorm
     from ..recover.metrics import evaluate, infer_num_classes
     from ..recover.precision import resolve_precision
@@ -182,25 +191,32 @@ def sensitivity_on_data(model: nn.Module, rules: LoadedRules, data: str, *, img_
 
     if limit_val is not None and limit_val < 1:
         raise DataError(f"limit_val must be at least 1 image (or None for all), got {limit_val}")
-    if bn_recalib_batches < 0:
-        raise DataError(f"bn_recalib_batches must be 0 (off) or more, got {bn_recalib_batches}")
+    if bn_recalib_images < 0:
+        raise DataError(f"bn_recalib_images must be 0 (off) or more, got {bn_recalib_images}")
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     if img_size is not None and img_size < 8:
         raise DataError(f"img_size must be at least 8 pixels, got {img_size}")
-    data_cfg = model_data_config(model, img_size)
-    size: tuple[int, int, int] = tuple(data_cfg["input_size"])  # type: ignore[assignment]
+    data_cfg = data_cfg if data_cfg is not None else resolve_data_config(model)
+    if img_size is not None:
+        data_cfg = data_cfg.with_size(img_size)
     source = resolve_source(data)
-    val = open_split(source, "val", limit_val)
+    val = open_split(source, "val", limit_val, val_fraction=val_split)
+    size: tuple[int, int, int] = data_cfg.input_size
     logits = infer_num_classes(model, size)
     if len(val.classes) != logits:
         raise DataError(f"the model has {logits} classes but {data} has {len(val.classes)}; pass --num-classes "
                         f"{len(val.classes)} (and the --checkpoint trained on this data)")
+    data_cfg, note = data_cfg.for_images(val.image_size())
     _, eval_tf = build_transforms(data_cfg, "none")
     mode = "RGB" if size[0] == 3 else "L"
     val.mode, val.transform = mode, eval_tf
-    calib = open_split(source, "train", bn_recalib_batches * batch_size or None, seed=1)
+    calib = open_split(source, "train", bn_recalib_images or None, seed=1, val_fraction=val_split)
     calib.mode, calib.transform = mode, eval_tf
+    if notes is not None:
+        notes += [f"data: {val.description}: {len(val)} images; BatchNorm re-estimated on {len(calib)} other "
+                  "training images" if bn_recalib_images else f"data: {val.description}: {len(val)} images",
+                  f"input: {data_cfg.describe()}", *([note] if note else [])]
     precision = resolve_precision(torch.device("cpu"))
     loader = eval_loader(val, batch_size)
 
@@ -218,8 +234,8 @@ def sensitivity_on_data(model: nn.Module, rules: LoadedRules, data: str, *, img_
         return median_ms(times["original"]), median_ms(times["variant"])
 
     def recalibrate(m: nn.Module) -> None:
-        if bn_recalib_batches > 0:
-            recalibrate_batchnorm(m, eval_loader(calib, batch_size), precision, bn_recalib_batches)
+        if bn_recalib_images > 0:
+            recalibrate_batchnorm(m, eval_loader(calib, batch_size), precision, len(calib))
 
     result = run_sensitivity(model.eval(), rules, size, top1, latency, by=by, prepare=recalibrate, on_group=on_group)
     result.deploy_method = ", ".join(dict.fromkeys(methods))

@@ -23,7 +23,7 @@ from pfconvert.recover.finetune import FinetuneConfig, Reporter, finetune
 from pfconvert.recover.finetune.checkpoint import load_checkpoint
 
 FAST = ["--img-size", "32", "--batch-size", "16", "--limit-train", "96", "--limit-val", "48", "--workers", "0",
-        "--bn-recalib-batches", "2", "--quiet"]
+        "--bn-recalib-images", "64", "--quiet"]
 
 
 run = run_cli
@@ -47,11 +47,12 @@ def test_finetune_then_eval_reproduces_the_best_accuracy(artifact: Path, ft_fmni
     assert summary["status"] == "completed" and summary["global_step"] == 12 and summary["best"]["val_count"] == 48
     assert {"teacher", "converted", "reconstructed", "bn_recalib_images"} <= set(summary["start"])
     assert summary["start"]["reconstruction"]["images"] == 32
-    code, out, err = run(["eval", str(artifact), "--data", str(ft_fmnist_dir), "--img-size", "32", "--limit", "48",
-                          "--workers", "0", "--original", "--json"], capsys, monkeypatch)
+    code, out, err = run(["eval", str(artifact), "--data", str(ft_fmnist_dir), "--split", "val", "--workers", "0",
+                          "--original", "--json"], capsys, monkeypatch)  # the fine-tune's val split and input size
     assert code == 0, err
     report = json.loads(out)
     assert report["weights"] == "finetuned.safetensors" and report["input_size"] == [3, 32, 32]
+    assert report["split_description"] == summary["splits"]["val"]
     assert report["metrics"]["student"]["top1"] == pytest.approx(summary["best"]["val_top1"])
     assert report["metrics"]["original"]["top1"] == pytest.approx(summary["start"]["teacher"]["top1"])
     model = pfconvert.load(artifact)  # prefers finetuned.safetensors
@@ -112,7 +113,7 @@ def uninterrupted(ft_artifact: Path, ft_fmnist_dir: Path, tmp_path_factory: pyte
     """Final checkpoint of an uninterrupted run with the settings of :data:`FAST` (2 epochs, 6 steps each)."""
     out = Path(shutil.copytree(ft_artifact, tmp_path_factory.mktemp("uninterrupted") / "artifact"))
     config = FinetuneConfig(data=str(ft_fmnist_dir), epochs=2, img_size=32, batch_size=16, limit_train=96,
-                            limit_val=48, workers=0, bn_recalib_batches=2, log_every=1)
+                            limit_val=48, workers=0, bn_recalib_images=64, log_every=1)
     assert finetune(out, config, reporter=Reporter()).status == "completed"
     return out / "checkpoints" / "last.pt"
 

@@ -12,12 +12,14 @@ import timm
 import torch
 from conftest import FASHION_MNIST_SYSTEM, write_idx
 
+from pfconvert.data.config import DataConfig, resolve_data_config
 from pfconvert.data.datasets import open_split, resolve_source
 from pfconvert.data.idx import read_idx
-from pfconvert.data.transforms import model_data_config
 from pfconvert.errors import DataError
 from pfconvert.recover.finetune import FinetuneConfig
 from pfconvert.recover.finetune.loaders import SeededDataset, SkipSampler, prepare_data, steps_per_epoch, train_loader
+
+_CFG32 = DataConfig((3, 32, 32), "bilinear", 1.0, "center", (0.5,) * 3, (0.5,) * 3)
 
 
 def test_read_idx_plain_and_gzip(tmp_path: Path) -> None:
@@ -83,43 +85,80 @@ def test_idx_count_mismatch_and_missing_split(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="4 images but"):
         open_split(resolve_source(tmp_path), "train")
     with pytest.raises(DataError, match="no t10k-images"):
-        open_split(resolve_source(tmp_path), "val")
+        open_split(resolve_source(tmp_path), "test")
+
+
+def test_validation_is_carved_from_the_training_images_seeded(ft_fmnist_dir: Path) -> None:
+    """val: a seeded share of the training images, disjoint from train; test: the t10k files, never carved."""
+    source = resolve_source(ft_fmnist_dir)
+    whole = open_split(source, "train", val_fraction=0.0)
+    train, val = open_split(source, "train", val_fraction=0.2), open_split(source, "val", val_fraction=0.2)
+    assert len(val) == round(0.2 * len(whole)) and len(train) + len(val) == len(whole)
+    rows = {bytes(image) for image in whole.images}
+    assert len(rows) == len(whole)  # the sample holds no duplicate images, so the check below means disjoint
+    assert not {bytes(i) for i in train.images} & {bytes(i) for i in val.images}
+    assert np.array_equal(open_split(source, "val", val_fraction=0.2).images, val.images)  # same seed, same split
+    assert not np.array_equal(open_split(source, "val", val_fraction=0.2, seed=1).images, val.images)
+    test = open_split(source, "test")
+    assert len(test) == len(open_split(source, "test", val_fraction=0.5)) and "t10k" in test.description
+    assert val.description.startswith("val: 20% of the training images") and train.description.startswith("train")
+    with pytest.raises(DataError, match="no validation split: carve one"):
+        open_split(source, "val", val_fraction=0.0)
 
 
 def test_image_folder_classes_and_modes(ft_folder_dir: Path) -> None:
+    """A folder with train/ and val/ but no test/: val/ is the test split, validation is carved from train/."""
     source = resolve_source(ft_folder_dir)
     train = open_split(source, "train")
     val = open_split(source, "val", classes=train.classes)
-    assert source.kind == "folder" and train.classes == ("bars", "columns", "diagonal")
-    assert len(train) == 96 and len(val) == 24 and sorted(set(val.labels)) == [0, 1, 2]
-    grey_png = train.files.index(next(p for p in train.files if p.suffix == ".png"))
-    image, _ = train[grey_png]
+    test = open_split(source, "test", classes=train.classes)
+    assert source.kind == "timm" and train.classes == ("bars", "columns", "diagonal")
+    assert len(train) + len(val) == 96 and len(val) == 10 and len(test) == 24 and sorted(set(test.labels)) == [0, 1, 2]
+    assert "the val/ folder" in test.description
+    paths = train.paths()  # type: ignore[attr-defined]
+    image, _ = train[paths.index(next(p for p in paths if p.suffix == ".png"))]
     assert image.mode == "RGB"
+
+
+def test_image_folder_with_val_and_test_folders_uses_them(tmp_path: Path, ft_folder_dir: Path) -> None:
+    root = Path(shutil.copytree(ft_folder_dir, tmp_path / "data"))
+    shutil.copytree(root / "val", root / "test")
+    source = resolve_source(root)
+    assert len(open_split(source, "train")) == 96 and len(open_split(source, "val")) == 24
+    assert open_split(source, "val").description == "val: the val/ folder"
 
 
 @pytest.mark.parametrize("breakage, message", [
     ("corrupt", "unreadable image"),
-    ("empty_class", "has no images"),
-    ("no_val", "missing split folder"),
-    ("unknown_val_class", "classes missing from the train split"),
+    ("no_val", "no validation split"),
+    ("no_train", "not a dataset"),
 ])
 def test_image_folder_errors_before_training(tmp_path: Path, ft_folder_dir: Path, breakage: str, message: str) -> None:
     root = Path(shutil.copytree(ft_folder_dir, tmp_path / "data"))
+    val_split = 0.1
     if breakage == "corrupt":
         (root / "train" / "bars" / "0.png").write_bytes(b"not an image at all")
-    elif breakage == "empty_class":
-        (root / "train" / "empty").mkdir()
     elif breakage == "no_val":
-        shutil.rmtree(root / "val")
+        val_split = 0.0  # no carve asked for, and val/ alone is the test split
     else:
-        (root / "val" / "extra").mkdir()
-    config = FinetuneConfig(data=str(root), batch_size=8)
+        shutil.rmtree(root / "train")
+    config = FinetuneConfig(data=str(root), batch_size=8, val_split=val_split)
     with pytest.raises(DataError, match=message):
-        prepare_data(config, {"input_size": (3, 32, 32)}, num_classes=3)
+        prepare_data(config, _CFG32, num_classes=3)
+
+
+def test_a_test_class_unknown_to_training_is_refused(tmp_path: Path, ft_folder_dir: Path) -> None:
+    root = Path(shutil.copytree(ft_folder_dir, tmp_path / "data"))
+    extra = root / "val" / "extra"
+    extra.mkdir()
+    shutil.copy(next((root / "val" / "bars").glob("*.png")), extra / "x.png")
+    source = resolve_source(root)
+    with pytest.raises(DataError, match="class missing from the train split|classes missing from the train split"):
+        open_split(source, "test", classes=open_split(source, "train").classes)
 
 
 def test_prepare_data_checks_class_count_and_batch(ft_fmnist_dir: Path) -> None:
-    data_cfg = model_data_config(timm.create_model("test_efficientnet", num_classes=10), img_size=32)
+    data_cfg = resolve_data_config(timm.create_model("test_efficientnet", num_classes=10)).with_size(32)
     with pytest.raises(DataError, match="model has 5 classes but .* has 10; convert the model with --num-classes 10"):
         prepare_data(FinetuneConfig(data=str(ft_fmnist_dir)), data_cfg, num_classes=5)
     with pytest.raises(DataError, match="less than one batch"):
@@ -128,20 +167,20 @@ def test_prepare_data_checks_class_count_and_batch(ft_fmnist_dir: Path) -> None:
 
 def test_grey_images_become_normalised_rgb_tensors_of_model_size(ft_fmnist_dir: Path) -> None:
     model = timm.create_model("test_efficientnet", num_classes=10)
-    data_cfg = model_data_config(model, img_size=48)
+    data_cfg = resolve_data_config(model).with_size(48)
     bundle = prepare_data(FinetuneConfig(data=str(ft_fmnist_dir), limit_val=4), data_cfg, 10)
     image, label = bundle.val[0]
     assert image.shape == (3, 48, 48) and image.dtype == torch.float32 and isinstance(label, int)
-    mean = torch.tensor(data_cfg["mean"]).view(3, 1, 1)
-    std = torch.tensor(data_cfg["std"]).view(3, 1, 1)
+    mean = torch.tensor(data_cfg.mean).view(3, 1, 1)
+    std = torch.tensor(data_cfg.std).view(3, 1, 1)
     raw = image * std + mean  # undo the per-channel normalisation: the three channels are the same grey image
     torch.testing.assert_close(raw[0], raw[1])
     torch.testing.assert_close(raw[1], raw[2])
-    assert model_data_config(model)["input_size"] == (3, 160, 160)
+    assert resolve_data_config(model).input_size == (3, 160, 160)
 
 
 def test_augmentation_is_fixed_by_seed_epoch_and_index(ft_fmnist_dir: Path) -> None:
-    data_cfg = model_data_config(timm.create_model("test_efficientnet", num_classes=10), img_size=32)
+    data_cfg = resolve_data_config(timm.create_model("test_efficientnet", num_classes=10)).with_size(32)
     bundle = prepare_data(FinetuneConfig(data=str(ft_fmnist_dir), augment="timm"), data_cfg, 10)
     torch.manual_seed(123)
     a = SeededDataset(bundle.train, seed=0, epoch=1)[5][0]
@@ -152,7 +191,7 @@ def test_augmentation_is_fixed_by_seed_epoch_and_index(ft_fmnist_dir: Path) -> N
 
 
 def test_resumed_epoch_yields_the_remaining_batches(ft_fmnist_dir: Path) -> None:
-    data_cfg = model_data_config(timm.create_model("test_efficientnet", num_classes=10), img_size=32)
+    data_cfg = resolve_data_config(timm.create_model("test_efficientnet", num_classes=10)).with_size(32)
     config = FinetuneConfig(data=str(ft_fmnist_dir), batch_size=32, workers=0, limit_train=160)
     bundle = prepare_data(config, data_cfg, 10)
     full = list(train_loader(bundle, config, epoch=1))

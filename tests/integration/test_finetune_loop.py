@@ -15,7 +15,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from pfconvert.data.transforms import model_data_config
+from pfconvert.data.config import resolve_data_config
 from pfconvert.errors import ArtifactError, CheckpointError, TrainingError
 from pfconvert.recover.bn import batchnorm_layers, recalibrate_batchnorm
 from pfconvert.recover.finetune import FinetuneConfig, FinetuneResult, Reporter, run_finetune
@@ -43,14 +43,14 @@ def _pair(seed: int = 0, **kwargs: Any) -> tuple[torch.nn.Module, torch.nn.Modul
 
 def _config(data: Path, **overrides: Any) -> FinetuneConfig:
     values = dict(data=str(data), epochs=2, batch_size=32, img_size=32, limit_train=160, limit_val=64, workers=0,
-                  bn_recalib_batches=2, log_every=1)
+                  bn_recalib_images=64, log_every=1, val_split=0.2)  # 96 validation images, of which 64
     return FinetuneConfig(**{**values, **overrides})
 
 
 def _run(pair: tuple[torch.nn.Module, torch.nn.Module], config: FinetuneConfig, out: Path,
          reporter: Reporter | None = None, **kwargs: Any) -> FinetuneResult:
     student, teacher = pair
-    return run_finetune(student, teacher, config, out, data_cfg=model_data_config(teacher, config.img_size),
+    return run_finetune(student, teacher, config, out, data_cfg=resolve_data_config(teacher).with_size(config.img_size),
                         reporter=reporter or Reporter(), export=save_finetuned, **kwargs)
 
 
@@ -141,7 +141,7 @@ def _flat(state: Any) -> torch.Tensor:
 
 
 def test_refuses_to_lose_an_earlier_run(ft_fmnist_dir: Path, tmp_path: Path) -> None:
-    config = _config(ft_fmnist_dir, epochs=1, max_steps=1, bn_recalib_batches=0, eval_teacher=False)
+    config = _config(ft_fmnist_dir, epochs=1, max_steps=1, bn_recalib_images=0, eval_teacher=False)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         _run(_pair(), config, tmp_path, resume=True)
     assert _run(_pair(), config, tmp_path).status == "stopped"
@@ -166,7 +166,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
         return loss * float("nan") if calls["n"] == STEPS_PER_EPOCH + 2 else loss
 
     monkeypatch.setattr(distill, "kd_loss", poisoned)
-    config = _config(ft_fmnist_dir, bn_recalib_batches=0, eval_teacher=False)
+    config = _config(ft_fmnist_dir, bn_recalib_images=0, eval_teacher=False)
     with pytest.raises(TrainingError, match=r"non-finite at epoch 2, step 2 .*last good checkpoint kept: .*last\.pt"):
         _run(_pair(), config, tmp_path)
     kept = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["run"]
@@ -174,7 +174,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
 
 
 def test_exploding_learning_rate_is_reported(ft_fmnist_dir: Path, tmp_path: Path) -> None:
-    config = _config(ft_fmnist_dir, lr=1e30, warmup_epochs=0, bn_recalib_batches=0, eval_teacher=False)
+    config = _config(ft_fmnist_dir, lr=1e30, warmup_epochs=0, bn_recalib_images=0, eval_teacher=False)
     with pytest.raises(TrainingError, match=r"non-finite at epoch 1, step \d.*last good checkpoint kept: .*last\.pt"):
         _run(_pair(), config, tmp_path)
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["run"]["global_step"] == 0  # the start's
@@ -213,7 +213,7 @@ def test_batchnorm_re_estimation_that_raises_the_loss_is_undone(ft_fmnist_dir: P
 
 
 def test_ema_model_is_validated_and_exported(ft_fmnist_dir: Path, tmp_path: Path) -> None:
-    config = _config(ft_fmnist_dir, epochs=1, ema=True, ema_decay=0.5, bn_recalib_batches=0, eval_teacher=False)
+    config = _config(ft_fmnist_dir, epochs=1, ema=True, ema_decay=0.5, bn_recalib_images=0, eval_teacher=False)
     result = _run(_pair(), config, tmp_path)
     engine = load_checkpoint(tmp_path / "checkpoints" / "best.pt")["engine"]
     exported = load_file(str(tmp_path / "finetuned.safetensors"))
@@ -223,7 +223,7 @@ def test_ema_model_is_validated_and_exported(ft_fmnist_dir: Path, tmp_path: Path
 
 
 def test_compiled_run_trains(ft_fmnist_dir: Path, tmp_path: Path) -> None:
-    config = _config(ft_fmnist_dir, epochs=1, compile=True, compile_backend="eager", bn_recalib_batches=0,
+    config = _config(ft_fmnist_dir, epochs=1, compile=True, compile_backend="eager", bn_recalib_images=0,
                      eval_teacher=False)
     result = _run(_pair(), config, tmp_path)
     assert result.status == "completed" and result.final is not None and result.final["val_count"] == 64
@@ -232,7 +232,7 @@ def test_compiled_run_trains(ft_fmnist_dir: Path, tmp_path: Path) -> None:
 
 
 def test_eval_every_validates_only_every_nth_and_the_last_epoch(ft_fmnist_dir: Path, tmp_path: Path) -> None:
-    config = _config(ft_fmnist_dir, epochs=3, eval_every=2, bn_recalib_batches=0, eval_teacher=False)
+    config = _config(ft_fmnist_dir, epochs=3, eval_every=2, bn_recalib_images=0, eval_teacher=False)
     result = _run(_pair(), config, tmp_path)
     epochs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     epochs = [rec for rec in epochs if rec["event"] == "epoch"]
@@ -248,14 +248,14 @@ def test_a_run_that_never_beats_its_start_keeps_the_start_weights(ft_fmnist_dir:
 
     real = runner._Job._evaluate
 
-    def start_scores_high(job: Any, model: torch.nn.Module) -> Accuracy:
-        metrics = real(job, model)
+    def start_scores_high(job: Any, model: torch.nn.Module, what: str) -> Accuracy:
+        metrics = real(job, model, what)
         return replace(metrics, top1=99.0) if job.run_state is None else metrics  # before training: the start
 
     monkeypatch.setattr(runner._Job, "_evaluate", start_scores_high)
     student, teacher = _pair()
     before = {key: value.clone() for key, value in student.state_dict().items()}
-    config = _config(ft_fmnist_dir, epochs=1, bn_recalib_batches=0, eval_teacher=False)
+    config = _config(ft_fmnist_dir, epochs=1, bn_recalib_images=0, eval_teacher=False)
     result = _run((student, teacher), config, tmp_path)
     exported = load_file(str(tmp_path / "finetuned.safetensors"))
     assert result.status == "completed" and result.best is not None and result.best["epoch"] == 0

@@ -115,7 +115,7 @@ def test_fine_tuning_starts_from_the_reconstructed_student(ft_artifact: Path, ft
                                                            tmp_path: Path) -> None:
     art = Path(shutil.copytree(ft_artifact, tmp_path / "art"))
     config = FinetuneConfig(data=str(ft_fmnist_dir), epochs=1, batch_size=32, img_size=32, limit_train=64,
-                            limit_val=32, workers=0, bn_recalib_batches=0, reconstruct_images=64, max_steps=1)
+                            limit_val=32, workers=0, bn_recalib_images=0, reconstruct_images=64, max_steps=1)
     finetune(art, config)
     start = json.loads((art / "metrics.jsonl").read_text().splitlines()[0])
     fit = start["reconstruction"]

@@ -10,16 +10,19 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..._files import exclusive
-from ...data.datasets import open_split, resolve_source
+from ..._progress import Phases
+from ...conversion.artifact import artifact_data_config
+from ...data.datasets import SPLITS, open_split, resolve_source
 from ...data.loaders import eval_loader
-from ...data.transforms import build_transforms, model_data_config
+from ...data.transforms import build_transforms
 from ...errors import ArtifactError, DataError, TrainingError
 from ..dist import DistContext, env_rank, setup, teardown
 from ..metrics import EvalMetrics, evaluate, infer_num_classes
@@ -28,7 +31,7 @@ from ._artifact_io import load_student, load_teacher, save_finetuned
 from .checkpoint import CHECKPOINT_DIR, LAST_FILE, load_run_checkpoint
 from .config import FinetuneConfig, merge_for_resume
 from .progress import Reporter, TextReporter
-from .results import FinetuneResult
+from .results import SUMMARY_FILE, FinetuneResult
 from .runner import run_finetune
 
 __all__ = ["finetune", "resume_config", "evaluate_artifact", "EvalReport"]
@@ -43,11 +46,6 @@ def resume_config(artifact_dir: str | Path, **overrides: Any) -> FinetuneConfig:
     """
     _, saved = load_run_checkpoint(Path(artifact_dir) / CHECKPOINT_DIR / LAST_FILE)
     return merge_for_resume(saved, overrides)
-
-
-def _data_config(model: Any, recipe_input: tuple[int, int, int], img_size: int | None) -> dict[str, Any]:
-    """timm data config of the original model, at the recipe's input size unless ``img_size`` is given."""
-    return model_data_config(model, img_size, input_size=None if img_size is not None else tuple(recipe_input))
 
 
 def finetune(artifact_dir: str | Path, config: FinetuneConfig | None = None, *, resume: bool = False,
@@ -79,7 +77,7 @@ def _finetune(path: Path, config: FinetuneConfig, resume: bool, overwrite: bool,
     student, recipe, _ = load_student(path, weights="converted")
     teacher = (load_teacher(recipe, path) if config.kd_weight > 0 or config.eval_teacher
                or config.reconstruct_images > 0 else None)
-    data_cfg = _data_config(teacher if teacher is not None else student, recipe.input_size, config.img_size)
+    data_cfg, _ = artifact_data_config(path, recipe, student, config.img_size, trained=False)
     warnings = []
     if teacher is not None and recipe.checkpoint is None and config.kd_weight > 0:
         warnings.append("the original model was converted without a checkpoint (random weights); "
@@ -92,7 +90,8 @@ def _finetune(path: Path, config: FinetuneConfig, resume: bool, overwrite: bool,
 @dataclass
 class EvalReport:
     """``pfconvert eval`` result: metrics per evaluated model (``student``, optionally ``original``); ``weights`` is
-    the weights file the student was loaded from."""
+    the weights file the student was loaded from; ``split_description`` says where the split's images come from and
+    ``data_config`` how they were fed."""
 
     artifact: str
     weights: str
@@ -100,50 +99,81 @@ class EvalReport:
     split: str
     input_size: tuple[int, int, int]
     metrics: dict[str, EvalMetrics]
+    split_description: str = ""
+    data_config: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"artifact": self.artifact, "weights": self.weights, "data": self.data, "split": self.split,
-                "input_size": list(self.input_size), "metrics": {k: v.as_dict() for k, v in self.metrics.items()}}
+                "split_description": self.split_description, "input_size": list(self.input_size),
+                "data_config": self.data_config, "metrics": {k: v.as_dict() for k, v in self.metrics.items()}}
 
 
-def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "val", weights: str = "auto",
+def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test", weights: str = "auto",
                       batch_size: int = 128, img_size: int | None = None, limit: int | None = None,
-                      workers: int = 2, device: str = "auto", original: bool = False, seed: int = 0) -> EvalReport:
+                      workers: int = 2, device: str = "auto", original: bool = False, seed: int = 0,
+                      val_split: float | None = None, progress: Phases | None = None) -> EvalReport:
     """Top-1/top-5 of an artifact's model (fine-tuned weights when present) on a split of ``data``.
+
+    The images are fed as the model was fine-tuned (``finetune.json``) or, before any fine-tune, as recorded at
+    conversion (:func:`artifact_data_config`).
 
     Args:
         artifact_dir: the artifact.
-        data: ImageFolder dir, IDX dir or ``"fashion-mnist"``.
-        split: ``"val"`` or ``"train"``.
+        data: an image folder, a .tar, ``hfds/NAME``, an IDX dir or ``"fashion-mnist"``.
+        split: ``"test"`` (the figures), ``"val"`` (the split fine-tuning selected on) or ``"train"``.
         weights: ``auto``, ``converted`` or ``finetuned`` (see :func:`pfconvert.artifact.load_artifact`).
         batch_size: images per batch.
-        img_size: input size (default: the recipe's).
+        img_size: input size (default: the data config's).
         limit: evaluate a fixed random subset of this many images.
         workers: loader worker processes.
         device: ``auto``, ``cpu``, ``cuda``...
         original: also evaluate the original (unconverted) model.
-        seed: seed of the ``limit`` subset.
+        seed: seed of the ``limit`` subset of the test split (train and val use the fine-tune's seed).
+        val_split: share of the training images carved out as ``val`` (default: the fine-tune's, else 0.1), so
+            that ``val`` and ``train`` are the fine-tune's splits.
+        progress: receives a phase per evaluated model.
     """
-    if split not in ("train", "val"):
-        raise ArtifactError(f"split must be train or val, not {split!r}")
+    if split not in SPLITS:
+        raise ArtifactError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     path = Path(artifact_dir)
     student, recipe, weights_file = load_student(path, weights=weights)
     models = {"student": student} | ({"original": load_teacher(recipe, path)} if original else {})
-    data_cfg = _data_config(models.get("original", student), recipe.input_size, img_size)
+    data_cfg, origin = artifact_data_config(path, recipe, student, img_size)
+    carve_seed = 0
+    if val_split is None:
+        val_split, carve_seed = _finetune_split(path)
+    progress = progress if progress is not None else Phases()
     ctx: DistContext = setup(device)
     try:
         precision = resolve_precision(ctx.device)
-        dataset = open_split(resolve_source(data), split, limit, seed)
-        num_classes = infer_num_classes(student, tuple(data_cfg["input_size"]))
+        split_seed = carve_seed if split in ("train", "val") else seed  # train and val: the fine-tune's carve
+        dataset = open_split(resolve_source(data), split, limit, split_seed, val_fraction=val_split)
+        num_classes = infer_num_classes(student, data_cfg.input_size)
         if len(dataset.classes) != num_classes:
             raise DataError(f"the model has {num_classes} classes but {data} has {len(dataset.classes)}")
-        dataset.mode = "RGB" if data_cfg["input_size"][0] == 3 else "L"
+        dataset.mode = "RGB" if data_cfg.input_size[0] == 3 else "L"
+        data_cfg, note = data_cfg.for_images(dataset.image_size())
         dataset.transform = build_transforms(data_cfg, "none")[1]
         loader = eval_loader(dataset, batch_size, workers, ctx.rank, ctx.world_size, ctx.device.type == "cuda")
         memory_format = torch.channels_last if precision.channels_last else torch.preserve_format
-        metrics = {name: evaluate(model.to(ctx.device, memory_format=memory_format), loader, precision, ctx)
-                   for name, model in models.items()}
+        metrics = {}
+        for name, model in models.items():
+            model = model.to(ctx.device, memory_format=memory_format)
+            with progress.phase(f"evaluating the {name} model", len(loader.sampler), "images") as advance:  # type: ignore
+                metrics[name] = evaluate(model, loader, precision, ctx, advance)
     finally:
         teardown(ctx)
-    return EvalReport(str(path), weights_file.name, str(data), split, tuple(data_cfg["input_size"]), metrics)
+    notes = [f"input: {data_cfg.describe()} ({origin})", *([note] if note else [])]
+    return EvalReport(str(path), weights_file.name, str(data), split, data_cfg.input_size, metrics,
+                      dataset.description, data_cfg.to_dict(), notes)
+
+
+def _finetune_split(path: Path) -> tuple[float, int]:
+    """The validation share and seed of the artifact's fine-tune (0.1 and 0 when there is none)."""
+    try:
+        config = json.loads((path / SUMMARY_FILE).read_text()).get("config") or {}
+        return float(config.get("val_split", 0.1)), int(config.get("seed", 0))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0.1, 0

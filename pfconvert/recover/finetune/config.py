@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ...errors import TrainingError
 
@@ -20,7 +20,7 @@ __all__ = ["FinetuneConfig", "RESUME_FREE_FIELDS", "make_config", "merge_for_res
 # not which weights it produces.
 RESUME_FREE_FIELDS = frozenset(
     {"data", "workers", "max_steps", "log_every", "eval_teacher", "eval_every", "limit_val", "compile",
-     "compile_backend", "bn_recalib_batches", "device"}
+     "compile_backend", "bn_recalib_images", "device"}
 )
 
 
@@ -30,7 +30,9 @@ class FinetuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     data: str = Field(description="ImageFolder dir (train/, val/), IDX dir, or 'fashion-mnist'")
-    epochs: int = Field(3, ge=1, description="training epochs")
+    epochs: int = Field(3, ge=1, description="training epochs (see train_images for a budget in images)")
+    train_images: int | None = Field(None, ge=1, description="train on this many images in all, whatever the split's "
+                                     "size (epochs is then the number of passes it takes, the last one partial)")
     batch_size: int = Field(64, ge=1, description="images per step and per process")
     opt: str = Field("adamw", description="timm optimizer name (create_optimizer_v2)")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
@@ -48,6 +50,8 @@ class FinetuneConfig(BaseModel):
     augment: Literal["none", "light", "timm"] = Field(
         "light", description="training augmentation: none, light (random crop of 60-100% of the area, flip) or timm")
     img_size: int | None = Field(None, ge=8, description="input height and width in pixels, instead of the model's")
+    val_split: float = Field(0.1, ge=0, lt=1, description="share of the training images carved out (seeded) as the "
+                             "validation split the best epoch is chosen on (0: the data's val/ folder, with test/)")
     limit_train: int | None = Field(None, ge=1, description="use a fixed random subset of N training images")
     limit_val: int | None = Field(None, ge=1, description="use a fixed random subset of N validation images")
     workers: int = Field(2, ge=0, description="data-loading worker processes per training process")
@@ -59,8 +63,8 @@ class FinetuneConfig(BaseModel):
     compile_backend: str = Field("inductor", description="torch.compile backend")
     ema: bool = Field(False, description="keep an EMA of the student; it is the model validated and exported")
     ema_decay: float = Field(0.9998, gt=0, lt=1, description="EMA decay per step")
-    bn_recalib_batches: int = Field(8, ge=0, description="re-estimate the student's BatchNorm statistics on N "
-                                    "training batches before training (0: off)")
+    bn_recalib_images: int = Field(512, ge=0, description="re-estimate the student's BatchNorm statistics on N "
+                                   "training images before training (0: off)")
     freeze_bn: bool = Field(False, description="keep the student's BatchNorm statistics fixed while training (eval-"
                             "mode BN; affine weights still train)")
     reconstruct_images: int = Field(0, ge=0, description="before training, refit the layer after each replaced op "
@@ -71,6 +75,16 @@ class FinetuneConfig(BaseModel):
     eval_every: int = Field(1, ge=1, description="validate every N epochs and after the last one (the best epoch is "
                             "chosen among the validated ones)")
     eval_teacher: bool = Field(True, description="validate the teacher once before training")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, values: Any) -> Any:
+        """Configs saved before the BatchNorm re-estimation was sized in images counted batches."""
+        if isinstance(values, dict) and "bn_recalib_batches" in values:
+            values = dict(values)
+            batches = values.pop("bn_recalib_batches")
+            values.setdefault("bn_recalib_images", batches * values.get("batch_size", 64) if batches else 0)
+        return values
 
     def trajectory_diff(self, other: FinetuneConfig) -> dict[str, tuple[Any, Any]]:
         """Return ``{field: (self value, other value)}`` for fields that change the weights a run produces."""

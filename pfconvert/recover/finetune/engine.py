@@ -66,12 +66,17 @@ def _optimizer(student: nn.Module, config: FinetuneConfig) -> torch.optim.Optimi
         raise TrainingError(f"cannot create optimizer {config.opt!r}: {exc}; see timm.optim.list_optimizers()") from exc
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, steps_per_epoch: int) -> Scheduler | None:
-    """timm scheduler stepped per update, with linear warm-up over ``warmup_epochs``."""
+def _scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, steps_per_epoch: int,
+               total_steps: int) -> Scheduler | None:
+    """timm scheduler stepped per update over the run's ``total_steps``, with linear warm-up over ``warmup_epochs``
+    (of ``steps_per_epoch`` updates each)."""
+    epochs, per_epoch, warmup = config.epochs, steps_per_epoch, config.warmup_epochs
+    if total_steps != config.epochs * steps_per_epoch:  # a budget in images: one "epoch" of total_steps updates
+        epochs, per_epoch, warmup = 1, total_steps, config.warmup_epochs * steps_per_epoch / total_steps
     try:
         scheduler, _ = create_scheduler_v2(
-            optimizer, sched=config.sched, num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
-            warmup_lr=config.warmup_lr, min_lr=config.min_lr, step_on_epochs=False, updates_per_epoch=steps_per_epoch,
+            optimizer, sched=config.sched, num_epochs=epochs, warmup_epochs=warmup, warmup_lr=config.warmup_lr,
+            min_lr=config.min_lr, step_on_epochs=False, updates_per_epoch=per_epoch,
         )
     except (AssertionError, ValueError) as exc:
         raise TrainingError(f"cannot create scheduler {config.sched!r}: {exc}") from exc
@@ -79,7 +84,7 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, steps_p
 
 
 def build_engine(student: nn.Module, teacher: nn.Module | None, config: FinetuneConfig, precision: Precision,
-                 ctx: DistContext, steps_per_epoch: int) -> Engine:
+                 ctx: DistContext, steps_per_epoch: int, total_steps: int | None = None) -> Engine:
     """Place the models, build optimizer/scheduler/scaler/EMA, then compile and DDP-wrap the student if asked."""
     memory_format = torch.channels_last if precision.channels_last else torch.preserve_format
     student.to(device=precision.device, memory_format=memory_format)
@@ -89,7 +94,8 @@ def build_engine(student: nn.Module, teacher: nn.Module | None, config: Finetune
                             config.smoothing, config.freeze_bn)
     optimizer = _optimizer(student, config)
     engine = Engine(
-        task=task, student=student, optimizer=optimizer, scheduler=_scheduler(optimizer, config, steps_per_epoch),
+        task=task, student=student, optimizer=optimizer, scheduler=_scheduler(optimizer, config, steps_per_epoch,
+                                                                     total_steps or config.epochs * steps_per_epoch),
         scaler=precision.grad_scaler(), ema=ModelEmaV3(student, decay=config.ema_decay) if config.ema else None,
         precision=precision, grad_clip=config.grad_clip,
     )

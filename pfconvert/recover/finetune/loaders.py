@@ -11,12 +11,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from ...data.config import DataConfig
 from ...data.datasets import DataSource, ImageSamples, open_split, resolve_source
 from ...data.loaders import make_loader
 from ...data.transforms import build_transforms
@@ -36,12 +37,14 @@ __all__ = [
 
 @dataclass
 class DataBundle:
-    """The two splits of a dataset, with transforms attached, and the data config they follow."""
+    """The training and validation splits of a dataset, with transforms attached, the data config they follow (as
+    adapted to the images: :meth:`DataConfig.for_images`) and notes about how it was chosen."""
 
     source: DataSource
     train: ImageSamples
     val: ImageSamples
-    data_cfg: dict[str, Any]
+    data_cfg: DataConfig
+    notes: list[str] = field(default_factory=list)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -49,18 +52,18 @@ class DataBundle:
         return self.train.classes
 
 
-def prepare_data(
-    config: FinetuneConfig, data_cfg: dict[str, Any], num_classes: int, world_size: int = 1
-) -> DataBundle:
-    """Open, subset, check and attach transforms to both splits; fail before any training if they cannot work.
+def prepare_data(config: FinetuneConfig, data_cfg: DataConfig, num_classes: int, world_size: int = 1) -> DataBundle:
+    """Open, subset, check and attach transforms to the training and validation splits; fail before any training if
+    they cannot work.
 
     Raises:
         DataError: missing/empty/corrupt data, a class count that differs from the model's, or fewer training
             images than one batch per process.
     """
     source = resolve_source(config.data)
-    train = open_split(source, "train", config.limit_train, config.seed)
-    val = open_split(source, "val", config.limit_val, config.seed, classes=train.classes)
+    train = open_split(source, "train", config.limit_train, config.seed, val_fraction=config.val_split)
+    val = open_split(source, "val", config.limit_val, config.seed, classes=train.classes,
+                     val_fraction=config.val_split)
     if len(train.classes) != num_classes:
         raise DataError(
             f"the model has {num_classes} classes but {source.root} has {len(train.classes)}; "
@@ -71,10 +74,13 @@ def prepare_data(
             f"{len(train)} training images is less than one batch ({config.batch_size} x {world_size} process(es)); "
             "lower --batch-size or raise --limit-train"
         )
-    mode = "RGB" if data_cfg["input_size"][0] == 3 else "L"
-    train.transform, val.transform = build_transforms(data_cfg, config.augment)
+    mode = "RGB" if data_cfg.input_size[0] == 3 else "L"
     train.mode = val.mode = mode
-    return DataBundle(source, train, val, data_cfg)
+    data_cfg, note = data_cfg.for_images(train.image_size())
+    train.transform, val.transform = build_transforms(data_cfg, config.augment)
+    notes = [f"{train.description}: {len(train)} images; {val.description}: {len(val)} images",
+             f"input: {data_cfg.describe()}", *([note] if note else [])]
+    return DataBundle(source, train, val, data_cfg, notes)
 
 
 @contextmanager
@@ -154,10 +160,10 @@ class _EvalView(Dataset):
 def recalibration_loader(bundle: DataBundle, config: FinetuneConfig, rank: int = 0, world_size: int = 1,
                          pin_memory: bool = False, count: int | None = None) -> DataLoader:
     """Batches of a fixed random subset of training images, un-augmented, for BatchNorm re-estimation and
-    reconstruction; ``count`` images in all (default: ``bn_recalib_batches`` batches per process), sharded over
-    ``world_size`` processes."""
+    reconstruction; ``count`` images in all (default: ``bn_recalib_images``), sharded over ``world_size``
+    processes."""
     if count is None:
-        count = config.bn_recalib_batches * config.batch_size * world_size
+        count = config.bn_recalib_images
     count = min(len(bundle.train), count)
     pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(config.seed + 1))[:count]
     shard = pick[rank::world_size].tolist()

@@ -8,6 +8,7 @@ the last epoch is done or ``max_steps`` is reached.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -26,7 +27,7 @@ from .engine import Engine, sync_batchnorm_stats, train_step
 from .loaders import DataBundle, train_loader
 from .start import FinetuneStart
 
-__all__ = ["RunState", "StepEvent", "EpochEvent", "NonFiniteLossError", "check_finite", "train_loop"]
+__all__ = ["total_steps", "RunState", "StepEvent", "EpochEvent", "NonFiniteLossError", "check_finite", "train_loop"]
 
 LOSS_NAMES = ("loss", "task_loss", "kd_loss")
 
@@ -40,6 +41,8 @@ class RunState:
     """Where a run is: what a checkpoint needs besides the engine state and the RNGs (primitives only)."""
 
     steps_per_epoch: int
+    total_steps: int = 0
+    """Steps of the whole run (0 in checkpoints written before ``train_images``: epochs x steps per epoch)."""
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
@@ -55,6 +58,11 @@ class RunState:
         """Checkpointable form: primitives and tensors only (the loss sums of the current epoch copied to the CPU)."""
         state = {f.name: getattr(self, f.name) for f in fields(self)}
         return {**state, "loss_sums": self.loss_sums.detach().cpu().clone(), "start": self.start.to_dict()}
+
+    def planned(self, config: FinetuneConfig) -> tuple[int, int]:
+        """``(total steps, epochs)`` of the run: the last epoch is partial when ``train_images`` ends it early."""
+        total = self.total_steps or config.epochs * self.steps_per_epoch
+        return total, math.ceil(total / max(self.steps_per_epoch, 1))
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> RunState:
@@ -90,6 +98,13 @@ class EpochEvent:
     is_best: bool
 
 
+def total_steps(config: FinetuneConfig, steps_per_epoch: int, world_size: int = 1) -> int:
+    """Steps of a run: ``epochs`` passes over the training split, or ``train_images`` images in all."""
+    if config.train_images is None:
+        return config.epochs * steps_per_epoch
+    return max(1, math.ceil(config.train_images / (config.batch_size * world_size)))
+
+
 def check_finite(run: RunState, ctx: DistContext, models: Sequence[nn.Module] = ()) -> None:
     """Raise :class:`NonFiniteLossError` if a loss since the epoch start, or a weight of ``models`` (parameters and
     BatchNorm statistics), is NaN/inf on any process.
@@ -112,7 +127,9 @@ def check_finite(run: RunState, ctx: DistContext, models: Sequence[nn.Module] = 
 
 def _epoch_steps(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx: DistContext,
                  run: RunState) -> Iterator[StepEvent]:
-    """Run the remaining steps of ``run.epoch``, yielding after each; stops early at ``max_steps``."""
+    """Run the remaining steps of ``run.epoch``, yielding after each; stops early at ``max_steps``, and at the run's
+    last step (a partial last epoch)."""
+    total, _ = run.planned(config)
     pin = engine.precision.device.type == "cuda"
     loader = train_loader(bundle, config, run.epoch, ctx.rank, ctx.world_size, run.step_in_epoch, pin)
     check_every = 1 if engine.precision.device.type == "cpu" else 10  # a check synchronises a GPU
@@ -120,17 +137,19 @@ def _epoch_steps(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx
     engine.task.train()
     clock = time.perf_counter()
     for images, targets in loader:
+        if run.global_step >= total:
+            return
         losses = train_step(engine, images, targets, run.global_step + 1)
         run.loss_sums += losses.to(torch.float64)
         run.step_in_epoch += 1
         run.global_step += 1
-        if run.global_step % check_every == 0 or run.step_in_epoch == run.steps_per_epoch:
+        if run.global_step % check_every == 0 or run.step_in_epoch == run.steps_per_epoch or run.global_step == total:
             check_finite(run, ctx, engine.weights)
         seconds = time.perf_counter() - clock
         run.epoch_seconds += seconds
         run.train_seconds += seconds
-        yield StepEvent(run.epoch, run.step_in_epoch, run.steps_per_epoch, run.global_step,
-                        config.epochs * run.steps_per_epoch, len(targets) * ctx.world_size, seconds, engine.lr, losses)
+        yield StepEvent(run.epoch, run.step_in_epoch, run.steps_per_epoch, run.global_step, total,
+                        len(targets) * ctx.world_size, seconds, engine.lr, losses)
         if config.max_steps is not None and run.global_step >= config.max_steps:
             return
         clock = time.perf_counter()
@@ -144,12 +163,12 @@ def _finish_epoch(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ct
     pin = engine.precision.device.type == "cuda"
     done = run.epoch + 1
     val = None
-    if done % config.eval_every == 0 or done == config.epochs:
+    if done % config.eval_every == 0 or done == run.planned(config)[1]:
         val = evaluate(engine.eval_model, eval_loader(bundle.val, config.batch_size, config.workers, ctx.rank,
                                                        ctx.world_size, pin), engine.precision, ctx)
     totals = all_reduce_sum(run.loss_sums, ctx) / ctx.world_size
-    steps = max(run.steps_per_epoch, 1)
-    images = run.steps_per_epoch * config.batch_size * ctx.world_size
+    steps = max(run.step_in_epoch, 1)
+    images = run.step_in_epoch * config.batch_size * ctx.world_size
     record: dict[str, Any] = {
         "event": "epoch", "epoch": done, "step": run.global_step,
         **{f"train_{name}": value / steps for name, value in zip(LOSS_NAMES, totals.tolist())},
@@ -173,10 +192,11 @@ def train_loop(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx: 
     Raises:
         NonFiniteLossError: a loss became NaN or infinite (weights in memory are then unusable; do not save them).
     """
-    while run.epoch < config.epochs:
+    total, epochs = run.planned(config)
+    while run.epoch < epochs:
         if config.max_steps is not None and run.global_step >= config.max_steps:
             return
         yield from _epoch_steps(engine, bundle, config, ctx, run)
-        if run.step_in_epoch < run.steps_per_epoch:
+        if run.step_in_epoch < run.steps_per_epoch and run.global_step < total:
             return  # stopped early by max_steps, mid-epoch
         yield _finish_epoch(engine, bundle, config, ctx, run)

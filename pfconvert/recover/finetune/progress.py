@@ -8,8 +8,12 @@ writes plain lines on stderr (the library's default). Styling (colours, progress
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
+from ..._progress import Advance, Phases
 from .loop import EpochEvent, StepEvent
 
 __all__ = ["Reporter", "TextReporter", "start_line", "epoch_line"]
@@ -29,8 +33,9 @@ def epoch_line(record: dict[str, Any]) -> str:
             f"{record['seconds']:.1f} s")
 
 
-class Reporter:
-    """Receives run events; the base class ignores them all. Every text is plain (no markup)."""
+class Reporter(Phases):
+    """Receives run events and phases (:class:`~pfconvert._progress.Phases`); the base class ignores them all. Every
+    text is plain (no markup)."""
 
     def start(self, info: dict[str, Any]) -> None:
         """The run is set up (``info``: device, precision, data sizes, steps, resumed position...)."""
@@ -78,6 +83,17 @@ class TextReporter(Reporter):
 
     def warn(self, text: str) -> None:
         self._print(f"warning: {text}")
+
+    @contextmanager
+    def phase(self, name: str, total: int | None = None, unit: str = "") -> Iterator[Advance]:
+        """A line as the phase starts (``name``, and its size), another with its duration when it ends."""
+        size = f" ({total} {unit})" if total is not None and unit else ""
+        if not self.quiet:
+            self._print(f"{name}{size}...")
+        start = time.perf_counter()
+        yield lambda _=1: None
+        if not self.quiet:
+            self._print(f"{name}: {time.perf_counter() - start:.1f} s")
 
     def notice(self, text: str) -> None:
         self._print(text)

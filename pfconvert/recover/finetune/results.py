@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from ..._files import atomic_write
+from ...conversion.artifact import SUMMARY_FILE as _ARTIFACT_SUMMARY
 from .start import FinetuneStart
 
 __all__ = ["SUMMARY_FILE", "METRICS_FILE", "FinetuneResult", "MetricsLog", "write_summary"]
 
-SUMMARY_FILE = "finetune.json"
+SUMMARY_FILE = _ARTIFACT_SUMMARY  # finetune.json
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -42,6 +43,10 @@ class FinetuneResult:
     checkpoint: str | None = None
     metrics_log: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    data_config: dict[str, Any] = field(default_factory=dict)
+    """How images became the input in this run (``DataConfig.to_dict``): later commands use it by default."""
+    splits: dict[str, str] = field(default_factory=dict)
+    """What the ``train`` and ``val`` splits were (``val`` chose the best epoch; figures belong to ``test``)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``start`` in its stored layout: :meth:`FinetuneStart.to_dict`)."""

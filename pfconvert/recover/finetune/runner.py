@@ -43,10 +43,11 @@ from .checkpoint import (
 from .config import FinetuneConfig
 from .engine import Engine, build_engine, engine_state, load_engine_state
 from .loaders import DataBundle, prepare_data, recalibration_loader, steps_per_epoch
-from .loop import EpochEvent, NonFiniteLossError, RunState, StepEvent, check_finite, train_loop
+from .loop import EpochEvent, NonFiniteLossError, RunState, StepEvent, check_finite, total_steps, train_loop
 from .progress import Reporter
 from .results import METRICS_FILE, FinetuneResult, MetricsLog, write_summary
 from .signals import StopRequest
+from ...data.config import DataConfig
 from .start import Accuracy, BatchNormStats, FinetuneStart, ReconstructionStats
 
 __all__ = ["run_finetune"]
@@ -55,7 +56,7 @@ Exporter = Callable[[nn.Module, Path], Path]
 
 
 def run_finetune(student: nn.Module, teacher: nn.Module | None, config: FinetuneConfig, out_dir: str | Path, *,
-                 data_cfg: dict[str, Any], resume: bool = False, overwrite: bool = False,
+                 data_cfg: DataConfig, resume: bool = False, overwrite: bool = False,
                  reporter: Reporter | None = None, export: Exporter | None = None,
                  warnings: Sequence[str] = (), identity: str | None = None) -> FinetuneResult:
     """Fine-tune ``student`` with ``teacher`` as distillation target, writing everything into ``out_dir``.
@@ -65,7 +66,8 @@ def run_finetune(student: nn.Module, teacher: nn.Module | None, config: Finetune
         teacher: the frozen reference, or None (labels only; then ``kd_weight`` is ignored).
         config: run settings.
         out_dir: where checkpoints, logs and exported weights go.
-        data_cfg: timm data config (input size, mean/std...) shared by student and teacher.
+        data_cfg: how images become the models' input (shared by student and teacher); images smaller than the input
+            are resized whole unless it chose a crop (:meth:`DataConfig.for_images`).
         resume: continue from ``out_dir/checkpoints/last.pt``.
         overwrite: start afresh even if ``out_dir`` holds checkpoints of an earlier run.
         reporter: progress receiver (rank 0 only); None reports nothing.
@@ -98,7 +100,7 @@ class _Job:
     """One run's state and the handlers of its events (kept out of the loop, which only yields them)."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, config: FinetuneConfig, out_dir: Path,
-                 data_cfg: dict[str, Any], ctx: dist.DistContext, reporter: Reporter | None,
+                 data_cfg: DataConfig, ctx: dist.DistContext, reporter: Reporter | None,
                  export: Exporter | None, warnings: Sequence[str], identity: str | None = None) -> None:
         self.student, self.teacher, self.config, self.out_dir = student, teacher, config, out_dir
         self.data_cfg, self.ctx, self.export, self.warnings = data_cfg, ctx, export, list(warnings)
@@ -146,26 +148,29 @@ class _Job:
 
     def _prepare_data(self) -> DataBundle:
         """Open and check the data against the student's input size and class count."""
-        num_classes = infer_num_classes(self.student, tuple(self.data_cfg["input_size"]))
-        return prepare_data(self.config, self.data_cfg, num_classes, self.ctx.world_size)
+        num_classes = infer_num_classes(self.student, self.data_cfg.input_size)
+        bundle = prepare_data(self.config, self.data_cfg, num_classes, self.ctx.world_size)
+        self.data_cfg = bundle.data_cfg  # as adapted to the images
+        return bundle
 
-    def _evaluate(self, model: nn.Module) -> Accuracy:
-        """Validation top-1/top-5 of ``model`` (outside the training loop)."""
+    def _evaluate(self, model: nn.Module, what: str) -> Accuracy:
+        """Validation top-1/top-5 of ``model`` (outside the training loop), shown as a phase."""
         assert self.bundle is not None
         loader = eval_loader(self.bundle.val, self.config.batch_size, self.config.workers, self.ctx.rank,
                              self.ctx.world_size, self.precision.device.type == "cuda")
-        return Accuracy.of(evaluate(model, loader, self.precision, self.ctx))
+        with self.reporter.phase(f"validating {what}", len(loader.sampler), "images") as advance:  # type: ignore
+            return Accuracy.of(evaluate(model, loader, self.precision, self.ctx, advance))
 
     def _fresh_start(self) -> FinetuneStart:
         """Reconstruction, BatchNorm re-estimation and the start-of-run evaluations (student before/after, teacher)."""
         assert self.bundle is not None
-        start = FinetuneStart(converted=self._evaluate(self.student))
+        start = FinetuneStart(converted=self._evaluate(self.student, "the student as converted"))
         if self.config.reconstruct_images > 0:
             self._reconstruct(start)
-        if self.config.bn_recalib_batches > 0:
+        if self.config.bn_recalib_images > 0:
             self._recalibrate(start)
         if self.teacher is not None and self.config.eval_teacher:
-            start.teacher = self._evaluate(self.teacher)
+            start.teacher = self._evaluate(self.teacher, "the teacher (the original model)")
         return start
 
     def _recalibrate(self, start: FinetuneStart) -> None:
@@ -177,20 +182,24 @@ class _Job:
         """
         assert self.bundle is not None
         loader = recalibration_loader(self.bundle, self.config, self.ctx.rank, self.ctx.world_size)
+        count = len(loader.sampler)  # type: ignore[arg-type]
         saved = batchnorm_state(self.student)
-        loss_before = evaluate(self.student, loader, self.precision, self.ctx).loss
         keep = [self.student.get_submodule(path) for path in self.fit_norms]
-        images = recalibrate_batchnorm(self.student, loader, self.precision, self.config.bn_recalib_batches, keep=keep)
-        if not images:
-            return
-        if self.ctx.distributed:
-            distribute_bn(self.student, self.ctx.world_size, reduce=True)
-        loss_after = evaluate(self.student, loader, self.precision, self.ctx).loss
+        with self.reporter.phase("re-estimating BatchNorm statistics (loss before, statistics, loss after)",
+                                 3 * count, "images") as advance:
+            loss_before = evaluate(self.student, loader, self.precision, self.ctx, advance).loss
+            images = recalibrate_batchnorm(self.student, loader, self.precision, len(loader), keep=keep,
+                                           advance=advance)
+            if not images:
+                return
+            if self.ctx.distributed:
+                distribute_bn(self.student, self.ctx.world_size, reduce=True)
+            loss_after = evaluate(self.student, loader, self.precision, self.ctx, advance).loss
         start.batchnorm = BatchNormStats(images * self.ctx.world_size, round(loss_before, 4), round(loss_after, 4))
         if not start.batchnorm.kept:
             load_batchnorm_state(self.student, saved)
         else:
-            start.recalibrated = self._evaluate(self.student)
+            start.recalibrated = self._evaluate(self.student, "the student after BatchNorm re-estimation")
 
     def _reconstruct(self, start: FinetuneStart) -> None:
         """Least-squares refit of the layers after replaced ops (every process fits on the same images)."""
@@ -199,8 +208,11 @@ class _Job:
             raise TrainingError("reconstruction needs the original model; pass it as the teacher, or set "
                                 "reconstruct_images=0")
         loader = recalibration_loader(self.bundle, self.config, count=self.config.reconstruct_images)
-        batches = [self.precision.to_device(images) for images, _ in loader]
-        fits = reconstruct(self.student, self.teacher, batches, input_size=tuple(self.data_cfg["input_size"]))
+        with self.reporter.phase(f"least-squares reconstruction on {len(loader.sampler)} images", None,  # type: ignore
+                                 "layers refit") as advance:
+            batches = [self.precision.to_device(images) for images, _ in loader]
+            fits = reconstruct(self.student, self.teacher, batches, input_size=self.data_cfg.input_size,
+                               advance=advance)
         self.fit_norms = [fit.norm for fit in fits if fit.norm is not None]
         if not fits:
             self.reporter.warn("reconstruction found no layer to refit (no parameter-free replacement is read by a 1x1 "
@@ -209,13 +221,15 @@ class _Job:
         start.reconstruction = ReconstructionStats(
             sum(len(b) for b in batches), len(fits), round(sum(f.rel_error_before for f in fits) / len(fits), 4),
             round(sum(f.rel_error for f in fits) / len(fits), 4))
-        start.reconstructed = self._evaluate(self.student)
+        start.reconstructed = self._evaluate(self.student, "the student after reconstruction")
 
     def _setup(self, resume: bool, overwrite: bool) -> None:
         """Everything before the first step; fails early on bad data, settings or files."""
         self._check_out_dir(resume, overwrite)
         state = self._load_resume_state() if resume else None
         self.bundle = self._prepare_data()
+        for note in self.bundle.notes:  # the splits and the input, before the long start phases
+            self.reporter.note(note)
         _seed_everything(self.config.seed + self.ctx.rank)
         memory_format = torch.channels_last if self.precision.channels_last else torch.preserve_format
         for model in (self.student, self.teacher):
@@ -228,9 +242,10 @@ class _Job:
             raise TrainingError(f"the models hold NaN or infinite weights before training ({len(bad)} tensors, e.g. "
                                 f"{bad[0]}); reconvert from a finite checkpoint")
         spe = steps_per_epoch(self.bundle, self.config, self.ctx.world_size)
-        self.engine = build_engine(self.student, teacher, self.config, self.precision, self.ctx, spe)
+        total = total_steps(self.config, spe, self.ctx.world_size)
+        self.engine = build_engine(self.student, teacher, self.config, self.precision, self.ctx, spe, total)
         if state is None:
-            self.run_state = RunState(steps_per_epoch=spe, start=start)
+            self.run_state = RunState(steps_per_epoch=spe, total_steps=total, start=start)
             if self.ctx.is_main:  # only now, with data and settings checked, are the earlier run's files dropped
                 for path in self._earlier_run_files():
                     path.unlink()
@@ -277,7 +292,8 @@ class _Job:
         run = self.run_state
         info = {"device": str(self.precision.device), "precision": self.precision.name,
                 "processes": self.ctx.world_size, "train images": len(self.bundle.train),
-                "val images": len(self.bundle.val), "steps/epoch": run.steps_per_epoch, "epochs": self.config.epochs,
+                "val images": len(self.bundle.val), "steps/epoch": run.steps_per_epoch,
+                "epochs": run.planned(self.config)[1],
                 "resumed at": f"epoch {run.epoch + 1} step {run.step_in_epoch}" if resumed else None}
         self.reporter.start(info)
         for warning in self.warnings if not resumed else []:
@@ -375,7 +391,7 @@ class _Job:
                     return "interrupted"
         finally:
             events.close()
-        if self.run_state.epoch >= self.config.epochs:
+        if self.run_state.epoch >= self.run_state.planned(self.config)[1]:
             return "completed"
         if self.saved_step != self.run_state.global_step:
             self._save()
@@ -413,14 +429,16 @@ class _Job:
                 next((rec for rec in history if rec["epoch"] == run.best_epoch), None))
         images = run.global_step * self.config.batch_size * self.ctx.world_size
         return FinetuneResult(
-            status=status, artifact=str(self.out_dir), epochs=self.config.epochs, epochs_done=run.epoch,
-            global_step=run.global_step, total_steps=run.steps_per_epoch * self.config.epochs,
+            status=status, artifact=str(self.out_dir), epochs=run.planned(self.config)[1], epochs_done=run.epoch,
+            global_step=run.global_step, total_steps=run.planned(self.config)[0],
             world_size=self.ctx.world_size, device=str(self.precision.device), precision=self.precision.name,
             train_seconds=run.train_seconds, images_per_s=images / run.train_seconds if run.train_seconds else 0.0,
             start=run.start, best=best, final=next((rec for rec in reversed(history) if "val_top1" in rec), None),
             finetuned_weights=str(self.exported) if self.exported else _existing(self.out_dir / FINETUNED_FILE),
             checkpoint=str(self.ckpt_dir / LAST_FILE), metrics_log=str(self.log.path),
-            config=self.config.model_dump(),
+            config=self.config.model_dump(), data_config=self.data_cfg.to_dict(),
+            splits={"train": self.bundle.train.description, "val": self.bundle.val.description}
+            if self.bundle is not None else {},
         )
 
     def run(self, resume: bool, overwrite: bool) -> FinetuneResult:
