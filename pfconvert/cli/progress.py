@@ -38,14 +38,19 @@ __all__ = ["RichPhases", "RichReporter", "rich_phase"]
 @contextmanager
 def rich_phase(console: Console, name: str, total: int | None = None, unit: str = "") -> Iterator[Advance]:
     """A transient bar for one phase (a spinner when ``total`` is unknown); a line with its duration when it ends."""
-    columns = [SpinnerColumn(), TextColumn(escape(name)), BarColumn(), MofNCompleteColumn(),
-               TextColumn(escape(unit)), TimeElapsedColumn(), TimeRemainingColumn()]
-    progress = Progress(*columns, console=console, transient=True, refresh_per_second=4, redirect_stdout=False,
-                        redirect_stderr=False)
-    task = progress.add_task(name, total=total)
     start = time.perf_counter()
-    with progress:
-        yield lambda n=1: progress.advance(task, n)
+    if not console.is_terminal:  # a log: a line as the phase starts, one as it ends, no bar
+        console.print(f"{escape(name)}" + (f" ({total} {escape(unit)})" if total is not None else "") + "...",
+                      highlight=False)
+        yield lambda _=1: None
+    else:
+        columns = [SpinnerColumn(), TextColumn(escape(name)), BarColumn(), MofNCompleteColumn(),
+                   TextColumn(escape(unit)), TimeElapsedColumn(), TimeRemainingColumn()]
+        progress = Progress(*columns, console=console, transient=True, refresh_per_second=4, redirect_stdout=False,
+                            redirect_stderr=False)
+        task = progress.add_task(name, total=total)
+        with progress:
+            yield lambda n=1: progress.advance(task, n)
     console.print(f"[dim]{escape(name)}: {time.perf_counter() - start:.1f} s[/]", highlight=False)
 
 

@@ -4,8 +4,8 @@ Sources (:func:`resolve_source`):
 
 - ``fashion-mnist`` or a folder of IDX files (MNIST layout): read by :mod:`.idx`; ``test`` is the ``t10k`` files.
 - anything timm's dataset factory reads (``timm.data.create_dataset``): an image folder with ``train/`` (and
-  ``val/``, ``test/``) class folders, a ``.tar`` of such folders, and ``hfds/NAME`` (Hugging Face datasets, where
-  the ``datasets`` package is installed).
+  ``val/``, ``test/``) class folders or ``train.tar`` (``val.tar``, ``test.tar``) archives of them, one ``.tar``
+  (a training split only), and ``hfds/NAME`` (Hugging Face datasets, where the ``datasets`` package is installed).
 
 Splits are honest: ``val``, on which fine-tuning chooses its best epoch, is carved from the training images (a seeded
 ``val_fraction`` of them, :func:`open_split`) unless the source has both a ``val/`` and a ``test/`` folder; ``test``
@@ -58,11 +58,13 @@ class DataSource:
     timm_name: str = ""
 
     def folder(self, split: str) -> Path | None:
-        """``root/split`` when the source is a folder that has it."""
+        """``root/split`` (a folder) or ``root/split.tar`` when the source is a folder that has it."""
         if self.kind != "timm" or self.timm_name or self.root is None or not self.root.is_dir():
             return None
-        path = self.root / split
-        return path if path.is_dir() else None
+        for path in (self.root / split, self.root / f"{split}.tar"):
+            if path.is_dir() or (path.is_file() and path.suffix == ".tar"):
+                return path
+        return None
 
 
 @contextmanager
@@ -160,7 +162,7 @@ class TimmSamples(ImageSamples):
     def paths(self) -> list[Path]:
         """The image files of a folder dataset (none for tar or Hugging Face datasets)."""
         samples = getattr(self.dataset.reader, "samples", None)
-        if not samples or not isinstance(samples[0][0], str):
+        if samples is None or len(samples) == 0 or not isinstance(samples[0][0], str):
             return []
         return [Path(samples[i][0]) for i in self.indices]
 
@@ -286,46 +288,47 @@ def _open_timm(source: DataSource, split: str, classes: tuple[str, ...] | None, 
     """A split through ``timm.data.create_dataset``; ``test`` falls back to the ``val/`` folder."""
     from timm.data import create_dataset
 
-    root = source.root
-    if split == "test" and not source.timm_name:
-        folder = source.folder("test") or source.folder("val")
-        if folder is None and root is not None and root.is_dir():
-            raise DataError(f"{root} has no test/ or val/ folder to report on; add one (the training images are "
-                            "not a test split)")
-        if folder is not None and folder.name == "val":
-            description = "test: the val/ folder (no test/ folder; selection uses a split carved from train/)"
-        split = folder.name if folder is not None else split
-    folder = root / split if root is not None and root.is_dir() else None
-    if classes is not None and folder is not None and folder.is_dir():  # timm drops images of unmapped classes
-        unknown = sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name not in classes
-                         and any(f.is_file() for f in d.rglob("*")))
-        if unknown:
-            raise DataError(f"the {split} split of {source.name} has classes missing from the train split: "
-                            f"{', '.join(unknown[:5])}")
+    root, target = source.root, source.root
+    if not source.timm_name and root is not None:
+        if root.is_file():  # one .tar: one split
+            if split == "test":
+                raise DataError(f"{root} is one split (train); for a test split give a folder holding train/ and "
+                                "test/ (or val/) folders or .tar files")
+        else:
+            target = source.folder(split) if split != "test" else source.folder("test") or source.folder("val")
+            if target is None:
+                wanted = "a test/ or val/ folder (or .tar) to report on" if split == "test" else f"a {split}/ folder"
+                raise DataError(f"{root} has no {wanted}; the training images are not a test split")
+            if split == "test" and target.stem == "val":
+                description = "test: the val/ folder (no test/ folder; selection uses a split carved from train/)"
+            split = target.stem
     try:
-        class_map = {name: i for i, name in enumerate(classes)} if classes is not None else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dataset = create_dataset(source.timm_name, root=str(root) if root is not None else None, split=split,
-                                     class_map=class_map or "", input_img_mode=None)
-    except KeyError as exc:
-        raise DataError(f"the {split} split of {source.name} has a class missing from the train split: {exc}") from None
-    except (AssertionError, FileNotFoundError, RuntimeError, ValueError, OSError) as exc:
+            dataset = create_dataset(source.timm_name, root=str(target) if target is not None else None, split=split,
+                                     input_img_mode=None)
+    except (AssertionError, FileNotFoundError, RuntimeError, ValueError, KeyError, OSError) as exc:
         raise DataError(f"cannot read the {split} split of {source.name}: {one_line(exc)}") from None
     reader = dataset.reader
     samples = getattr(reader, "samples", None)
-    if samples is not None:
+    if getattr(reader, "targets", None) is not None:  # the tar reader
+        labels = [int(v) for v in reader.targets]
+    elif samples is not None:
         labels = [int(target) for _, target in samples]
     elif hasattr(reader, "dataset") and getattr(reader, "label_key", None):
         labels = [int(v) for v in reader.dataset[reader.label_key]]
     else:
         raise DataError(f"{source.name}: the {split} split has no labels pfconvert can read")
-    mapping = getattr(reader, "class_to_idx", None) or {}
+    mapping = getattr(reader, "class_to_idx", None) or getattr(reader, "class_name_to_idx", None) or {}
     names = tuple(name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])) if mapping else tuple(
         str(i) for i in range(max(labels) + 1 if labels else 0))
-    if classes is not None and mapping and set(mapping) - set(classes):
-        raise DataError(f"the {split} split of {source.name} has classes missing from the train split: "
-                        f"{', '.join(sorted(set(mapping) - set(classes))[:5])}")
+    if classes is not None and mapping:  # this split's class names, numbered as the training split numbers them
+        unknown = sorted(set(mapping) - set(classes))
+        if unknown:
+            raise DataError(f"the {split} split of {source.name} has classes missing from the train split: "
+                            f"{', '.join(unknown[:5])}")
+        index = {name: i for i, name in enumerate(classes)}
+        labels = [index[names[label]] for label in labels]
     return TimmSamples(dataset, list(range(len(labels))), labels, classes or names, description=description)
 
 

@@ -65,6 +65,7 @@ def user_model(ft_fmnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return path, top1
 
 
+@pytest.mark.slow
 def test_eval_scores_the_users_model_as_the_users_loop_does(user_model: tuple[Path, float], ft_fmnist_dir: Path,
                                                             tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,6 +108,7 @@ def test_overrides_are_checked() -> None:
         resolve_data_config(model, std=(0.0, 1.0, 1.0))
 
 
+@pytest.mark.slow
 def test_eval_and_report_use_the_size_a_fine_tune_trained_at(ft_artifact: Path, ft_fmnist_dir: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,6 +152,7 @@ def test_eval_reports_progress_per_model(ft_artifact: Path, ft_fmnist_dir: Path)
     assert recorder.phases == [("evaluating the student model", 24, 24), ("evaluating the original model", 24, 24)]
 
 
+@pytest.mark.slow
 def test_a_budget_in_images_sets_the_steps(ft_artifact: Path, ft_fmnist_dir: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -202,3 +202,26 @@ def test_resumed_epoch_yields_the_remaining_batches(ft_fmnist_dir: Path) -> None
     other_epoch = list(train_loader(bundle, config, epoch=2))
     assert not torch.equal(full[0][1], other_epoch[0][1])
     assert list(SkipSampler(range(10), 7)) == [7, 8, 9]
+
+
+def test_tar_archives_through_timms_factory(tmp_path: Path, ft_folder_dir: Path) -> None:
+    """train.tar / val.tar in a folder (timm's tar reader); one .tar alone is a training split with no test split."""
+    import tarfile
+
+    root = tmp_path / "tars"
+    root.mkdir()
+    for split in ("train", "val"):
+        with tarfile.open(root / f"{split}.tar", "w") as tar:
+            for path in sorted((ft_folder_dir / split).rglob("*.*")):
+                tar.add(path, arcname=str(path.relative_to(ft_folder_dir / split)))
+    source = resolve_source(root)
+    train = open_split(source, "train")
+    test = open_split(source, "test", classes=train.classes)
+    assert train.classes == ("bars", "columns", "diagonal") and len(train) == 86 and len(test) == 24
+    assert test.description.startswith("test: the val/ folder") and sorted(set(test.labels)) == [0, 1, 2]
+    image, label = train[0]
+    assert image.mode == "RGB" and label in (0, 1, 2)
+    single = resolve_source(root / "train.tar")
+    assert len(open_split(single, "train")) == 86
+    with pytest.raises(DataError, match="is one split"):
+        open_split(single, "test")
