@@ -10,7 +10,7 @@ or exported (same values): a Slice would leave oneDNN's/ONNX Runtime's blocked l
 
 Usage::
 
-    python benchmarks/speed.py                       # the README table (takes 10-20 minutes on 2 cores)
+    python benchmarks/speed.py                       # the README table (takes 15-25 minutes on 2 cores)
     python benchmarks/speed.py --models mobilenetv2_100 --batch-sizes 1 --backends cpu,ort --runs 10
 """
 
@@ -38,8 +38,8 @@ from pfconvert.report.report import SLOWER, compare_timings
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import add_docs_flag, write_page  # noqa: E402
 
-CASES = {"mobilenetv2_100": ["maxpool", "identity"], "efficientnet_lite0": ["maxpool", "identity"],
-         "resnet50": ["r50-max", "r50-hybrid"]}
+CASES = {"mobilenetv2_100": ["maxpool", "dw-hybrid", "identity"],
+         "efficientnet_lite0": ["maxpool", "dw-hybrid", "identity"], "resnet50": ["r50-max", "r50-hybrid"]}
 CEILING = "identity"
 
 

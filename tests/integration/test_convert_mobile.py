@@ -113,3 +113,25 @@ def test_rule_matching_nothing_is_an_error_unless_allowed(mnv2: nn.Module) -> No
         pfconvert.convert(mnv2, "r50-max", input_size=SIZE)
     model, record = pfconvert.convert(mnv2, "r50-max", input_size=SIZE, allow_empty=True)
     assert record.replacements == [] and model.state_dict().keys() == mnv2.state_dict().keys()
+
+
+def test_dw_hybrid_keeps_the_downsampling_and_first_stage_depthwise_convs(mnv2: nn.Module) -> None:
+    before = _dw_convs(mnv2)
+    kept = {path for path, conv in before.items() if conv.stride[0] == 2 or path.startswith("blocks.0.")}
+    model, record = pfconvert.convert(mnv2, "dw-hybrid", input_size=SIZE)
+    assert {r.path for r in record.replacements} == set(before) - kept and kept
+    assert all(isinstance(model.get_submodule(path), nn.Conv2d) for path in kept)
+    assert all(isinstance(model.get_submodule(r.path), nn.MaxPool2d) and r.absorbed for r in record.replacements)
+    assert model(tiny_input(SIZE)).shape == (2, 10)
+
+
+def test_keepnorm_rules_keep_the_replaced_layers_norm_and_activation(mnv2: nn.Module) -> None:
+    _, plain = pfconvert.convert(mnv2, "dw-hybrid", input_size=SIZE)
+    model, record = pfconvert.convert(mnv2, "dw-hybrid-keepnorm", input_size=SIZE)
+    assert [r.path for r in record.replacements] == [r.path for r in plain.replacements]
+    for rep in record.replacements:
+        block = model.get_submodule(rep.path.rpartition(".")[0])
+        assert not rep.absorbed and isinstance(block.bn2, nn.BatchNorm2d)  # the dw conv's BN (and act) stay
+    assert record.params_after > plain.params_after
+    _, every = pfconvert.convert(mnv2, "maxpool-keepnorm", input_size=SIZE)
+    assert len(every.replacements) == len(_dw_convs(mnv2)) and not any(r.absorbed for r in every.replacements)
