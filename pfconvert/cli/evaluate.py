@@ -49,11 +49,11 @@ def eval_command(
 
     report = evaluate_artifact(artifact, data, split=split, weights=weights, batch_size=batch_size,
                                img_size=img_size, limit=limit, workers=workers, device=device, original=original,
-                               val_split=val_split, progress=RichPhases(err_console, quiet=env_rank() != 0))
+                               val_split=val_split, progress=RichPhases(err_console, quiet=env_rank() != 0),
+                               on_note=(lambda line: err_console.print(line, highlight=False)) if env_rank() == 0
+                               else None)
     if env_rank() != 0:  # under torchrun every process evaluates a shard; rank 0 prints the total
         return
-    for note in report.notes:
-        err_console.print(note, highlight=False)
     if json_out:
         out_console.print_json(json.dumps(report.as_dict()))
     else:

@@ -41,6 +41,11 @@ class ConvGeometry:
         return self.groups == self.in_channels and self.in_channels > 1 and self.out_channels % self.in_channels == 0
 
     @property
+    def grouped(self) -> bool:
+        """Grouped but not depthwise (``1 < groups``, not one group per input channel): ResNeXt's and RegNet's 3x3."""
+        return self.groups > 1 and not self.depthwise
+
+    @property
     def dense(self) -> bool:
         """An ordinary conv (``groups == 1``)."""
         return self.groups == 1

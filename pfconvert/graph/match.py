@@ -153,6 +153,7 @@ def _holds(spec: MatchSpec, site: Site, block_counts: dict[str, int]) -> bool:
         return True
     checks = [
         spec.depthwise is None or (g.depthwise if spec.depthwise else g.dense),
+        spec.groups in (None, "any") or getattr(g, spec.groups),
         spec.kernel_size is None or (g.kernel[0] == g.kernel[1] and g.kernel[0] in spec.kernel_size),
         spec.stride is None or (g.stride[0] == g.stride[1] and g.stride[0] in spec.stride),
         spec.dilation is None or (g.dilation[0] == g.dilation[1] and g.dilation[0] in spec.dilation),

@@ -50,6 +50,9 @@ class MatchSpec(_Strict):
         "CondConv2d) or `attention` (timm `Attention` token mixers of ViT-style blocks)")
     depthwise: bool | None = Field(None, description="true: `groups == in_channels` (and out a multiple of in); "
                                    "false: `groups == 1`")
+    groups: Literal["dense", "grouped", "depthwise", "any"] | None = Field(
+        None, description="filter grouping: `dense` (`groups == 1`), `grouped` (1 < groups, not depthwise: ResNeXt, "
+        "RegNet), `depthwise` (as `depthwise: true`) or `any`")
     kernel_size: IntList | None = Field(None, description="allowed square kernel sizes")
     stride: IntList | None = Field(None, description="allowed strides")
     dilation: IntList | None = Field(None, description="allowed dilations")

@@ -85,6 +85,20 @@ def test_predicates(match: str, expected: list[str]) -> None:
     assert _matched(match) == expected
 
 
+@pytest.mark.parametrize(("groups", "expected"), [
+    ("dense", ["layer1.0.conv2", "layer2.0.conv2"]),
+    ("grouped", ["layer1.1.conv2"]),
+    ("depthwise", ["layer2.1.conv2"]),
+    ("any", ["layer1.0.conv2", "layer1.1.conv2", "layer2.0.conv2", "layer2.1.conv2"]),
+])
+def test_groups_tells_dense_grouped_and_depthwise_convs_apart(groups: str, expected: list[str]) -> None:
+    model = Net()
+    model.layer1[1] = Block(8, groups=2)  # a ResNeXt-style grouped 3x3
+    rules = parse_rules(f"name: t\nrules: [{{name: r, match: {{kernel_size: 3, same_channels: true, groups: {groups}}}, "
+                        "replace: {op: max_pool}}]")
+    assert [m.site.path for m in find_matches(model, rules.ruleset, trace_dataflow(model, SIZE))] == expected
+
+
 def test_first_rule_wins_and_absorbs_its_norm_and_activation() -> None:
     rules = parse_rules("""
 name: t

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,8 @@ class EvalReport:
 def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test", weights: str = "auto",
                       batch_size: int = 128, img_size: int | None = None, limit: int | None = None,
                       workers: int = 2, device: str = "auto", original: bool = False, seed: int = 0,
-                      val_split: float | None = None, progress: Phases | None = None) -> EvalReport:
+                      val_split: float | None = None, progress: Phases | None = None,
+                      on_note: Callable[[str], None] | None = None) -> EvalReport:
     """Top-1/top-5 of an artifact's model (fine-tuned weights when present) on a split of ``data``.
 
     The images are fed as the model was fine-tuned (``finetune.json``) or, before any fine-tune, as recorded at
@@ -134,6 +136,7 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
         val_split: share of the training images carved out as ``val`` (default: the fine-tune's, else 0.1), so
             that ``val`` and ``train`` are the fine-tune's splits.
         progress: receives a phase per evaluated model.
+        on_note: called with each line of :attr:`EvalReport.notes` (the input and split) before evaluating.
     """
     if split not in SPLITS:
         raise ArtifactError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
@@ -155,6 +158,10 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
             raise DataError(f"the model has {num_classes} classes but {data} has {len(dataset.classes)}")
         dataset.mode = "RGB" if data_cfg.input_size[0] == 3 else "L"
         data_cfg, note = data_cfg.for_images(dataset.image_size())
+        notes = [f"input: {data_cfg.describe()} ({origin})", *([note] if note else []),
+                 f"data: {dataset.description}: {len(dataset)} images"]
+        for line in notes if on_note is not None else ():
+            on_note(line)
         dataset.transform = build_transforms(data_cfg, "none")[1]
         loader = eval_loader(dataset, batch_size, workers, ctx.rank, ctx.world_size, ctx.device.type == "cuda")
         memory_format = torch.channels_last if precision.channels_last else torch.preserve_format
@@ -165,7 +172,6 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
                 metrics[name] = evaluate(model, loader, precision, ctx, advance)
     finally:
         teardown(ctx)
-    notes = [f"input: {data_cfg.describe()} ({origin})", *([note] if note else [])]
     return EvalReport(str(path), weights_file.name, str(data), split, data_cfg.input_size, metrics,
                       dataset.description, data_cfg.to_dict(), notes)
 
