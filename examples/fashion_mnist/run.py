@@ -116,6 +116,7 @@ def parse_args() -> tuple[argparse.Namespace, Budget]:
                         help="validation images (default: the whole validation split, 10%% of the training images)")
     parser.add_argument("--test-images", type=int, default=None, help="default: the whole 10k test split")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--rules", nargs="*", default=None, help="only these of each pipeline's rules")
     parser.add_argument("--write-docs", action="store_true", help="also write docs/results/fashion-mnist.md")
     parser.add_argument("--retrain", action="store_true",
                         help="train the originals again even when OUT holds their weights from an earlier run")
@@ -290,7 +291,7 @@ def main() -> None:
         weights, orig_run, fresh = train_original(pipe, args.data, budget, out, args.retrain)
         seconds = orig_run["train_seconds"]
         trained.append(f"{key} trained in {seconds:.0f} s" if fresh else f"{key} reused")
-        for rule in pipe.rules:
+        for rule in [r for r in pipe.rules if args.rules is None or r in args.rules]:
             rows.append(run_rule(pipe, rule, weights, args.data, budget, out, orig_run))
             (args.out / "results.json").write_text(json.dumps(rows, indent=2))
             print(f"[{time.perf_counter() - started:.0f} s] {key} + {rule} done", file=sys.stderr)

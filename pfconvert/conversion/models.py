@@ -46,8 +46,8 @@ class ModelSource:
         requested: the name as given (a family, a tagged name, an ``hf-hub:`` id...).
         name: what timm rebuilds without any download: the architecture, with its pretrained tag when there is one.
         kwargs: the ``timm.create_model`` kwargs of the build (those a Hub config added included).
-        weights: ``random``, ``pretrained`` (timm's loader: Hugging Face Hub or its cache), ``pretrained-file`` or
-            ``checkpoint``.
+        weights: ``random``, ``pretrained`` (timm's loader: Hugging Face Hub or its cache), ``pretrained-file``,
+            ``checkpoint``, or ``module`` (a module the caller built and loaded, converted as given).
         detail: the Hub id or the file the weights came from.
         sha256: the hash of that file, when it is a local one.
     """
