@@ -186,7 +186,7 @@ app.command("finetune")(finetune_command)
 
 def _print_report(artifact: Path, result: FinetuneResult) -> None:
     """The efficiency report of the original vs. the fine-tuned model, with their validation top-1."""
-    from ..conversion.artifact import build_original, load_artifact
+    from ..conversion.artifact import artifact_data_config, build_original, load_artifact
     from ..report.run import run_report
     from ._report_render import render_report
 
@@ -195,8 +195,8 @@ def _print_report(artifact: Path, result: FinetuneResult) -> None:
     accuracies = (result.start.teacher.top1 if result.start.teacher else None,
                   (result.best or {}).get("val_top1"))
     with err_console.status("measuring latency...") as status:
-        size = tuple(result.data_config["input_size"]) if result.data_config else tuple(loaded.recipe.input_size)
-        rep = run_report(teacher, loaded.model.eval(), input_size=size,  # type: ignore[arg-type]
+        data_cfg, _ = artifact_data_config(artifact, loaded.recipe, loaded.model, summary=result.as_dict())
+        rep = run_report(teacher, loaded.model.eval(), input_size=data_cfg.input_size,
                          accuracies=accuracies, progress=status.update)
     out_console.print(render_report(rep))
 

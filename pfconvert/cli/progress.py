@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -36,8 +36,13 @@ __all__ = ["RichPhases", "RichReporter", "rich_phase"]
 
 
 @contextmanager
-def rich_phase(console: Console, name: str, total: int | None = None, unit: str = "") -> Iterator[Advance]:
-    """A transient bar for one phase (a spinner when ``total`` is unknown); a line with its duration when it ends."""
+def rich_phase(console: Console, name: str, total: int | None = None, unit: str = "",
+               quiet: bool = False) -> Iterator[Advance]:
+    """A transient bar for one phase (a spinner when ``total`` is unknown); a line with its duration when it ends.
+    ``quiet`` shows nothing."""
+    if quiet:
+        yield lambda _=1: None
+        return
     start = time.perf_counter()
     if not console.is_terminal:  # a log: a line as the phase starts, one as it ends, no bar
         console.print(f"{escape(name)}" + (f" ({total} {escape(unit)})" if total is not None else "") + "...",
@@ -61,13 +66,8 @@ class RichPhases(Phases):
         self.console = console or Console(stderr=True)
         self.quiet = quiet
 
-    @contextmanager
-    def phase(self, name: str, total: int | None = None, unit: str = "") -> Iterator[Advance]:
-        if self.quiet:
-            yield lambda _=1: None
-            return
-        with rich_phase(self.console, name, total, unit) as advance:
-            yield advance
+    def phase(self, name: str, total: int | None = None, unit: str = "") -> AbstractContextManager[Advance]:
+        return rich_phase(self.console, name, total, unit, self.quiet)
 
 
 class RichReporter(Reporter):
@@ -147,14 +147,9 @@ class RichReporter(Reporter):
         self._close_bar()
         self.console.print(escape(text), highlight=False)
 
-    @contextmanager
-    def phase(self, name: str, total: int | None = None, unit: str = "") -> Iterator[Advance]:
+    def phase(self, name: str, total: int | None = None, unit: str = "") -> AbstractContextManager[Advance]:
         self._close_bar()
-        if self.quiet:
-            yield lambda _=1: None
-            return
-        with rich_phase(self.console, name, total, unit) as advance:
-            yield advance
+        return rich_phase(self.console, name, total, unit, self.quiet)
 
     def close(self) -> None:
         self._close_bar()

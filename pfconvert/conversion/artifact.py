@@ -36,6 +36,7 @@ from .rewrite import convert
 __all__ = [
     "RECIPE_FILE", "WEIGHTS_FILE", "REMOVED_FILE", "FINETUNED_FILE", "RUN_FILES", "Recipe", "Artifact",
     "save", "load", "load_artifact", "build_original", "save_weights", "read_weights", "artifact_data_config",
+    "read_summary",
 ]
 
 RECIPE_FILE = "recipe.json"
@@ -263,23 +264,27 @@ def load_artifact(path: str | Path, weights: str = "auto") -> Artifact:
     return Artifact(model=model, recipe=recipe, path=path, weights_file=file)
 
 
+def read_summary(path: str | Path) -> dict[str, Any]:
+    """The artifact's fine-tune summary (``finetune.json``); empty when there is none or it cannot be read."""
+    try:
+        summary = json.loads((Path(path) / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
 def artifact_data_config(path: str | Path, recipe: Recipe, model: Any, img_size: int | None = None,
-                         trained: bool = True) -> tuple[DataConfig, str]:
+                         trained: bool = True, summary: dict[str, Any] | None = None) -> tuple[DataConfig, str]:
     """The data config an artifact's model is fed with, and where it comes from.
 
-    The config a fine-tune trained at (``finetune.json``) when ``trained`` and there is one, else the one recorded at
-    conversion (recipes older than that: timm's config of ``model`` at the recorded input size); ``img_size``
-    replaces the input height and width.
+    The config a fine-tune trained at (``finetune.json``, or ``summary`` when the caller read it) when ``trained``
+    and there is one, else the one recorded at conversion (recipes older than that: timm's config of ``model`` at
+    the recorded input size); ``img_size`` replaces the input height and width.
     """
-    summary = Path(path) / SUMMARY_FILE
     cfg, origin = None, "as converted (recipe.json)"
-    if trained and summary.is_file():
-        try:
-            recorded = json.loads(summary.read_text()).get("data_config")
-        except (OSError, ValueError, AttributeError):
-            recorded = None
-        if recorded:
-            cfg, origin = DataConfig.from_dict(recorded), f"as fine-tuned ({SUMMARY_FILE})"
+    recorded = (summary if summary is not None else read_summary(path)).get("data_config") if trained else None
+    if recorded:
+        cfg, origin = DataConfig.from_dict(recorded), f"as fine-tuned ({SUMMARY_FILE})"
     if cfg is None:
         cfg = recipe.data(model)
     if img_size is not None:

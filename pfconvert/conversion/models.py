@@ -64,6 +64,8 @@ class ModelSource:
         return asdict(self)
 
 
+_HUB_PREFIXES = ("hf-hub:", "local-dir:")  # names timm resolves through a Hub (or local) config
+
 FAMILY_DEFAULTS = ("_100", "_b0", "_base")
 """A family name (``mobilenetv2``) stands for its one model named family + one of these (``mobilenetv2_100``)."""
 
@@ -77,7 +79,7 @@ def resolve_model_name(name: str) -> tuple[str, str | None]:
     """
     import timm
 
-    if name.startswith(("hf-hub:", "local-dir:")) or timm.is_model(name):
+    if name.startswith(_HUB_PREFIXES) or timm.is_model(name):
         return name, None
     members = timm.list_models(f"{name}_*")
     defaults = [m for m in members if any(m == name + suffix for suffix in FAMILY_DEFAULTS)]
@@ -130,9 +132,9 @@ def build_model(name: str, checkpoint: str | Path | None = None, *, pretrained: 
         raise ModelError(f"timm has no pretrained weights for '{resolved}'; pick a tag from "
                          f"timm.list_pretrained('{cfg.get('architecture', resolved)}*')")
     built = {k: v for k, v in dict(getattr(model, "_model_args", kwargs)).items() if k != "pretrained_model_args"}
-    if resolved.startswith(("hf-hub:", "local-dir:")) and isinstance(getattr(model, "num_classes", None), int):
+    hub = resolved.startswith(_HUB_PREFIXES)
+    if hub and isinstance(getattr(model, "num_classes", None), int):
         built.setdefault("num_classes", model.num_classes)  # the Hub config's, which a rebuild by name would not get
-    hub = resolved.startswith(("hf-hub:", "local-dir:"))
     rebuild = cfg.get("architecture") or resolved if hub else resolved
     if (pretrained or overlay) and cfg.get("tag") and not hub and "." not in resolved:
         rebuild = f"{resolved}.{cfg['tag']}"  # which pretrained weights: the default tag, named
@@ -196,7 +198,7 @@ def _not_downloadable(name: str, exc: BaseException) -> ModelError:
                                                else "~/.cache/huggingface/hub")
     why = "HF_HUB_OFFLINE is set" if offline else f"the download failed: {type(exc).__name__}"
     repo = name.removeprefix("hf-hub:")
-    if not name.startswith(("hf-hub:", "local-dir:")):
+    if not name.startswith(_HUB_PREFIXES):
         from timm.models import get_pretrained_cfg
 
         cfg = get_pretrained_cfg(name)

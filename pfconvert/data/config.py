@@ -62,6 +62,11 @@ class DataConfig:
             if bad:
                 raise DataError(f"data config: {message}")
 
+    @property
+    def image_mode(self) -> str:
+        """The PIL mode images are converted to: ``RGB`` for 3-channel input, ``L`` (grey) otherwise."""
+        return "RGB" if self.input_size[0] == 3 else "L"
+
     def describe(self) -> str:
         """``3x64x64, bilinear, whole image, mean 0.485,0.456,0.406 std 0.229,0.224,0.225``."""
         size = "x".join(map(str, self.input_size))

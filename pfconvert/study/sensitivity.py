@@ -209,7 +209,7 @@ def sensitivity_on_data(model: nn.Module, rules: LoadedRules, data: str, *, data
                         f"{len(val.classes)} (and the --checkpoint trained on this data)")
     data_cfg, note = data_cfg.for_images(val.image_size())
     _, eval_tf = build_transforms(data_cfg, "none")
-    mode = "RGB" if size[0] == 3 else "L"
+    mode = data_cfg.image_mode
     val.mode, val.transform = mode, eval_tf
     calib = open_split(source, "train", bn_recalib_images or None, seed=1, val_fraction=val_split)
     calib.mode, calib.transform = mode, eval_tf

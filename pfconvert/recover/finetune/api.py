@@ -10,7 +10,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 from ..._files import exclusive
 from ..._progress import Phases
-from ...conversion.artifact import artifact_data_config
+from ...conversion.artifact import artifact_data_config, read_summary
 from ...data.datasets import SPLITS, open_split, resolve_source
 from ...data.loaders import eval_loader
 from ...data.transforms import build_transforms
@@ -32,7 +31,7 @@ from ._artifact_io import load_student, load_teacher, save_finetuned
 from .checkpoint import CHECKPOINT_DIR, LAST_FILE, load_run_checkpoint
 from .config import FinetuneConfig, merge_for_resume
 from .progress import Reporter, TextReporter
-from .results import SUMMARY_FILE, FinetuneResult
+from .results import FinetuneResult
 from .runner import run_finetune
 
 __all__ = ["finetune", "resume_config", "evaluate_artifact", "EvalReport"]
@@ -143,10 +142,11 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
     path = Path(artifact_dir)
     student, recipe, weights_file = load_student(path, weights=weights)
     models = {"student": student} | ({"original": load_teacher(recipe, path)} if original else {})
-    data_cfg, origin = artifact_data_config(path, recipe, student, img_size)
+    summary = read_summary(path)
+    data_cfg, origin = artifact_data_config(path, recipe, student, img_size, summary=summary)
     carve_seed = 0
     if val_split is None:
-        val_split, carve_seed = _finetune_split(path)
+        val_split, carve_seed = _finetune_split(summary)
     progress = progress if progress is not None else Phases()
     ctx: DistContext = setup(device)
     try:
@@ -156,7 +156,7 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
         num_classes = infer_num_classes(student, data_cfg.input_size)
         if len(dataset.classes) != num_classes:
             raise DataError(f"the model has {num_classes} classes but {data} has {len(dataset.classes)}")
-        dataset.mode = "RGB" if data_cfg.input_size[0] == 3 else "L"
+        dataset.mode = data_cfg.image_mode
         data_cfg, note = data_cfg.for_images(dataset.image_size())
         notes = [f"input: {data_cfg.describe()} ({origin})", *([note] if note else []),
                  f"data: {dataset.description}: {len(dataset)} images"]
@@ -176,10 +176,11 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
                       dataset.description, data_cfg.to_dict(), notes)
 
 
-def _finetune_split(path: Path) -> tuple[float, int]:
-    """The validation share and seed of the artifact's fine-tune (0.1 and 0 when there is none)."""
+def _finetune_split(summary: dict[str, Any]) -> tuple[float, int]:
+    """The validation share and seed of the artifact's fine-tune, from its summary (0.1 and 0 when there is none)."""
+    config = summary.get("config")
     try:
-        config = json.loads((path / SUMMARY_FILE).read_text()).get("config") or {}
-        return float(config.get("val_split", 0.1)), int(config.get("seed", 0))
-    except (OSError, ValueError, AttributeError, TypeError):
+        return (float(config.get("val_split", 0.1)), int(config.get("seed", 0))) if isinstance(config, dict) else (
+            0.1, 0)
+    except (TypeError, ValueError):
         return 0.1, 0

@@ -74,8 +74,7 @@ def prepare_data(config: FinetuneConfig, data_cfg: DataConfig, num_classes: int,
             f"{len(train)} training images is less than one batch ({config.batch_size} x {world_size} process(es)); "
             "lower --batch-size or raise --limit-train"
         )
-    mode = "RGB" if data_cfg.input_size[0] == 3 else "L"
-    train.mode = val.mode = mode
+    train.mode = val.mode = data_cfg.image_mode
     data_cfg, note = data_cfg.for_images(train.image_size())
     train.transform, val.transform = build_transforms(data_cfg, config.augment)
     notes = [f"{train.description}: {len(train)} images; {val.description}: {len(val)} images",

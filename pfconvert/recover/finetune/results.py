@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ..._files import atomic_write
-from ...conversion.artifact import SUMMARY_FILE as _ARTIFACT_SUMMARY
+from ...conversion.artifact import SUMMARY_FILE
 from .start import FinetuneStart
 
 __all__ = ["SUMMARY_FILE", "METRICS_FILE", "FinetuneResult", "MetricsLog", "write_summary"]
 
-SUMMARY_FILE = _ARTIFACT_SUMMARY  # finetune.json
 METRICS_FILE = "metrics.jsonl"
 
 
