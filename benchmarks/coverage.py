@@ -1,4 +1,6 @@
-"""Coverage of the ``maxpool`` rule over every timm model that has a depthwise conv.
+"""Coverage of the built-in rules over timm: ``maxpool`` on every model with a depthwise conv (``--suite depthwise``,
+the default), or the residual-family rules on every model with a dense or grouped k x k conv inside a residual branch
+(``--suite residual``: see ``benchmarks/_residual_suite.py``).
 
 Every model of ``timm.list_models()`` is built cheaply -- on the meta device (shapes only, no compute, so the
 pretrained-config input size costs nothing), or, when the model cannot build or run on meta, on the CPU at a reduced
@@ -17,6 +19,7 @@ that model. Progress goes to stderr; the summary table (and every failure with i
 Usage::
 
     python benchmarks/coverage.py                       # all timm models, 1 worker
+    python benchmarks/coverage.py --suite residual      # bottleneck-max / bottleneck-hybrid / basic-max
     python benchmarks/coverage.py --filter 'mobilenet*' --limit 20 --json coverage.json
 """
 
@@ -42,6 +45,7 @@ from _results import add_docs_flag, write_page  # noqa: E402
 __all__ = ["Result", "main", "probe_model", "has_depthwise", "summarize"]
 
 OK, ENGINE, MODEL, NO_DW, UNBUILDABLE = "ok", "engine-failure", "model-failure", "no-depthwise", "unbuildable"
+NO_TARGET, NOT_REPLACEABLE = "no-target", "not-replaceable"  # the residual suite's
 _CPU_MAX_PIXELS = 256 * 256  # larger pretrained input sizes are reduced on the CPU path
 _CPU_SIZE = 224
 _STARTUP_S = 120.0  # a fresh worker may take this long to import torch/timm before its first model
@@ -55,13 +59,14 @@ class Result:
     status: str = UNBUILDABLE
     path: str = ""  # how it was built and run: 'meta', 'cpu', 'cpu@224', 'cpu img_size=224'
     input_size: list[int] = field(default_factory=list)
-    depthwise: int = 0  # number of depthwise conv modules in the model
+    depthwise: int = 0  # number of depthwise conv modules in the model (residual suite: of its targets)
     params: int = 0  # parameters of the original model
     replaced: int = 0  # number of layers the rule replaced
     phase: str = ""  # the step that failed: build, forward, convert, converted-forward
     reason: str = ""
     note: str = ""  # something worth knowing that is not a failure
     seconds: float = 0.0
+    rules: dict[str, Any] = field(default_factory=dict)  # residual suite: per rule, layers replaced, params, MACs
 
 
 # --------------------------------------------------------------------------------------------------- worker side
@@ -166,7 +171,7 @@ def _shapes_and_finite(outputs: Any) -> tuple[list[tuple[int, ...]], bool]:
     return [tuple(t.shape) for t in _outputs(outputs)], _all_finite(outputs)
 
 
-def _runnable(name: str, res: Result, paths: str, report: Any) -> _Reference | None:
+def _runnable(name: str, res: Result, paths: str, report: Any, suite: str = "depthwise") -> _Reference | None:
     """Build the model and run its original forward on the first path that allows both; None if none does."""
     size = _pretrained_size(name)
     errors: list[str] = []
@@ -177,10 +182,13 @@ def _runnable(name: str, res: Result, paths: str, report: Any) -> _Reference | N
         except Exception as exc:  # noqa: BLE001 - any build failure moves on to the next path
             errors.append(f"[{label}] build: {_one_line(exc)}")
             continue
-        res.depthwise, res.params = has_depthwise(model), sum(p.numel() for p in model.parameters())
-        res.status = NO_DW if not res.depthwise else MODEL
-        if not res.depthwise:
-            return None
+        res.params = sum(p.numel() for p in model.parameters())
+        if suite == "depthwise":
+            res.depthwise = has_depthwise(model)
+            res.status = NO_DW if not res.depthwise else MODEL
+            if not res.depthwise:
+                return None
+        res.status = MODEL
         report("forward", label)
         try:
             shapes, finite = _shapes_and_finite(_forward(model, s))
@@ -195,15 +203,26 @@ def _runnable(name: str, res: Result, paths: str, report: Any) -> _Reference | N
     return None
 
 
-def probe_model(name: str, paths: str = "auto", report: Any = None) -> Result:
-    """Build ``name``, and if it has a depthwise conv, convert it with ``maxpool`` and run the converted model."""
+def probe_model(name: str, paths: str = "auto", report: Any = None, suite: str = "depthwise") -> Result:
+    """Build ``name``, and if it has a depthwise conv, convert it with ``maxpool`` and run the converted model (the
+    residual suite: :func:`_residual_suite.probe_residual`)."""
     import pfconvert
 
     report = report or (lambda phase, label: None)
     start = time.perf_counter()
     res = Result(name)
-    ref = _runnable(name, res, paths, report)
-    if ref is not None:
+    ref = _runnable(name, res, paths, report, suite)
+    if ref is not None and suite == "residual":
+        from _residual_suite import probe_residual
+
+        report("convert", res.path)
+        try:
+            probe_residual(ref.model, ref.size, ref.shapes, lambda m, s: _shapes_and_finite(_forward(m, s))[0], res)
+            if res.status == MODEL:
+                res.status, res.phase = OK, ""
+        except Exception as exc:  # noqa: BLE001 - every engine error is reported, in one line
+            res.status, res.reason = ENGINE, _one_line(exc)
+    elif ref is not None:
         try:
             report("convert", res.path)
             res.phase = "convert"
@@ -253,7 +272,7 @@ def _check_converted(model: Any, ref: _Reference, replaced: list[str], res: Resu
         res.note = "outputs overflow to non-finite values at random init (no replacement leaks -inf)"
 
 
-def _worker(paths: str, threads: int) -> None:
+def _worker(paths: str, threads: int, suite: str) -> None:
     """Read model names on stdin; write JSON lines (phase updates, then the result) on the original stdout."""
     import timm  # noqa: F401 - imported before the first model, so its time does not count against that model
     import torch
@@ -270,7 +289,7 @@ def _worker(paths: str, threads: int) -> None:
     for line in sys.stdin:
         name = line.strip()
         if name:
-            out.write(json.dumps({"result": asdict(probe_model(name, paths, report))}) + "\n")
+            out.write(json.dumps({"result": asdict(probe_model(name, paths, report, suite))}) + "\n")
 
 
 # --------------------------------------------------------------------------------------------------- parent side
@@ -281,7 +300,8 @@ class _Worker:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.log = tempfile.TemporaryFile(mode="w+")
-        cmd = [sys.executable, "-u", __file__, "--worker", "--paths", args.paths, "--threads", str(args.threads)]
+        cmd = [sys.executable, "-u", __file__, "--worker", "--paths", args.paths, "--threads", str(args.threads),
+               "--suite", args.suite]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      bufsize=1)
         self.name: str | None = None
@@ -319,7 +339,7 @@ class _Worker:
 def _lost(worker: _Worker, why: str) -> Result:
     """The result of a model whose worker timed out or died, attributed to the phase it was in."""
     phase = worker.phase
-    status = {"convert": ENGINE, "converted-forward": ENGINE, "forward": MODEL}.get(phase, UNBUILDABLE)
+    status = {"convert": ENGINE, "converted-forward": ENGINE, "forward": MODEL}.get(phase.split(" ")[0], UNBUILDABLE)
     tail = worker.log_tail()
     reason = f"{why} during {phase} ({worker.path or 'no path yet'})" + (f": {tail}" if tail else "")
     return Result(str(worker.name), status=status, path=worker.path, phase=phase, reason=reason,
@@ -383,7 +403,7 @@ def _share(n: int, with_dw: int, runnable: int) -> str:
     return f"{_pct(n, with_dw)} of all, {_pct(n, runnable)} of runnable"
 
 
-def summarize(results: list[Result], total_models: int) -> str:
+def summarize(results: list[Result], total_models: int, suite: str = "depthwise") -> str:
     """The summary table, then every failure with its one-line reason (engine failures first), then notes."""
     counts = Counter(r.status for r in results)
     with_dw = counts[OK] + counts[ENGINE] + counts[MODEL]
@@ -392,8 +412,17 @@ def summarize(results: list[Result], total_models: int) -> str:
         ("timm models", total_models, ""),
         ("  probed (after --filter/--limit)", len(results), ""),
         ("  cannot be built on any path", counts[UNBUILDABLE], ""),
-        ("  without a depthwise conv", counts[NO_DW], ""),
-        ("with a depthwise conv", with_dw, ""),
+    ]
+    if suite == "residual":
+        rows += [("  without a dense/grouped k x k conv in a residual branch", counts[NO_TARGET], ""),
+                 ("  with one, none a parameter-free op may replace (listed, with the reason)", counts[NOT_REPLACEABLE],
+                  "")]
+        target = "with a replaceable k x k conv in a residual branch"
+    else:
+        rows.append(("  without a depthwise conv", counts[NO_DW], ""))
+        target = "with a depthwise conv"
+    rows += [
+        (target, with_dw, ""),
         ("  original forward fails on every path (listed, not a conversion failure)", counts[MODEL], ""),
         ("  converted + forward OK", counts[OK], _share(counts[OK], with_dw, runnable)),
         ("  failed (engine)", counts[ENGINE], _share(counts[ENGINE], with_dw, runnable)),
@@ -402,7 +431,8 @@ def summarize(results: list[Result], total_models: int) -> str:
     paths = Counter(r.path for r in results if r.status in (OK, ENGINE))
     lines.append("paths used: " + ", ".join(f"{p} {n}" for p, n in sorted(paths.items())))
     for status, title in ((ENGINE, "engine failures"), (MODEL, "models whose own forward fails (not engine)"),
-                          (UNBUILDABLE, "models that cannot be built")):
+                          (UNBUILDABLE, "models that cannot be built"),
+                          (NOT_REPLACEABLE, "k x k convs in residual branches that no parameter-free op may replace")):
         failed = sorted((r for r in results if r.status == status), key=lambda r: r.name)
         if failed:
             lines += ["", f"{title} ({len(failed)}):"]
@@ -433,6 +463,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--recycle", type=int, default=200, help="restart a worker after this many models (memory)")
     p.add_argument("--paths", choices=("auto", "meta", "cpu"), default="auto",
                    help="auto: meta device, CPU fallback; meta/cpu: that path only")
+    p.add_argument("--suite", choices=("depthwise", "residual"), default="depthwise",
+                   help="depthwise: maxpool on depthwise convs; residual: the residual-family rules")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     add_docs_flag(p)
     return p.parse_args(argv)
@@ -441,17 +473,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _progress_line(i: int, n: int, res: Result) -> str:
     text = f"[{i}/{n}] {res.name}: {res.status} ({res.path or '-'}, {res.seconds:.1f}s)"
     if res.status == OK:
-        text += f" {res.replaced} replaced"
+        text += f" {res.replaced} replaced" + (f" ({', '.join(res.rules)})" if res.rules else "")
     elif res.reason:
         text += f" {res.phase}: {res.reason[:120]}"
     return text + (f" (note: {res.note})" if res.note else "")
+
+
+def _families() -> dict[str, str]:
+    """timm model name -> the timm module (family) that registers it."""
+    import timm
+
+    return {name: module for module in timm.list_modules() for name in timm.list_models(module=module)}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the coverage benchmark; exit 1 when any engine failure remains."""
     args = _parse(argv)
     if args.worker:
-        _worker(args.paths, args.threads)
+        _worker(args.paths, args.threads, args.suite)
         return 0
     names, total = _select(args)
     start = time.monotonic()
@@ -460,14 +499,26 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         print(_progress_line(i, len(names), res), file=sys.stderr, flush=True)
     wall = time.monotonic() - start
-    summary = summarize(results, total)
+    summary = summarize(results, total, args.suite)
     stamp = f"wall time {wall:.0f}s, {args.jobs} worker(s), {args.threads} thread(s) each, timeout {args.timeout:.0f}s"
-    print(f"{summary}\n\n{stamp}")
+    body = f"```text\n{summary}\n```"
+    if args.suite == "residual":
+        from _residual_suite import RULES, family_table
+
+        body += "\n\nPer family (timm module) and rule, over the models converted:\n\n" + family_table(
+            results, _families())
+    print(f"{body}\n\n{stamp}")
     if args.write_docs:
         from pfconvert.report.machine import describe_machine, machine_info
 
-        write_page("coverage", "Coverage over timm: every model with a depthwise conv, converted with maxpool",
-                   f"```text\n{summary}\n```", f"{describe_machine(machine_info(args.threads))}, {stamp}")
+        machine = f"{describe_machine(machine_info(args.threads))}, {stamp}"
+        if args.suite == "residual":
+            write_page("coverage-residual", "Coverage over timm: every model with a dense or grouped k x k conv in a "
+                       f"residual branch, converted with {', '.join(RULES)}", body, machine,
+                       (sys.modules["_residual_suite"].__doc__ or "").split("\n\n", 1)[1])
+        else:
+            write_page("coverage", "Coverage over timm: every model with a depthwise conv, converted with maxpool",
+                       body, machine)
     if args.json:
         counts = Counter(r.status for r in results)
         args.json.write_text(json.dumps({"total_models": total, "counts": counts, "wall_seconds": round(wall, 1),

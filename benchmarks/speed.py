@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/speed.py                       # the README table (takes 15-25 minutes on 2 cores)
     python benchmarks/speed.py --models mobilenetv2_100 --batch-sizes 1 --backends cpu,ort --runs 10
+    python benchmarks/speed.py --suite families      # one model per residual family, family rules
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ from _results import add_docs_flag, write_page  # noqa: E402
 
 CASES = {"mobilenetv2_100": ["maxpool", "dw-hybrid", "identity"],
          "efficientnet_lite0": ["maxpool", "dw-hybrid", "identity"], "resnet50": ["r50-max", "r50-hybrid"]}
+FAMILY_CASES = {"cspresnet50": ["bottleneck-max", "bottleneck-hybrid"],
+                "seresnet50": ["bottleneck-max", "bottleneck-hybrid"], "dla34": ["basic-max"],
+                "resnext50_32x4d": ["bottleneck-max", "bottleneck-hybrid"],
+                "regnety_032": ["bottleneck-max", "bottleneck-hybrid"], "resnet34": ["basic-max"]}
+"""One model per residual family, with the family rules (``--suite families``: docs/results/speed-families.md)."""
+SUITES = {"default": CASES, "families": FAMILY_CASES}
 CEILING = "identity"
 
 
@@ -83,15 +90,16 @@ def run(args: argparse.Namespace) -> list[dict]:
     config = LatencyConfig(batch_sizes=tuple(args.batch_sizes), input_size=size, runs=args.runs, warmup=args.warmup,
                            threads=args.threads, max_seconds=args.max_seconds, deploy_method=args.deploy)
     rows = []
+    cases = {**CASES, **FAMILY_CASES}
     for name in args.models:
-        print(f"[{time.strftime('%H:%M:%S')}] building {name} + {', '.join(CASES[name])}", file=sys.stderr)
-        models = _build(name, CASES[name], size)
+        print(f"[{time.strftime('%H:%M:%S')}] building {name} + {', '.join(cases[name])}", file=sys.stderr)
+        models = _build(name, cases[name], size)
         macs = {key: _gmacs(m, size) for key, m in models.items()}
         timings = measure(models, args.backends, config,
                           progress=lambda t, n=name: print(f"[{time.strftime('%H:%M:%S')}] {n}: {t}", file=sys.stderr))
         for (backend, bs), times in timings.items():
             ceiling = times.get(CEILING)
-            for rule in CASES[name]:
+            for rule in cases[name]:
                 row = compare_timings(backend, backend_label(backend, config.deploy_method), bs, times["original"], times[rule])
                 gap = None
                 if ceiling is not None and rule != CEILING:
@@ -118,13 +126,23 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+FAMILY_NOTES = """Targets (issue 15): families whose spatial conv is dense (CSP-ResNet, SE-ResNet, DLA, ResNet-34 with
+`basic-max`) at least 1.3x faster on every backend at batch 1 and 32; grouped families (ResNeXt, RegNet), whose 3x3
+conv is a small share of the work, at least 1.1x. `basic-max` replaces only the first of the two 3x3 convs of a
+branch (and not those that change the channel count), so it removes less work than the bottleneck rules."""
+
+
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=lambda t: t.split(","), default=list(CASES), help="comma-separated")
+    parser.add_argument("--suite", choices=list(SUITES), default="default",
+                        help="default: depthwise nets and resnet50 (docs/results/speed.md); families: one model per "
+                             "residual family (docs/results/speed-families.md)")
+    parser.add_argument("--models", type=lambda t: t.split(","), default=None,
+                        help="comma-separated (default: the suite's)")
     parser.add_argument("--batch-sizes", type=_ints, default=[1, 32])
     parser.add_argument("--backends", type=lambda t: t.split(","), default=None, help="default: all available")
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
@@ -135,9 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     add_docs_flag(parser)
     args = parser.parse_args(argv)
-    unknown = [m for m in args.models if m not in CASES]
+    args.models = args.models or list(SUITES[args.suite])
+    unknown = [m for m in args.models if m not in CASES and m not in FAMILY_CASES]
     if unknown:
-        parser.error(f"unknown model(s) {unknown}; choose from {list(CASES)}")
+        parser.error(f"unknown model(s) {unknown}; choose from {list(CASES) + list(FAMILY_CASES)}")
     args.backends = args.backends or default_backends()
     machine = describe_machine(machine_info(args.threads))
     start = time.perf_counter()
@@ -145,7 +164,10 @@ def main(argv: list[str] | None = None) -> None:
     machine += f", {time.perf_counter() - start:.0f} s total, {time.strftime('%Y-%m-%d')}"
     table = markdown(rows)
     sys.stdout.write(f"Machine: {machine}\n\n{table}")
-    if args.write_docs:
+    if args.write_docs and args.suite == "families":
+        write_page("speed-families", "Speed of residual families with the family rules (224 px)", table, machine,
+                   FAMILY_NOTES)
+    elif args.write_docs:
         write_page("speed", "Speed of converted models (224 px)", table, machine)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))

@@ -22,6 +22,7 @@ from ..errors import ConversionError, RuleError, one_line
 from ..graph.dataflow import Call, Dataflow, meta_forward, run_forward, tensor_shapes, trace_dataflow
 from ..graph.match import Match, find_matches
 from ..graph.modules import count_params, module_aliases, set_module
+from ..graph.residual import emptied_branches, is_trainable
 from ..ops import build_replacement, describe_op
 from ..rules.loading import LoadedRules, load_rules
 from .models import ModelSource, build_model
@@ -148,13 +149,38 @@ def _prepare(match: Match, model: nn.Module, flow: Dataflow) -> tuple[nn.Module,
     return op, Replacement(site.path, match.rule.name, site.describe(), describe_op(op), list(match.absorbed), removed)
 
 
+def _check_branches(prepared: list[tuple[Match, nn.Module]], flow: Dataflow) -> None:
+    """Refuse replacements that leave a residual branch with no trainable layer, unless each rule involved allows it
+    (``allow_empty_branch``). A replacement that holds a trainable layer itself (a hybrid's kept conv, a token mixer's
+    linears) does not empty its branch."""
+    removed: dict[str, Match] = {}
+    for match, op in prepared:
+        if not any(is_trainable(m) for m in op.modules()):
+            removed[match.site.path] = match
+        removed.update((path, match) for path in match.absorbed)
+    for branch, paths in emptied_branches(flow, list(removed)):
+        rules = sorted({removed[p].rule.name for p in paths if not removed[p].rule.allow_empty_branch})
+        if rules:
+            names = ", ".join(p for p in paths if removed[p].site.path == p)
+            raise RuleError(f"rule {', '.join(repr(r) for r in rules)} would leave the residual branch of "
+                            f"'{branch.name()}' with no trainable layer ({names} replaced); narrow the match (e.g. "
+                            "match.branch_role: first, or spatial), or set allow_empty_branch: true on the rule")
+
+
+def _prepare_all(matches: list[Match], model: nn.Module, flow: Dataflow) -> list[tuple[nn.Module, Replacement]]:
+    """:func:`_prepare` for every match, then the residual-branch check over all of them."""
+    prepared = [_prepare(match, model, flow) for match in matches]
+    _check_branches([(match, op) for match, (op, _) in zip(matches, prepared)], flow)
+    return prepared
+
+
 def preview(model: nn.Module, rule: str | Path | LoadedRules,
             input_size: tuple[int, int, int] | None = None) -> list[Replacement]:
-    """Dry run: what ``rule`` would replace in ``model`` and with what (each op is built and shape-checked; the model
-    is not changed)."""
+    """Dry run: what ``rule`` would replace in ``model`` and with what (each op is built and shape-checked, and no
+    residual branch may be left without a trainable layer; the model is not changed)."""
     size: tuple[int, int, int] = tuple(input_size) if input_size is not None else model_input_size(model)  # type: ignore
     matches, flow = match_rules(model, _rules(rule), size)
-    return [_prepare(match, model, flow)[1] for match in matches]
+    return [replacement for _, replacement in _prepare_all(matches, model, flow)]
 
 
 def apply_matches(model: nn.Module, matches: list[Match], flow: Dataflow,
@@ -166,10 +192,9 @@ def apply_matches(model: nn.Module, matches: list[Match], flow: Dataflow,
     """
     done = []
     aliases = module_aliases(model)
-    for match in matches:
+    for match, (op, replacement) in zip(matches, _prepare_all(matches, model, flow)):
         if removed_state is not None:
             removed_state.update(_state_of(model, [match.site.path, *match.absorbed]))
-        op, replacement = _prepare(match, model, flow)
         for path in match.absorbed:
             _absorb(model, path, keep_act="act" not in match.rule.absorb, aliases=aliases)
         set_module(model, match.site.path, op, aliases)

@@ -5,6 +5,12 @@ shapes, the layer that directly consumes its output (its norm, then that norm's 
 consumed elsewhere too. Hooks see module calls only; functional consumers (``x + shortcut``) are invisible, which is
 why the absorbed chain must be module -> module with a single module consumer.
 
+Alongside the module calls, a :class:`TensorGraph` records every torch function call of the forward (``F.conv2d``,
+``x + shortcut``, ``torch.cat``...) as an edge from its input tensors to its output, each produced tensor being a new
+node (an in-place op makes a new version of the same tensor). Module calls carry the nodes of their input and output,
+and the additions of two same-shape tensors are kept as joins, from which :mod:`pfconvert.graph.residual` finds the
+residual branches.
+
 The forward runs on the ``meta`` device (:func:`meta_forward`: the model's parameters and buffers are swapped for
 meta tensors of the same shapes for the call), so its cost does not grow with the input resolution: tracing
 EfficientNet-B7 at 600 px takes a fraction of a second instead of seconds. A model whose forward cannot run on meta
@@ -14,6 +20,7 @@ tensors (data-dependent control flow, tensors kept outside parameters and buffer
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -26,7 +33,7 @@ from torch.overrides import TorchFunctionMode
 from ..errors import ConversionError, one_line
 from .modules import eval_mode, is_transparent
 
-__all__ = ["Call", "Dataflow", "trace_dataflow", "run_forward", "meta_forward", "probe_input", "tensor_shapes"]
+__all__ = ["Call", "Join", "TensorGraph", "Dataflow", "trace_dataflow", "run_forward", "meta_forward", "probe_input", "tensor_shapes"]
 
 
 @dataclass
@@ -40,6 +47,35 @@ class Call:
     input_shape: tuple[int, ...] | None
     output_id: int | None = None
     output_shape: tuple[int, ...] | None = None
+    input_node: int | None = None
+    output_node: int | None = None
+
+
+@dataclass(frozen=True)
+class Join:
+    """An addition of two tensors of the same shape (``x + shortcut``): where residual branches meet."""
+
+    operands: tuple[int, int]
+    output: int
+    shape: tuple[int, ...]
+
+
+@dataclass
+class TensorGraph:
+    """The tensors of one forward as nodes numbered in creation order, each with the nodes it was computed from.
+
+    A tensor seen before any op produced it (the input, a parameter, a constant) is a leaf: no parents.
+    """
+
+    parents: list[tuple[int, ...]] = field(default_factory=list)
+    joins: list[Join] = field(default_factory=list)
+    leaves: set[int] = field(default_factory=set)
+
+    def clear(self) -> None:
+        """Forget everything (a traced forward that is started again)."""
+        self.parents.clear()
+        self.joins.clear()
+        self.leaves.clear()
 
 
 @dataclass
@@ -51,6 +87,8 @@ class Dataflow:
 
     calls: list[Call]
     output_shapes: list[tuple[int, ...]]
+    graph: TensorGraph = field(default_factory=TensorGraph)
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)  # analyses of this forward, computed once
     by_path: dict[str, Call] = field(default_factory=dict)
     all_by_path: dict[str, list[Call]] = field(default_factory=dict)
 
@@ -174,28 +212,98 @@ def _reduced(shape: torch.Size, dim: int | tuple[int, ...] | list[int] | None = 
     return tuple(1 if i in gone else n for i, n in enumerate(shape) if keepdim or i not in gone)
 
 
-def meta_forward(module: nn.Module, inputs: tuple[torch.Tensor, ...] | torch.Tensor) -> Any:
+_ADD = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.add_,
+        torch.Tensor.__iadd__}
+"""Additions: a residual join when both operands are tensors of the same shape."""
+
+
+def _tensors(obj: object) -> list[torch.Tensor]:
+    """Every tensor in a (nested) argument or output, in order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _tensors(item)]
+    if isinstance(obj, dict):
+        return [t for item in obj.values() for t in _tensors(item)]
+    return []
+
+
+class _Recorder(TorchFunctionMode):
+    """Records each torch function call of a forward into a :class:`TensorGraph` (the tensors are kept alive, so
+    that their ids stay unique for the whole forward)."""
+
+    def __init__(self, graph: TensorGraph) -> None:
+        super().__init__()
+        self.graph = graph
+        self.current: dict[int, int] = {}
+        self.alive: list[torch.Tensor] = []
+
+    def clear(self) -> None:
+        """Start again (a second attempt at the forward)."""
+        self.graph.clear()
+        self.current.clear()
+        self.alive.clear()
+
+    def node(self, t: torch.Tensor) -> int:
+        """The node of the current version of ``t`` (a new leaf when no op produced it)."""
+        found = self.current.get(id(t))
+        if found is None:
+            found = self._new(t, ())
+            self.graph.leaves.add(found)
+        return found
+
+    def _new(self, t: torch.Tensor, parents: tuple[int, ...]) -> int:
+        self.graph.parents.append(parents)
+        self.alive.append(t)
+        self.current[id(t)] = len(self.graph.parents) - 1
+        return self.current[id(t)]
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        produced = _tensors(out)
+        if produced:
+            inputs = _tensors(args) + _tensors(kwargs)
+            parents = tuple(dict.fromkeys(self.node(t) for t in inputs))
+            nodes = [self._new(t, parents) for t in produced]
+            if func in _ADD and len(inputs) == 2 and len(parents) == 2 and inputs[0].shape == inputs[1].shape \
+                    and inputs[0].numel() > 1:
+                self.graph.joins.append(Join((parents[0], parents[1]), nodes[0], tuple(inputs[0].shape)))
+        return out
+
+
+def meta_forward(module: nn.Module, inputs: tuple[torch.Tensor, ...] | torch.Tensor,
+                 modes: tuple[TorchFunctionMode, ...] = ()) -> Any:
     """Call ``module`` with its parameters and buffers (and ``inputs``) as meta tensors: shapes, no data, no compute.
 
-    The module objects are the real ones (hooks on them fire); their own tensors are untouched.
+    The module objects are the real ones (hooks on them fire); their own tensors are untouched. ``modes`` are entered
+    inside the shape-only mode, so they see each call first.
     """
     args = inputs if isinstance(inputs, tuple) else (inputs,)
     state = {name: t.to("meta") for name, t in chain(module.named_parameters(remove_duplicate=False),
                                                       module.named_buffers(remove_duplicate=False))}
     meta_args = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
-    with _ShapeOnly():
+    with _ShapeOnly(), ExitStack() as stack:
+        for mode in modes:
+            stack.enter_context(mode)
         return torch.func.functional_call(module, state, meta_args, strict=False, tie_weights=True)
 
 
-def _forward(model: nn.Module, x: torch.Tensor, meta: bool) -> Any:
+def _forward(model: nn.Module, x: torch.Tensor, meta: bool, modes: tuple[TorchFunctionMode, ...]) -> Any:
     with eval_mode(model), torch.no_grad():
-        return meta_forward(model, x) if meta else model(x)
+        if meta:
+            return meta_forward(model, x, modes)
+        with ExitStack() as stack:
+            for mode in modes:
+                stack.enter_context(mode)
+            return model(x)
 
 
 def run_forward(model: nn.Module, input_size: tuple[int, ...], meta: bool = True,
-                reset: Callable[[], None] | None = None) -> object:
+                reset: Callable[[], None] | None = None, modes: tuple[TorchFunctionMode, ...] = ()) -> object:
     """One eval-mode forward at batch 1 (train/eval flags restored): on meta tensors when it can, else on a random
-    input (``reset`` is called before that second attempt).
+    input (``reset`` is called before that second attempt). ``modes`` (torch function modes) are active during the
+    forward.
 
     Raises:
         ConversionError: the forward fails (the message names the model and input size).
@@ -203,12 +311,12 @@ def run_forward(model: nn.Module, input_size: tuple[int, ...], meta: bool = True
     x = probe_input(model, (1, *input_size))
     if meta:
         try:
-            return _forward(model, x, meta=True)
+            return _forward(model, x, True, modes)
         except Exception:  # noqa: BLE001 - anything meta tensors cannot do: run it for real below
             if reset is not None:
                 reset()
     try:
-        return _forward(model, x, meta=False)
+        return _forward(model, x, False, modes)
     except Exception as exc:  # noqa: BLE001 - report which model/input failed, in one line
         raise ConversionError(f"forward pass of {type(model).__name__} on input {(1, *input_size)} failed: "
                               f"{one_line(exc)} (check the input size, --input-size C,H,W, and any --kwarg values)") from None
@@ -220,11 +328,14 @@ def trace_dataflow(model: nn.Module, input_size: tuple[int, ...], meta: bool = T
     keep_alive: list[torch.Tensor] = []  # ids stay unique only while the tensors live
     pending: dict[int, list[Call]] = {}
     names = {m: n for n, m in model.named_modules(remove_duplicate=False)}
+    graph = TensorGraph()
+    recorder = _Recorder(graph)
 
     def reset() -> None:
         calls.clear()
         keep_alive.clear()
         pending.clear()
+        recorder.clear()
 
     def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
         if module is model:
@@ -233,7 +344,7 @@ def trace_dataflow(model: nn.Module, input_size: tuple[int, ...], meta: bool = T
         if t is not None:
             keep_alive.append(t)
         call = Call(len(calls), names.get(module, "?"), module, id(t) if t is not None else None,
-                    tuple(t.shape) if t is not None else None)
+                    tuple(t.shape) if t is not None else None, input_node=recorder.node(t) if t is not None else None)
         calls.append(call)
         pending.setdefault(id(module), []).append(call)
 
@@ -246,9 +357,10 @@ def trace_dataflow(model: nn.Module, input_size: tuple[int, ...], meta: bool = T
         if t is not None:
             keep_alive.append(t)
             call.output_id, call.output_shape = id(t), tuple(t.shape)
+            call.output_node = recorder.node(t)
 
-    output = _with_hooks(names, pre_hook, post_hook, lambda: run_forward(model, input_size, meta, reset))
-    return Dataflow(calls=calls, output_shapes=tensor_shapes(output))
+    output = _with_hooks(names, pre_hook, post_hook, lambda: run_forward(model, input_size, meta, reset, (recorder,)))
+    return Dataflow(calls=calls, output_shapes=tensor_shapes(output), graph=graph)
 
 
 def _with_hooks(modules: dict[nn.Module, str], pre: Callable, post: Callable, run: Callable[[], object]) -> object:

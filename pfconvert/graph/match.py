@@ -19,6 +19,7 @@ from torch import nn
 from .dataflow import Call, Dataflow
 from .geometry import ConvGeometry, conv_geometry
 from .modules import is_activation, is_norm
+from .residual import BranchInfo, branch_info
 
 if TYPE_CHECKING:
     from ..rules.schema import MatchSpec, Rule, RuleSet
@@ -61,6 +62,7 @@ class Site:
     act: str | None = None
     after_norm: str | None = None  # the consumer of the norm's output when it is not an activation
     consumer: str | None = None  # the direct consumer when there is no norm
+    branch: BranchInfo = field(default_factory=BranchInfo)  # where it stands in residual branches
 
     @property
     def geometry(self) -> ConvGeometry | None:
@@ -103,6 +105,7 @@ def _site(model_modules: dict[str, nn.Module], flow: Dataflow, call: Call, kind:
     parent = call.path.rpartition(".")[0]
     stage, block, _ = stage_block(call.path)
     site = Site(call.path, call.module, call, kind, type(model_modules.get(parent, nn.Module())).__name__, stage, block)
+    site.branch = branch_info(flow, call)
     if kind != "conv2d":
         return site
     nxt = _single(flow, call)
@@ -143,6 +146,10 @@ def _holds(spec: MatchSpec, site: Site, block_counts: dict[str, int]) -> bool:
         return False
     if spec.stages is not None and site.stage not in spec.stages:
         return False
+    if spec.residual is not None and site.branch.residual != spec.residual:
+        return False
+    if spec.branch_role is not None and not site.branch.roles.intersection(spec.branch_role):
+        return False
     if spec.blocks is not None:
         _, _, prefix = stage_block(site.path)
         n = block_counts.get(prefix or "", 0)
@@ -153,7 +160,7 @@ def _holds(spec: MatchSpec, site: Site, block_counts: dict[str, int]) -> bool:
         return True
     checks = [
         spec.depthwise is None or (g.depthwise if spec.depthwise else g.dense),
-        spec.groups in (None, "any") or getattr(g, spec.groups),
+        spec.groups is None or any(kind == "any" or getattr(g, kind) for kind in spec.groups),
         spec.kernel_size is None or (g.kernel[0] == g.kernel[1] and g.kernel[0] in spec.kernel_size),
         spec.stride is None or (g.stride[0] == g.stride[1] and g.stride[0] in spec.stride),
         spec.dilation is None or (g.dilation[0] == g.dilation[1] and g.dilation[0] in spec.dilation),

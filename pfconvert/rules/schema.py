@@ -50,13 +50,20 @@ class MatchSpec(_Strict):
         "CondConv2d) or `attention` (timm `Attention` token mixers of ViT-style blocks)")
     depthwise: bool | None = Field(None, description="true: `groups == in_channels` (and out a multiple of in); "
                                    "false: `groups == 1`")
-    groups: Literal["dense", "grouped", "depthwise", "any"] | None = Field(
-        None, description="filter grouping: `dense` (`groups == 1`), `grouped` (1 < groups, not depthwise: ResNeXt, "
-        "RegNet), `depthwise` (as `depthwise: true`) or `any`")
+    groups: list[Literal["dense", "grouped", "depthwise", "any"]] | None = Field(
+        None, description="filter grouping, one or a list: `dense` (`groups == 1`), `grouped` (1 < groups, not "
+        "depthwise: ResNeXt, RegNet), `depthwise` (as `depthwise: true`) or `any`")
     kernel_size: IntList | None = Field(None, description="allowed square kernel sizes")
     stride: IntList | None = Field(None, description="allowed strides")
     dilation: IntList | None = Field(None, description="allowed dilations")
     same_channels: bool | None = Field(None, description="require `in_channels == out_channels`")
+    residual: bool | None = Field(None, description="true: the layer lies in a residual branch (between a fork and "
+                                  "the addition that joins it, in the traced dataflow); false: it does not")
+    branch_role: list[Literal["spatial", "first", "last", "only"]] | None = Field(
+        None, description="the conv's role in the smallest residual branch holding it, one or a list: `spatial` (a "
+        "pointwise conv runs before it and another after it in the branch: a bottleneck's 3x3, an inverted residual's "
+        "depthwise conv), `first` / `last` (first / last of two or more k x k convs: a BasicBlock's conv1 / conv2), "
+        "`only` (the branch's single k x k conv)")
     path: list[str] | None = Field(None, description="fnmatch globs on the qualified module name (`layer*.conv2`); "
                                    "any may match")
     path_regex: str | None = Field(None, description="a regular expression searched in the qualified name")
@@ -71,8 +78,8 @@ class MatchSpec(_Strict):
                                   "starting at `offset`")
     offset: int = Field(0, ge=0, description="first match index kept by `every_nth`")
 
-    _lists = field_validator("kernel_size", "stride", "dilation", "path", "exclude", "parent", "stages", "blocks",
-                             mode="before")(_as_list)
+    _lists = field_validator("groups", "branch_role", "kernel_size", "stride", "dilation", "path", "exclude", "parent",
+                             "stages", "blocks", mode="before")(_as_list)
 
     @field_validator("kernel_size", "stride", "dilation")
     @classmethod
@@ -112,6 +119,8 @@ class Rule(_Strict):
     replace: ReplaceSpec = Field(description="what each matched layer becomes: an op and its fields")  # type: ignore
     absorb: list[Literal["norm", "act"]] = Field(default_factory=list, description="layers that directly follow the "
                                                  "matched one and are removed with it: its norm, then its activation")
+    allow_empty_branch: bool = Field(False, description="let the rule leave a residual branch with no trainable layer "
+                                     "(conv, linear): refused otherwise, since such a branch no longer learns")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Rule":

@@ -294,3 +294,22 @@ def test_coverage_probe_classifies_models() -> None:
     assert cov.probe_model("resnet18", paths="meta").status == "no-depthwise"
     text = cov.summarize([ok, cov.Result("x", status="engine-failure", phase="convert", reason="boom")], 2)
     assert "converted + forward OK" in text and "x [-, convert]: boom" in text
+
+
+@pytest.mark.slow
+def test_residual_suite_classifies_models() -> None:
+    cov = _coverage_module()
+    basic = cov.probe_model("resnet18", paths="meta", suite="residual")
+    assert (basic.status, list(basic.rules)) == ("ok", ["basic-max"]) and basic.rules["basic-max"]["replaced"] == 5
+    bottleneck = cov.probe_model("resnext26ts", paths="meta", suite="residual")
+    assert bottleneck.status == "ok" and set(bottleneck.rules) >= {"bottleneck-max", "bottleneck-hybrid"}
+    params = bottleneck.rules["bottleneck-max"]["params"]
+    assert params[1] < params[0]
+    repvgg = cov.probe_model("repvgg_a0", paths="meta", suite="residual")
+    assert repvgg.status == "not-replaceable" and "only trainable layer of its branch" in repvgg.reason
+    assert cov.probe_model("mobilenetv2_050", paths="meta", suite="residual").status == "no-target"
+    text = cov.summarize([basic, bottleneck, repvgg], 3, suite="residual")
+    assert "with a replaceable k x k conv in a residual branch" in text and "repvgg_a0 [meta, ]" in text
+    table = sys.modules["_residual_suite"].family_table([basic, bottleneck], {"resnet18": "resnet",
+                                                                             "resnext26ts": "byobnet"})
+    assert "| resnet | 1 | `basic-max` | 1 | 5 |" in table and "| byobnet | 1 | `bottleneck-max` | 1 |" in table

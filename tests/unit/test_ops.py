@@ -94,7 +94,7 @@ def test_channel_changing_regular_conv_is_refused() -> None:
 
 def test_inplace_activation_after_identity_does_not_corrupt_the_residual() -> None:
     block = DwBlock().eval()
-    rule = parse_rules("name: r\nrules: [{name: dw, match: {depthwise: true}, replace: {op: identity}}]")
+    rule = parse_rules("name: r\nrules: [{name: dw, match: {depthwise: true}, replace: {op: identity}, allow_empty_branch: true}]")
     converted, _ = pfconvert.convert(block, rule, input_size=(4, 6, 6))
     x = torch.randn(1, 4, 6, 6)
     assert torch.equal(converted(x.clone()), x + torch.relu(x))
