@@ -9,3 +9,4 @@ from . import finetune as finetune  # noqa: F401
 from . import report as report  # noqa: F401
 from . import rules as rules  # noqa: F401
 from . import sensitivity as sensitivity  # noqa: F401
+from . import plan as plan  # noqa: F401

@@ -9,9 +9,9 @@ trees, Res2Net's hierarchical splits); a layer's *own* branch is the smallest on
 
 Roles of a k x k conv (k > 1) in its own branch:
 
-- ``spatial``: a pointwise conv (1x1, on a feature map of the size of the conv's input or output, so not a
-  squeeze-and-excitation's on pooled features) runs before it and another after it in the branch: the 3x3 of a
-  bottleneck, the depthwise conv of an inverted residual;
+- ``spatial``: the branch also holds a pointwise conv (1x1, on a feature map of the size of the conv's input or
+  output, so not a squeeze-and-excitation's on pooled features), before or after it: the 3x3 of a bottleneck
+  (1x1 -> 3x3 -> 1x1) or of a DarkNet block (1x1 -> 3x3), the depthwise conv of an inverted residual;
 - ``first`` / ``last``: the first / last of two or more k x k convs of the branch (a ResNet BasicBlock's conv1 / conv2);
 - ``only``: the single k x k conv of the branch.
 
@@ -163,7 +163,7 @@ def _roles(call: Call, branch: Branch) -> frozenset[str]:
     maps = {_hw(call.input_shape), _hw(call.output_shape)} - {None}
     pointwise = [c.index for c in branch.calls if _pointwise(c, maps)]
     roles = set()
-    if any(i < call.index for i in pointwise) and any(i > call.index for i in pointwise):
+    if pointwise:
         roles.add("spatial")
     if len(spatial) == 1:
         roles.add("only")

@@ -60,9 +60,9 @@ class MatchSpec(_Strict):
     residual: bool | None = Field(None, description="true: the layer lies in a residual branch (between a fork and "
                                   "the addition that joins it, in the traced dataflow); false: it does not")
     branch_role: list[Literal["spatial", "first", "last", "only"]] | None = Field(
-        None, description="the conv's role in the smallest residual branch holding it, one or a list: `spatial` (a "
-        "pointwise conv runs before it and another after it in the branch: a bottleneck's 3x3, an inverted residual's "
-        "depthwise conv), `first` / `last` (first / last of two or more k x k convs: a BasicBlock's conv1 / conv2), "
+        None, description="the conv's role in the smallest residual branch holding it, one or a list: `spatial` (the "
+        "branch also holds a pointwise conv on its feature map, before or after it: a bottleneck's or DarkNet block's "
+        "3x3, an inverted residual's depthwise conv), `first` / `last` (first / last of two or more k x k convs: a BasicBlock's conv1 / conv2), "
         "`only` (the branch's single k x k conv)")
     path: list[str] | None = Field(None, description="fnmatch globs on the qualified module name (`layer*.conv2`); "
                                    "any may match")

@@ -1,5 +1,5 @@
 """Studies built on conversion, recovery and measurement: which layer groups are worth converting
-(:mod:`.sensitivity`)."""
+(:mod:`.sensitivity`), and which conversion to make on a given backend (:mod:`.plan`, built on the sensitivity study)."""
 
 from __future__ import annotations
 
@@ -10,4 +10,11 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "SensitivityResult": ".sensitivity",
     "run_sensitivity": ".sensitivity",
     "selected_rules": ".sensitivity",
+    "sensitivity_on_data": ".sensitivity",
+    "Candidate": ".plan",
+    "PlanResult": ".plan",
+    "NoPayoff": ".plan",
+    "plan_conversion": ".plan",
+    "plan_on_data": ".plan",
+    "plot_plan": ".plan",
 })

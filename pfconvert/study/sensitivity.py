@@ -25,7 +25,7 @@ from ..report.report import median
 from ..rules.loading import LoadedRules, parse_rules
 
 __all__ = ["GroupResult", "SensitivityResult", "group_matches", "run_sensitivity", "sensitivity_on_data",
-           "selected_rules"]
+           "selected_rules", "ValidationTools", "validation_tools"]
 
 
 @dataclass
@@ -37,8 +37,8 @@ class GroupResult:
     rules: list[str]  # the rule that matched each layer
     top1: float
     drop: float
-    latency_ms: float
-    latency_ratio: float  # converted / original: below 1.0 is faster
+    latency_ms: float | None  # None: not timed (the planner times whole candidates instead)
+    latency_ratio: float | None  # converted / original: below 1.0 is faster
     params_removed: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,7 +58,7 @@ class SensitivityResult:
 
     def ranked(self) -> list[GroupResult]:
         """Groups from the least to the most harmful (ties broken by latency gain)."""
-        return sorted(self.groups, key=lambda g: (g.drop, g.latency_ratio))
+        return sorted(self.groups, key=lambda g: (g.drop, g.latency_ratio or 0.0))
 
     def worth_converting(self, max_drop: float) -> list[GroupResult]:
         """Groups whose accuracy drop is at most ``max_drop`` points."""
@@ -87,10 +87,11 @@ def run_sensitivity(
     rules: LoadedRules,
     input_size: tuple[int, int, int],
     evaluate: Callable[[nn.Module], float],
-    latency_ms: Callable[[nn.Module, nn.Module], tuple[float, float]],
+    latency_ms: Callable[[nn.Module, nn.Module], tuple[float, float]] | None,
     by: str = "stage",
     prepare: Callable[[nn.Module], None] | None = None,
     on_group: Callable[[str, int, int], None] | None = None,
+    base_top1: float | None = None,
 ) -> SensitivityResult:
     """Convert each group alone (on a copy of ``model``) and measure it.
 
@@ -100,10 +101,12 @@ def run_sensitivity(
         input_size: (C, H, W) of the traced forward.
         evaluate: top-1 accuracy (percent) of a model.
         latency_ms: ``(original, variant) -> (original ms, variant ms)``, both measured in the same run so that the
-            ratio is not skewed by drift between runs.
+            ratio is not skewed by drift between runs; None: accuracy only (:func:`pfconvert.study.plan_conversion`
+            ranks stages this way, then times whole candidates).
         by: ``stage`` or ``layer``.
         prepare: called on each converted copy before evaluation (e.g. BatchNorm re-estimation).
         on_group: progress callback (group name, index, total); index -1 first, for the original model.
+        base_top1: the original's top-1 when already known (else it is evaluated).
     """
     matches, flow = match_rules(model, rules, input_size)
     if not matches:
@@ -111,7 +114,7 @@ def run_sensitivity(
     groups = group_matches(matches, by)
     if on_group is not None:
         on_group("original", -1, len(groups))
-    result = SensitivityResult(base_top1=evaluate(model), base_latency_ms=0.0)
+    result = SensitivityResult(base_top1=evaluate(model) if base_top1 is None else base_top1, base_latency_ms=0.0)
     base_times = []
     for index, (name, members) in enumerate(groups.items()):
         if on_group is not None:
@@ -121,12 +124,13 @@ def run_sensitivity(
         if prepare is not None:
             prepare(variant)
         top1 = evaluate(variant)
-        base_ms, ms = latency_ms(model, variant)
-        base_times.append(base_ms)
+        base_ms, ms = latency_ms(model, variant) if latency_ms is not None else (None, None)
+        if base_ms is not None:
+            base_times.append(base_ms)
         result.groups.append(GroupResult(name, [m.site.path for m in members], [m.rule.name for m in members], top1,
-                                         result.base_top1 - top1, ms, ms / base_ms,
+                                         result.base_top1 - top1, ms, ms / base_ms if ms is not None else None,
                                          sum(r.params_removed for r in done)))
-    result.base_latency_ms = median(base_times)
+    result.base_latency_ms = median(base_times) if base_times else 0.0
     return result
 
 
@@ -180,19 +184,59 @@ def sensitivity_on_data(model: nn.Module, rules: LoadedRules, data: str, *, data
     Raises:
         DataError: bad limits, or the data's classes differ from the model's.
     """
+    from ..report.latency import LatencyConfig, measure
+    from ..report.report import median_ms
+
+    tools = validation_tools(model, data, data_cfg=data_cfg, img_size=img_size, limit_val=limit_val,
+                             calib_images=bn_recalib_images, val_split=val_split, batch_size=batch_size, notes=notes)
+    size = tools.input_size
+    methods: list[str] = []
+
+    def latency(base: nn.Module, variant: nn.Module) -> tuple[float, float]:
+        cfg = LatencyConfig(batch_sizes=(1,), input_size=size, runs=15, warmup=3, max_seconds=5,
+                            deploy_method=deploy_method)
+        timings = measure({"original": base, "variant": variant}, ["cpu"], cfg)
+        methods.append(timings.methods.get(("cpu", 1), deploy_method))
+        times = timings[("cpu", 1)]
+        return median_ms(times["original"]), median_ms(times["variant"])
+
+    result = run_sensitivity(model.eval(), rules, size, tools.top1, latency, by=by, prepare=tools.recalibrate,
+                             on_group=on_group)
+    result.deploy_method = ", ".join(dict.fromkeys(methods))
+    return result
+
+
+@dataclass
+class ValidationTools:
+    """What a study needs of the data: the input size, top-1 on the validation images, and calibration on other
+    training images (BatchNorm re-estimation; the images themselves, for a reconstruction)."""
+
+    input_size: tuple[int, int, int]
+    top1: Callable[[nn.Module], float]
+    recalibrate: Callable[[nn.Module], None]
+    calib_batches: Callable[[int], list[torch.Tensor]]
+
+
+def validation_tools(model: nn.Module, data: str, *, data_cfg: DataConfig | None = None, img_size: int | None = None,
+                     limit_val: int | None = 2000, calib_images: int = 512, val_split: float = 0.1,
+                     batch_size: int = 64, notes: list[str] | None = None) -> ValidationTools:
+    """Open the validation split (carved from the training images, never the test split: a study's choices are model
+    selection) and ``calib_images`` other training images, prepared as ``model``'s input.
+
+    Raises:
+        DataError: bad limits, or the data's classes differ from the model's.
+    """
     from ..data.config import resolve_data_config
     from ..data.datasets import open_split, resolve_source
     from ..data.transforms import build_transforms
     from ..recover.bn import recalibrate_batchnorm
     from ..recover.metrics import evaluate, infer_num_classes
     from ..recover.precision import resolve_precision
-    from ..report.latency import LatencyConfig, measure
-    from ..report.report import median_ms
 
     if limit_val is not None and limit_val < 1:
         raise DataError(f"limit_val must be at least 1 image (or None for all), got {limit_val}")
-    if bn_recalib_images < 0:
-        raise DataError(f"bn_recalib_images must be 0 (off) or more, got {bn_recalib_images}")
+    if calib_images < 0:
+        raise DataError(f"calibration images must be 0 (off) or more, got {calib_images}")
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     if img_size is not None and img_size < 8:
@@ -211,11 +255,11 @@ def sensitivity_on_data(model: nn.Module, rules: LoadedRules, data: str, *, data
     _, eval_tf = build_transforms(data_cfg, "none")
     mode = data_cfg.image_mode
     val.mode, val.transform = mode, eval_tf
-    calib = open_split(source, "train", bn_recalib_images or None, seed=1, val_fraction=val_split)
+    calib = open_split(source, "train", calib_images or None, seed=1, val_fraction=val_split)
     calib.mode, calib.transform = mode, eval_tf
     if notes is not None:
         notes += [f"data: {val.description}: {len(val)} images; BatchNorm re-estimated on {len(calib)} other "
-                  "training images" if bn_recalib_images else f"data: {val.description}: {len(val)} images",
+                  "training images" if calib_images else f"data: {val.description}: {len(val)} images",
                   f"input: {data_cfg.describe()}", *([note] if note else [])]
     precision = resolve_precision(torch.device("cpu"))
     loader = eval_loader(val, batch_size)
@@ -223,20 +267,16 @@ def sensitivity_on_data(model: nn.Module, rules: LoadedRules, data: str, *, data
     def top1(m: nn.Module) -> float:
         return evaluate(m, loader, precision).top1
 
-    methods: list[str] = []
-
-    def latency(base: nn.Module, variant: nn.Module) -> tuple[float, float]:
-        cfg = LatencyConfig(batch_sizes=(1,), input_size=size, runs=15, warmup=3, max_seconds=5,
-                            deploy_method=deploy_method)
-        timings = measure({"original": base, "variant": variant}, ["cpu"], cfg)
-        methods.append(timings.methods.get(("cpu", 1), deploy_method))
-        times = timings[("cpu", 1)]
-        return median_ms(times["original"]), median_ms(times["variant"])
-
     def recalibrate(m: nn.Module) -> None:
-        if bn_recalib_images > 0:
+        if calib_images > 0:
             recalibrate_batchnorm(m, eval_loader(calib, batch_size), precision, len(calib))
 
-    result = run_sensitivity(model.eval(), rules, size, top1, latency, by=by, prepare=recalibrate, on_group=on_group)
-    result.deploy_method = ", ".join(dict.fromkeys(methods))
-    return result
+    def calib_batches(n: int) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = []
+        for x, _ in eval_loader(calib, batch_size):
+            out.append(x[: n - sum(len(b) for b in out)])
+            if sum(len(b) for b in out) >= n:
+                break
+        return out
+
+    return ValidationTools(size, top1, recalibrate, calib_batches)

@@ -1,0 +1,41 @@
+"""``pfconvert plan`` end to end on Fashion-MNIST: the table, the written rule, the plot, the refusal."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from pfconvert.cli.app import _register, app
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--data", "fashion-mnist", "--num-classes", "10", "--img-size", "32", "--limit-val", "64",
+        "--bn-recalib-images", "32", "--reconstruct-images", "16", "--runs", "3", "--max-seconds", "2",
+        "--batch-sizes", "1,4", "--backend", "cpu-eager", "-r", "dw-hybrid"]
+
+
+@pytest.fixture(autouse=True)
+def _fashion_mnist() -> None:
+    from pathlib import Path
+
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.fail("Debian's dataset-fashion-mnist is required (apt-get install dataset-fashion-mnist)")
+
+
+def test_plan_prints_the_table_and_writes_what_it_chose_or_refuses(tmp_path) -> None:
+    _register()
+    rule, png = tmp_path / "planned.yaml", tmp_path / "plan.png"
+    result = CliRunner().invoke(app, ["plan", "mobilenetv2_050", *TINY, "--max-drop", "100", "--write-rule", str(rule),
+                                      "--plot", str(png)])
+    assert "dw-hybrid: stage" in result.output and "Pareto" in result.output
+    assert png.stat().st_size > 1000
+    if result.exit_code == 0:  # something is faster at batch 1 and 4 without being slower: its rule is written
+        assert "name: dw-hybrid-planned" in rule.read_text() and "stages:" in rule.read_text()
+    else:  # nothing pays off on this machine at this size: the refusal, and no rule file
+        assert "no conversion pays off on cpu-eager" in str(result.exception) and not rule.exists()
+
+
+def test_an_unavailable_backend_is_one_line(tmp_path) -> None:
+    _register()
+    result = CliRunner().invoke(app, ["plan", "mobilenetv2_050", *TINY[:-4], "--backend", "nope"])
+    assert result.exit_code != 0 and "backend 'nope' is not available here" in str(result.exception)
