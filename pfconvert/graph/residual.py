@@ -9,9 +9,10 @@ trees, Res2Net's hierarchical splits); a layer's *own* branch is the smallest on
 
 Roles of a k x k conv (k > 1) in its own branch:
 
-- ``spatial``: the branch also holds a pointwise conv (1x1, on a feature map of the size of the conv's input or
-  output, so not a squeeze-and-excitation's on pooled features), before or after it: the 3x3 of a bottleneck
-  (1x1 -> 3x3 -> 1x1) or of a DarkNet block (1x1 -> 3x3), the depthwise conv of an inverted residual;
+- ``spatial``: the branch also holds a pointwise layer (a 1x1 conv on a feature map of the size of the conv's input
+  or output, so not a squeeze-and-excitation's on pooled features; or a linear layer on that map's tokens), before or
+  after it: the 3x3 of a bottleneck (1x1 -> 3x3 -> 1x1) or of a DarkNet block (1x1 -> 3x3), the depthwise conv of an
+  inverted residual, a PVT attention's spatial-reduction conv;
 - ``first`` / ``last``: the first / last of two or more k x k convs of the branch (a ResNet BasicBlock's conv1 / conv2);
 - ``only``: the single k x k conv of the branch.
 
@@ -151,9 +152,14 @@ def _hw(shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
 
 def _pointwise(call: Call, maps: set[tuple[int, ...] | None]) -> bool:
     """A 1x1 conv on a feature map of one of the sizes in ``maps`` (so not a squeeze-and-excitation's 1x1 convs on
-    pooled features, unless the map is 1x1 itself)."""
+    pooled features, unless the map is 1x1 itself), or a linear layer on that map's tokens (``(B, H*W, C)``, as a
+    PVT attention's query/key/value projections)."""
     g = conv_geometry(call.module)
-    return g is not None and g.kernel == (1, 1) and _hw(call.input_shape) in maps
+    if g is not None:
+        return g.kernel == (1, 1) and _hw(call.input_shape) in maps
+    shape = call.input_shape or ()
+    return isinstance(call.module, nn.Linear) and len(shape) == 3 and any(
+        m is not None and len(m) == 2 and shape[1] == m[0] * m[1] for m in maps)
 
 
 def _roles(call: Call, branch: Branch) -> frozenset[str]:

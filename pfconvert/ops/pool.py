@@ -57,6 +57,8 @@ class AvgPoolSpec(_PoolFields):
 
     op: Literal["avg_pool"]
     count_include_pad: bool = Field(False, description="count zero padding in the mean")
+    ceil_mode: bool = Field(False, description="a last, partial window where the input does not divide evenly (as a "
+                            "padded strided conv has on odd sizes)")
 
 
 def pick(value: int | str, inherited: Pair) -> Pair:
@@ -112,7 +114,7 @@ def _avg_pool(spec: AvgPoolSpec, kernel: Pair, stride: Pair, pads: Pads, ctx: Bu
     if top > kernel[0] // 2 or left > kernel[1] // 2:
         raise ctx.error(f"padding {(top, left)} is more than half the pool kernel {kernel}; set replace.padding or "
                         "replace.kernel_size")
-    return nn.AvgPool2d(_square(kernel), _square(stride), _square((top, left)),
+    return nn.AvgPool2d(_square(kernel), _square(stride), _square((top, left)), ceil_mode=spec.ceil_mode,
                         count_include_pad=spec.count_include_pad)
 
 
