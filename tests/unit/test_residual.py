@@ -165,3 +165,26 @@ def test_basic_max_keeps_a_trainable_conv_in_every_resnet18_branch() -> None:
     dense = _rule("{kernel_size: 3, groups: dense, same_channels: true, stride: 1}")
     with pytest.raises(RuleError, match="residual branch of 'layer1.0'"):
         pfconvert.convert(model, dense, input_size=(3, 64, 64))
+
+
+def test_bottleneck_hybrid_keeps_a_stride_2_convs_size_on_odd_maps() -> None:
+    model, record = pfconvert.convert(Bottle(stride=2), "bottleneck-hybrid", input_size=(8, 11, 11))
+    assert [r.path for r in record.replacements] == ["conv2.0"]
+    assert model(torch.randn(1, 8, 11, 11)).shape == (1, 8, 6, 6)
+
+
+def test_a_linear_on_the_maps_tokens_is_pointwise() -> None:
+    class SpatialReduction(nn.Module):  # PVT-v2's attention: q from every token, k/v from a strided conv's tokens
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.kv, self.sr = nn.Linear(8, 8), nn.Linear(8, 16), nn.Conv2d(8, 8, 2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, c, h, w = x.shape
+            tokens = x.flatten(2).transpose(1, 2)
+            k, v = self.kv(self.sr(x).flatten(2).transpose(1, 2)).chunk(2, -1)
+            attn = (self.q(tokens) @ k.transpose(1, 2)).softmax(-1) @ v
+            return x + attn.transpose(1, 2).reshape(b, c, h, w)
+
+    flow = trace_dataflow(SpatialReduction(), SIZE)
+    assert _info(flow, "sr").roles == {"spatial", "only"}
