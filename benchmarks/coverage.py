@@ -367,11 +367,17 @@ def _handle(worker: _Worker) -> list[Result]:
 
 
 def run_all(names: list[str], args: argparse.Namespace) -> Iterator[Result]:
-    """Run every model in worker subprocesses (``args.jobs`` at a time); yields results as they come."""
+    """Run every model in worker subprocesses (``args.jobs`` at a time); yields results as they come. With
+    ``args.time_budget``, no new model starts once that many seconds have passed."""
     queue = deque(names)
     workers: list[_Worker] = []
+    start = time.monotonic()
     try:
         while queue or any(w.name for w in workers):
+            if args.time_budget and time.monotonic() - start > args.time_budget and queue:
+                print(f"time budget of {args.time_budget:.0f}s spent: {len(queue)} models not probed",
+                      file=sys.stderr)
+                queue.clear()
             while queue and len(workers) < args.jobs:
                 workers.append(_Worker(args))
             for w in workers:
@@ -403,14 +409,22 @@ def _share(n: int, with_dw: int, runnable: int) -> str:
     return f"{_pct(n, with_dw)} of all, {_pct(n, runnable)} of runnable"
 
 
-def summarize(results: list[Result], total_models: int, suite: str = "depthwise") -> str:
-    """The summary table, then every failure with its one-line reason (engine failures first), then notes."""
+def summarize(results: list[Result], total_models: int, suite: str = "depthwise", unprobed: int = 0) -> str:
+    """The summary table, then every failure with its one-line reason (engine failures first), then notes.
+    ``unprobed``: selected models the time budget left out."""
     counts = Counter(r.status for r in results)
     with_dw = counts[OK] + counts[ENGINE] + counts[MODEL]
     runnable = counts[OK] + counts[ENGINE]
     rows = [
         ("timm models", total_models, ""),
         ("  probed (after --filter/--limit)", len(results), ""),
+    ]
+    earlier = sum(1 for r in results if r.path == "earlier run")
+    if earlier:
+        rows.append(("    of which found without a target by an earlier run (--known-no-target)", earlier, ""))
+    if unprobed:
+        rows.append(("  not probed: the time budget ran out (--time-budget)", unprobed, ""))
+    rows += [
         ("  cannot be built on any path", counts[UNBUILDABLE], ""),
     ]
     if suite == "residual":
@@ -463,6 +477,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--recycle", type=int, default=200, help="restart a worker after this many models (memory)")
     p.add_argument("--paths", choices=("auto", "meta", "cpu"), default="auto",
                    help="auto: meta device, CPU fallback; meta/cpu: that path only")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="seconds after which no new model starts (0: none); the summary counts what was probed")
+    p.add_argument("--known-no-target", type=Path,
+                   help="model names (one per line) an earlier run of the same suite and target definition found "
+                        "without a target: counted as such, not probed again")
     p.add_argument("--suite", choices=("depthwise", "residual"), default="depthwise",
                    help="depthwise: maxpool on depthwise convs; residual: the residual-family rules")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -493,13 +512,20 @@ def main(argv: list[str] | None = None) -> int:
         _worker(args.paths, args.threads, args.suite)
         return 0
     names, total = _select(args)
-    start = time.monotonic()
     results: list[Result] = []
+    if args.known_no_target:
+        known = set(args.known_no_target.read_text().split())
+        status = NO_TARGET if args.suite == "residual" else NO_DW
+        results = [Result(n, status=status, path="earlier run") for n in names if n in known]
+        names = [n for n in names if n not in known]
+    start = time.monotonic()
+    probed = 0
     for i, res in enumerate(run_all(names, args), 1):
         results.append(res)
+        probed += 1
         print(_progress_line(i, len(names), res), file=sys.stderr, flush=True)
     wall = time.monotonic() - start
-    summary = summarize(results, total, args.suite)
+    summary = summarize(results, total, args.suite, unprobed=len(names) - probed)
     stamp = f"wall time {wall:.0f}s, {args.jobs} worker(s), {args.threads} thread(s) each, timeout {args.timeout:.0f}s"
     body = f"```text\n{summary}\n```"
     if args.suite == "residual":
