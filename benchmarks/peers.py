@@ -184,8 +184,13 @@ def run_speed(args: argparse.Namespace) -> list[dict]:
     size = (3, args.size, args.size)
     config = LatencyConfig(batch_sizes=tuple(args.batch_sizes), input_size=size, runs=args.runs, warmup=args.warmup,
                            threads=args.threads, max_seconds=args.max_seconds, deploy_method=args.deploy)
-    rows = []
+    saved = args.out / "speed.json"  # rows of each model as it is done, so a run that stops keeps the finished ones
+    done = json.loads(saved.read_text()) if args.reuse_speed and saved.is_file() else []
+    rows = [r for r in done if r["model"] in args.models and r["px"] == args.size]
     for name in args.models:
+        if any(r["model"] == name for r in rows):
+            _log(f"{name}: reusing the rows of an earlier run ({saved})")
+            continue
         _log(f"building {name} + {', '.join(CASES[name])} and the pruned peers")
         models, ratios = build_speed_models(name, CASES[name], size, args)
         timings = measure(models, args.backends, config, progress=lambda t, n=name: _log(f"{n}: timing {t}"))
@@ -196,6 +201,8 @@ def run_speed(args: argparse.Namespace) -> list[dict]:
                 cells[f"{backend_label(backend, config.deploy_method)} bs{bs}"] = [round(ms, 3), round(base / ms, 3)]
             rows.append({"model": name, "variant": key, "ratio": ratios[key], "params": params(model),
                          "macs": count_macs(model, size).macs, "px": args.size, "latency": cells})
+        args.out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(rows, indent=2))
     return rows
 
 
@@ -415,8 +422,9 @@ class Accuracy:
                 f"pruned@MACs({r})", self.original, self.matched(r, self.original, self.convert(r))[0],
                 "Torch-Pruning")))
         for name, build in plan:
-            if self.args.only_cached and self._cached(name) is None:
-                _log(f"accuracy: {name} skipped (--only-cached, no result yet)")
+            wanted = self.args.students is None or name in self.args.students
+            if (self.args.only_cached or not wanted) and self._cached(name) is None:
+                _log(f"accuracy: {name} skipped (no result yet, and not asked for)")
                 continue
             _log(f"accuracy: {name}")
             rows.append(build())
@@ -492,6 +500,29 @@ def accuracy_markdown(rows: list[dict], budget: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+NOTES = """## Notes
+
+- Not measured: resnet50 accuracy (its original would need hours of CPU training here; the speed table has it) and
+  the mobilenetv2_050 accuracy case. Students a run did not fine-tune (``--students``) are absent from the accuracy
+  table.
+- The latency figures come from a machine whose cores were shared with other jobs while it ran (the load average is
+  in the machine line): ``--threads 1`` keeps the timings of interleaved rounds stable under that load (two threads
+  spin against the other jobs and scatter by 5x), so the ms are one core's, and only the ratios within one table
+  compare.
+- The pruned peers are Torch-Pruning's ``MagnitudePruner`` with ``MagnitudeImportance(p=1)``, one uniform ratio, the
+  classifier kept; no ``round_to``. A tuned pruning schedule (global or learned importance, iterative pruning)
+  could do better than this baseline, and so could a longer fine-tune of any student.
+- Composition, as a recipe (what ``r50-hybrid+prune`` is)::
+
+      import pfconvert, sys; sys.path.insert(0, "benchmarks"); from peers import prune
+      model, record = pfconvert.convert("resnet26", "r50-hybrid", checkpoint="original.safetensors",
+                                        input_size=(3, 32, 32), num_classes=10)
+      # optional: pfconvert.recover.refit.reconstruct(model, original, calibration_batches) first
+      model = prune(model, 0.2, (3, 32, 32))   # Torch-Pruning, channels pass through the pools
+      # then fine-tune by distillation from the original (pfconvert.recover.finetune.runner.run_finetune)
+"""
+
+
 # -- main ----------------------------------------------------------------------------------------------------------------
 
 
@@ -513,11 +544,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--match-runs-32", type=int, default=60,
                         help="timed rounds per latency-matching step at the accuracy input size")
     parser.add_argument("--runs-32", type=int, default=100, help="timed rounds of the accuracy table's latency")
+    parser.add_argument("--reuse-speed", action="store_true",
+                        help="speed: keep the rows of models an earlier run finished (OUT/speed.json)")
     parser.add_argument("--skip-latency-match", action="store_true", help="speed table: only the MACs-matched peers")
     parser.add_argument("--deploy", default="auto", help="deploy method of the 'cpu' backend")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-composition", action="store_true")
+    parser.add_argument("--students", type=lambda t: t.split(","), default=None,
+                        help="accuracy: fine-tune only these students (comma-separated names as in the table; the "
+                             "others are tabled when an earlier run finished them)")
     parser.add_argument("--only-cached", action="store_true",
                         help="accuracy: table only the students whose fine-tune has finished (OUT/resnet26/*/peers.json)")
     parser.add_argument("--data", default="fashion-mnist")
@@ -546,6 +582,8 @@ def main(argv: list[str] | None = None) -> None:
         sections.append(f"## Speed ({args.size} px, random weights)\n\n{speed_markdown(rows)}")
         sys.stdout.write(sections[-1] + "\n")
     if not args.skip_accuracy:
+        if args.threads is not None:  # the fine-tunes too: on a loaded machine two threads spin against other jobs
+            torch.set_num_threads(args.threads)
         rows = Accuracy(args).run()
         data["accuracy"] = rows
         sections.append(f"## Accuracy (Fashion-MNIST, {ACCURACY_MODEL} at 32 px)\n\n"
@@ -556,7 +594,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "peers.json").write_text(json.dumps({"machine": machine, **data}, indent=2))
     if args.write_docs:
-        write_page("peers", "pfconvert against structured pruning (Torch-Pruning)", "\n".join(sections), machine)
+        write_page("peers", "pfconvert against structured pruning (Torch-Pruning)", "\n".join(sections), machine,
+                   NOTES)
 
 
 if __name__ == "__main__":
