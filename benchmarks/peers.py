@@ -509,6 +509,11 @@ NOTES = """## Notes
   in the machine line): ``--threads 1`` keeps the timings of interleaved rounds stable under that load (two threads
   spin against the other jobs and scatter by 5x), so the ms are one core's, and only the ratios within one table
   compare.
+- "Equal latency" is matched on PyTorch's deployed CPU path (llga) at batch 1 only. On ONNX Runtime the pruned
+  peers' channel counts (no ``round_to``) run slower than the conversions at the same MACs, so there a pruned peer
+  of equal latency would have to be pruned harder than the one tabled (its accuracy was not measured).
+- mobilenetv2_050 + ``dw-hybrid`` is no faster than the original on the deployed path at batch 1, so its
+  latency-matched peer is the original itself (ratio 0).
 - The pruned peers are Torch-Pruning's ``MagnitudePruner`` with ``MagnitudeImportance(p=1)``, one uniform ratio, the
   classifier kept; no ``round_to``. A tuned pruning schedule (global or learned importance, iterative pruning)
   could do better than this baseline, and so could a longer fine-tune of any student.
