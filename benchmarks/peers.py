@@ -208,7 +208,7 @@ def run_speed(args: argparse.Namespace) -> list[dict]:
 
 def speed_markdown(rows: list[dict]) -> str:
     cells = list(rows[0]["latency"]) if rows else []
-    out = [f"| model | variant | prune ratio | params | GMACs | MACs vs conversion | "
+    out = ["| model | variant | prune ratio | params | GMACs | MACs vs conversion | "
            + " | ".join(f"{c}: ms (speed-up)" for c in cells) + " |",
            "|---|---|---:|---:|---:|---:|" + "---:|" * len(cells)]
     macs_of = {(r["model"], r["variant"]): r["macs"] for r in rows}
