@@ -205,12 +205,12 @@ def is_trainable(module: nn.Module) -> bool:
 def emptied_branches(flow: Dataflow, removed: list[str]) -> list[tuple[Branch, list[str]]]:
     """The branches that hold a trainable layer now but would hold none once the modules at ``removed`` (and
     everything under them) are replaced; each with the removed paths that were in it."""
-    def gone(path: str) -> bool:
-        return any(path == r or path.startswith(r + ".") for r in removed)
+    def under(path: str, root: str) -> bool:
+        return path == root or path.startswith(root + ".")
 
     out = []
     for branch in residual_branches(flow):
         trainable = [c.path for c in branch.calls if is_trainable(c.module)]
-        if trainable and all(gone(p) for p in trainable):
-            out.append((branch, [r for r in removed if any(p == r or p.startswith(r + ".") for p in trainable)]))
+        if trainable and all(any(under(p, r) for r in removed) for p in trainable):
+            out.append((branch, [r for r in removed if any(under(p, r) for p in trainable)]))
     return out

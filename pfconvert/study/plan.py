@@ -187,12 +187,13 @@ def plan_conversion(
     result = PlanResult(base_top1, count_params(model), count_macs(model), backend, backend_label, list(batch_sizes),
                         max_drop)
     variants: dict[str, nn.Module] = {}
+    groups_of: dict[str, dict[str, list[Match]]] = {}
     for rules_ in rules:
         matches, flow = match_rules(model, rules_, input_size)
         if not matches:
             result.skipped[rules_.name] = "matched no layer"
             continue
-        groups = group_matches(matches, "stage")
+        groups = groups_of[rules_.name] = group_matches(matches, "stage")
         try:
             sens = run_sensitivity(model, rules_, input_size, evaluate, None, prepare=prepare, base_top1=base_top1,
                                    on_group=lambda g, i, n, r=rules_.name: step(f"{r}: stage sensitivity {i + 1}/{n}"
@@ -233,8 +234,7 @@ def plan_conversion(
     if eligible:
         result.chosen = min(eligible, key=lambda c: (c.worst_ratio, c.drop))
         source = next(r for r in rules if r.name == result.chosen.rule)
-        groups = group_matches(match_rules(model, source, input_size)[0], "stage")
-        result.chosen_rules = candidate_rules(source, groups, result.chosen.groups)
+        result.chosen_rules = candidate_rules(source, groups_of[source.name], result.chosen.groups)
         return result
     paying = [c for c in result.candidates if c.pays_off]
     why = (f"the {len(paying)} that are faster lose more than {max_drop} top-1 points (least: "
