@@ -1,5 +1,6 @@
 """The ``residual`` suite of ``benchmarks/coverage.py``: every timm model with a dense or grouped k x k conv inside a
-residual branch, converted with the family rules ``bottleneck-max``, ``bottleneck-hybrid`` and ``basic-max``.
+residual branch, converted with the family rules ``bottleneck-max``, ``bottleneck-hybrid``, ``basic-max`` and ``basic-max-last``
+(the last only counts for a model no other rule converts: see ``probe_residual``).
 
 For each model (built and traced on the meta device where it can be, else on the CPU):
 
@@ -22,9 +23,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["RULES", "targets", "probe_residual", "family_table"]
+__all__ = ["RULES", "FALLBACK", "targets", "probe_residual", "family_table"]
 
-RULES = ("bottleneck-max", "bottleneck-hybrid", "basic-max")
+RULES = ("bottleneck-max", "bottleneck-hybrid", "basic-max", "basic-max-last")
+FALLBACK = ("basic-max-last",)
+"""Rules tried only on a model that no rule before them converts (a mirror of ``basic-max`` for SK blocks)."""
 
 
 def _layer_macs(call: Any) -> int:
@@ -112,6 +115,8 @@ def probe_residual(model: Any, size: tuple[int, int, int], ref_shapes: list, for
     before_macs, before_empty = macs(flow), _empty_branches(flow)
     res.rules = {}
     for rule in RULES:
+        if rule in FALLBACK and res.rules:
+            continue
         res.phase = f"convert {rule}"
         converted, record = pfconvert.convert(copy.deepcopy(model), rule, input_size=size, inplace=True,
                                               allow_empty=True)

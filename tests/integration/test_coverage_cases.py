@@ -301,6 +301,8 @@ def test_residual_suite_classifies_models() -> None:
     cov = _coverage_module()
     basic = cov.probe_model("resnet18", paths="meta", suite="residual")
     assert (basic.status, list(basic.rules)) == ("ok", ["basic-max"]) and basic.rules["basic-max"]["replaced"] == 5
+    sk = cov.probe_model("skresnet18", paths="meta", suite="residual")  # SK convs split their input: the 2nd is pooled
+    assert (sk.status, list(sk.rules)) == ("ok", ["basic-max-last"]) and sk.rules["basic-max-last"]["replaced"] == 8
     bottleneck = cov.probe_model("resnext26ts", paths="meta", suite="residual")
     assert bottleneck.status == "ok" and set(bottleneck.rules) >= {"bottleneck-max", "bottleneck-hybrid"}
     params = bottleneck.rules["bottleneck-max"]["params"]

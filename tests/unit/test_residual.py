@@ -167,6 +167,16 @@ def test_basic_max_keeps_a_trainable_conv_in_every_resnet18_branch() -> None:
         pfconvert.convert(model, dense, input_size=(3, 64, 64))
 
 
+def test_basic_max_last_pools_the_second_conv_of_selective_kernel_blocks() -> None:
+    model = timm.create_model("skresnet18")  # SK paths split the input: each path conv changes channels (32 -> 64)
+    with pytest.raises(RuleError, match="rule 'basic-max' matched no layer of skresnet18"):
+        pfconvert.convert(model, "basic-max", input_size=(3, 64, 64))
+    converted, record = pfconvert.convert(model, "basic-max-last", input_size=(3, 64, 64))
+    assert [r.path for r in record.replacements] == [f"layer{s}.{b}.conv2.conv" for s in range(1, 5) for b in (0, 1)]
+    assert all(type(converted.get_submodule(r.path)).__name__ != "Conv2d" for r in record.replacements)
+    assert converted(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
+
+
 def test_bottleneck_hybrid_keeps_a_stride_2_convs_size_on_odd_maps() -> None:
     model, record = pfconvert.convert(Bottle(stride=2), "bottleneck-hybrid", input_size=(8, 11, 11))
     assert [r.path for r in record.replacements] == ["conv2.0"]
