@@ -20,6 +20,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "Site": ".match",
     "find_matches": ".match",
     "stage_block": ".match",
+    "block_path": ".match",
     "count_params": ".modules",
     "eval_mode": ".modules",
     "set_module": ".modules",

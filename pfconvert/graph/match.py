@@ -4,7 +4,7 @@ Candidates are the modules that ran in a traced forward (see :mod:`pfconvert.gra
 is claimed by the first rule whose ``match`` holds; ``every_nth`` then thins each rule's matches.
 
 Stages and blocks are read from qualified names: ``layer1.0`` (ResNet) is stage 0 block 0; ``stages.2.blocks.1`` and
-``blocks.2.1`` (EfficientNet) are stage 2 block 1; ``blocks.5.attn`` (ViT, no stages) is stage 0 block 5.
+``blocks.2.1`` (EfficientNet) are stage 2 block 1, as is ``s3.b2`` (RegNet, 1-based); ``blocks.5.attn`` (ViT, no stages) is stage 0 block 5.
 """
 
 from __future__ import annotations
@@ -24,23 +24,39 @@ from .residual import BranchInfo, branch_info
 if TYPE_CHECKING:
     from ..rules.schema import MatchSpec, Rule, RuleSet
 
-__all__ = ["Site", "Match", "find_matches", "stage_block", "site_kind"]
+__all__ = ["Site", "Match", "find_matches", "stage_block", "block_path", "site_kind"]
 
 _LAYER_RE = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)(?:\.|$)")
+_REGNET_RE = re.compile(r"(?:^|\.)s(\d+)\.b(\d+)(?:\.|$)")  # timm RegNet: s1.b1 (1-based)
 _STAGE_RE = re.compile(r"(?:^|\.)(?:stages|stage|features|layers|blocks)\.(\d+)(?:\.(?:blocks\.)?(\d+))?(?:\.|$)")
 
 
-def stage_block(path: str) -> tuple[int | None, int | None, str | None]:
-    """(stage, block, stage prefix) parsed from a qualified module name, or Nones."""
+def _parse(path: str) -> tuple[int | None, int | None, str | None, str | None]:
+    """(stage, block, stage prefix, block path) of a qualified module name, or Nones."""
     m = _LAYER_RE.search(path)
     if m:
-        return int(m.group(1)) - 1, int(m.group(2)), path[: m.start(2) - 1]
+        return int(m.group(1)) - 1, int(m.group(2)), path[: m.start(2) - 1], path[: m.end(2)]
+    m = _REGNET_RE.search(path)
+    if m:
+        return int(m.group(1)) - 1, int(m.group(2)) - 1, path[: m.end(1)], path[: m.end(2)]
     m = _STAGE_RE.search(path)
     if not m:
-        return None, None, None
+        return None, None, None, None
     if m.group(2) is None:  # blocks.5.attn: a flat list of blocks
-        return 0, int(m.group(1)), path[: m.start(1) - 1]
-    return int(m.group(1)), int(m.group(2)), path[: m.start(2) - 1]
+        return 0, int(m.group(1)), path[: m.start(1) - 1], path[: m.end(1)]
+    return int(m.group(1)), int(m.group(2)), path[: m.start(2) - 1], path[: m.end(2)]
+
+
+def stage_block(path: str) -> tuple[int | None, int | None, str | None]:
+    """(stage, block, stage prefix) parsed from a qualified module name, or Nones: ``layer2.1.conv1`` -> (1, 1,
+    'layer2'), ``stages.2.blocks.1.conv_dw`` -> (2, 1, 'stages.2'), ``s3.b2.conv2`` (RegNet, 1-based) -> (2, 1,
+    's3')."""
+    return _parse(path)[:3]
+
+
+def block_path(path: str) -> str | None:
+    """The qualified name of the block holding ``path`` (``layer2.1``, ``stages.2.blocks.1``, ``s3.b2``), or None."""
+    return _parse(path)[3]
 
 
 def _is_attention(module: nn.Module) -> bool:

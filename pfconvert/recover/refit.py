@@ -9,7 +9,9 @@ up. Only the consumer's weight (and bias, or the running mean of the BatchNorm r
 does not, so the result is still the converted architecture, just a better starting point for fine-tuning.
 
 The consumer of a changed module is found from one traced forward of the converted model: the first 1x1 conv
-(``groups=1``) or Linear called after it, inside the same block, whose input has the changed module's output shape.
+(``groups=1``) or Linear called after it, inside the same block (read from the module name: ``layer1.0``,
+``blocks.2.1``, RegNet's ``s1.b1``; else the smallest residual branch holding it), whose input has the changed
+module's output shape.
 Changed modules are the ones whose class differs from the original model's module at the same path; modules with
 trainable parameters of their own (ViT token mixers) are left to fine-tuning.
 
@@ -29,8 +31,9 @@ import torch
 from torch import nn
 
 from ..errors import ConversionError
-from ..graph.dataflow import Call, trace_dataflow
-from ..graph.match import stage_block
+from ..graph.dataflow import Call, Dataflow, trace_dataflow
+from ..graph.match import block_path
+from ..graph.residual import branch_info
 from ..graph.modules import eval_mode
 
 __all__ = ["Refit", "changed_paths", "find_consumers", "reconstruct"]
@@ -75,12 +78,18 @@ def changed_paths(converted: nn.Module, original: nn.Module) -> list[str]:
     return changed
 
 
-def _block_of(path: str) -> str | None:
-    """``layer1.0`` for ``layer1.0.conv2``, ``blocks.2.1`` for ``blocks.2.1.conv_dw``: the enclosing block's path."""
-    _, block, prefix = stage_block(path)
-    if block is None or prefix is None:
+def _scope(flow: Dataflow, call: Call) -> Callable[[str], bool] | None:
+    """Which module paths lie in the block around ``call``: under its block path when the name tells it
+    (``layer1.0``, ``blocks.2.1``, RegNet's ``s1.b1``), else the smallest residual branch holding it (DLA's trees,
+    HRNet's blocks), else None."""
+    block = block_path(call.path)
+    if block is not None:
+        return lambda path: path == block or path.startswith(block + ".")
+    branch = branch_info(flow, call).branch
+    if branch is None:
         return None
-    return f"{prefix}.{block}"
+    inside = {c.path for c in branch.calls}
+    return inside.__contains__
 
 
 def _is_linear_reader(module: nn.Module) -> bool:
@@ -97,11 +106,11 @@ def find_consumers(converted: nn.Module, original: nn.Module,
     theirs = dict(original.named_modules())
     consumers: dict[str, list[str]] = {}
     for path in changed_paths(converted, original):
-        block = _block_of(path)
         calls = flow.calls_of(path)
-        if block is None or not calls or calls[0].output_shape is None:
+        scope = _scope(flow, calls[0]) if calls else None
+        if scope is None or calls[0].output_shape is None:
             continue
-        found = _first_reader(flow.calls[calls[0].index + 1:], block, calls[0].output_shape)
+        found = _first_reader(flow.calls[calls[0].index + 1:], scope, calls[0].output_shape)
         if found is None or not isinstance(theirs.get(found.path), type(found.module)):
             continue
         if theirs[found.path].weight.shape != found.module.weight.shape:  # type: ignore[union-attr]
@@ -110,9 +119,9 @@ def find_consumers(converted: nn.Module, original: nn.Module,
     return consumers
 
 
-def _first_reader(calls: Sequence[Call], block: str, shape: tuple[int, ...]) -> Call | None:
+def _first_reader(calls: Sequence[Call], inside: Callable[[str], bool], shape: tuple[int, ...]) -> Call | None:
     for call in calls:
-        if not (call.path == block or call.path.startswith(block + ".")):
+        if not inside(call.path):
             return None
         if _is_linear_reader(call.module):
             return call if call.input_shape == shape else None

@@ -97,7 +97,7 @@ def rule_language_markdown() -> str:
     out = [_INTRO, "## Rule set", "", *_fields_table(RuleSet, ()), "", "## Rule", "", *_fields_table(Rule, ()), "",
            "## `match`", "", "Every field is optional; all given fields must hold. Stages and blocks are read from "
            "module paths: `layer1.0` (ResNet) is stage 0 block 0, `stages.2.blocks.1` and `blocks.2.1` (EfficientNet) "
-           "stage 2 block 1, `blocks.5.attn` (ViT) stage 0 block 5.", "", *_fields_table(MatchSpec, ()), "",
+           "stage 2 block 1, `s3.b2` (RegNet, 1-based) stage 2 block 1, `blocks.5.attn` (ViT) stage 0 block 5.", "", *_fields_table(MatchSpec, ()), "",
            "## `replace`: the ops", ""]
     for op in list_ops():
         where = [] if op.top_level else ["only as a `sequence` step"]

@@ -89,6 +89,16 @@ def test_the_reader_of_each_replaced_op_is_refit(name: str, rule: str, reader: s
     assert (converted(x) - original(x)).norm() < gap_before
 
 
+@pytest.mark.parametrize(("name", "rule", "reader", "count"), [
+    ("regnetx_002", "bottleneck-max", r"^s\d\.b\d+\.conv3\.conv$", 13),  # RegNet's blocks are named s1.b1
+    ("dla60", "bottleneck-max", r"^level\d\.(tree\d\.)+conv3$", 16),  # no block in the name: its residual branch
+])
+def test_readers_are_found_in_regnet_and_dla_blocks(name: str, rule: str, reader: str, count: int) -> None:
+    converted, original = _pair(name, rule)
+    consumers = find_consumers(converted, original, (3, 32, 32))
+    assert len(consumers) == count and all(re.search(reader, path) for path in consumers)
+
+
 @pytest.mark.slow
 def test_batchnorm_re_estimation_keeps_the_statistics_reconstruction_set() -> None:
     converted, original = _pair("mobilenetv2_050", "maxpool")

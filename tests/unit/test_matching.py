@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pfconvert.graph import find_matches, stage_block, trace_dataflow
+from pfconvert.graph import block_path, find_matches, stage_block, trace_dataflow
 from pfconvert.rules import parse_rules
 
 
@@ -114,9 +114,11 @@ rules:
     assert by["layer1.0.conv2"].absorbed == ["layer1.0.bn2"]
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("layer1.0.conv2", (0, 0)), ("layer3.2.conv1", (2, 2)), ("stages.2.blocks.1.conv_dw", (2, 1)),
-    ("blocks.2.1.conv_dw", (2, 1)), ("blocks.5.attn", (0, 5)), ("stem.conv", (None, None)),
+@pytest.mark.parametrize(("path", "expected", "block"), [
+    ("layer1.0.conv2", (0, 0), "layer1.0"), ("layer3.2.conv1", (2, 2), "layer3.2"),
+    ("stages.2.blocks.1.conv_dw", (2, 1), "stages.2.blocks.1"), ("blocks.2.1.conv_dw", (2, 1), "blocks.2.1"),
+    ("blocks.5.attn", (0, 5), "blocks.5"), ("stem.conv", (None, None), None),
+    ("s3.b2.conv2.conv", (2, 1), "s3.b2"),  # RegNet: 1-based
 ])
-def test_stage_and_block_from_the_path(path: str, expected: tuple[int | None, int | None]) -> None:
-    assert stage_block(path)[:2] == expected
+def test_stage_and_block_from_the_path(path: str, expected: tuple[int | None, int | None], block: str | None) -> None:
+    assert stage_block(path)[:2] == expected and block_path(path) == block
