@@ -39,7 +39,7 @@ PANELS: dict[str, tuple[str, ...]] = {
     "Training": ("epochs", "train_images", "batch_size", "opt", "lr", "weight_decay", "momentum", "sched",
                  "warmup_epochs", "warmup_lr", "min_lr", "grad_clip", "ema", "ema_decay", "bn_recalib_images",
                  "reconstruct_images", "freeze_bn"),
-    "Distillation": ("temperature", "kd_weight", "task_weight", "smoothing", "eval_teacher"),
+    "Distillation": ("temperature", "kd_weight", "task_weight", "feature_weight", "smoothing", "eval_teacher"),
     "Run": ("seed", "device", "amp", "channels_last", "compile", "compile_backend", "max_steps", "log_every",
             "eval_every"),
 }
@@ -160,14 +160,23 @@ def finetune_command(artifact: Path, *, resume: bool = False, overwrite: bool = 
     from ..recover.finetune.config import make_config
     from .progress import RichReporter
 
+    notes: list[str] = []
     if resume:
         config = resume_config(artifact, **overrides)
     elif overrides.get("data") is None:
         raise TrainingError("--data is required (an ImageFolder dir, an IDX dir, or fashion-mnist)")
     else:
-        config = make_config(**overrides)
+        from ..recover.finetune.recipes import family_defaults
+
+        family, defaults = family_defaults(artifact)
+        applied = {k: v for k, v in defaults.items() if overrides.get(k) is None}
+        if applied:
+            flags = " ".join(flag_of(k) if v is True else f"{flag_of(k)} {v}" for k, v in applied.items())
+            notes.append(f"{family} conversion: fine-tuning with {flags} (this family's measured best recipe; a flag "
+                         "you give overrides it)")
+        config = make_config(**{**overrides, **applied})
     result = finetune(artifact, config, resume=resume, overwrite=overwrite,
-                      reporter=RichReporter(err_console, quiet=quiet))
+                      reporter=RichReporter(err_console, quiet=quiet), notes=notes)
     if env_rank() == 0:  # under torchrun only rank 0 prints the summary
         if json_out:
             out_console.print_json(json.dumps(result.as_dict(), default=str))

@@ -75,3 +75,33 @@ def test_frozen_batchnorm_normalises_with_fixed_statistics(pair) -> None:
     assert all(m.weight.grad is not None for m in norms if m.weight is not None)
     DistillationTask(student, teacher).train()
     assert all(m.training for m in norms)
+
+
+def test_feature_distillation_matches_the_blocks_holding_replacements() -> None:
+    import pfconvert
+    from pfconvert.recover.finetune.distill import feature_blocks, feature_loss
+
+    torch.manual_seed(0)
+    teacher = timm.create_model("mobilenetv2_050", num_classes=10).eval()
+    student, _ = pfconvert.convert(teacher, "dw-hybrid", input_size=(3, 32, 32))
+    blocks = feature_blocks(student, teacher)
+    assert blocks and all(b.startswith("blocks.") and b.count(".") == 2 for b in blocks)  # blocks.S.B
+    images, targets = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 5, 9])
+    task = DistillationTask(student, teacher, kd_weight=0.0, task_weight=0.0, feature_weight=2.0).train()
+    out = task(images, targets)
+    teacher_out, student_out = {}, {}
+    with torch.no_grad():
+        for model, store in ((teacher, teacher_out), (student, student_out)):
+            hooks = [model.get_submodule(b).register_forward_hook(lambda m, a, o, b=b, s=store: s.__setitem__(b, o))
+                     for b in blocks]
+            model(images)
+            for h in hooks:
+                h.remove()
+    expected = torch.stack([feature_loss(student_out[b], teacher_out[b]) for b in blocks]).mean()
+    assert expected > 0
+    torch.testing.assert_close(out["feature_loss"], expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out["loss"], 2.0 * expected, rtol=1e-4, atol=1e-6)
+    out["loss"].backward()  # the feature term alone trains the student's blocks
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    same = DistillationTask(teacher, copy.deepcopy(teacher), kd_weight=0.0, feature_weight=1.0, feature_paths=blocks)
+    assert same(images, targets)["feature_loss"].item() == pytest.approx(0.0, abs=1e-6)

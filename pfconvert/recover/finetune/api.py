@@ -10,7 +10,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,8 @@ def resume_config(artifact_dir: str | Path, **overrides: Any) -> FinetuneConfig:
 
 
 def finetune(artifact_dir: str | Path, config: FinetuneConfig | None = None, *, resume: bool = False,
-             overwrite: bool = False, reporter: Reporter | None = None) -> FinetuneResult:
+             overwrite: bool = False, reporter: Reporter | None = None,
+             notes: Sequence[str] = ()) -> FinetuneResult:
     """Fine-tune the converted model of an artifact by distillation from its original model.
 
     Args:
@@ -58,6 +59,7 @@ def finetune(artifact_dir: str | Path, config: FinetuneConfig | None = None, *, 
         resume: continue the interrupted run from ``checkpoints/last.pt``, exactly.
         overwrite: discard an earlier run's checkpoints and fine-tuned weights.
         reporter: where progress goes; None writes plain lines on stderr (:class:`TextReporter`).
+        notes: lines for the reporter once the data has passed its checks (the CLI says which defaults it chose).
 
     Returns:
         The run summary (also written to ``artifact_dir/finetune.json``).
@@ -69,22 +71,22 @@ def finetune(artifact_dir: str | Path, config: FinetuneConfig | None = None, *, 
         config = resume_config(path)
     lock = exclusive(path, "pfconvert finetune") if path.is_dir() and env_rank() == 0 else contextlib.nullcontext()
     with lock:  # one run at a time writes an artifact (under torchrun, rank 0 holds the lock for the job)
-        return _finetune(path, config, resume, overwrite, reporter)
+        return _finetune(path, config, resume, overwrite, reporter, notes)
 
 
 def _finetune(path: Path, config: FinetuneConfig, resume: bool, overwrite: bool,
-              reporter: Reporter | None) -> FinetuneResult:
+              reporter: Reporter | None, notes: Sequence[str] = ()) -> FinetuneResult:
     student, recipe, _ = load_student(path, weights="converted")
-    teacher = (load_teacher(recipe, path) if config.kd_weight > 0 or config.eval_teacher
+    teacher = (load_teacher(recipe, path) if config.kd_weight > 0 or config.feature_weight > 0 or config.eval_teacher
                or config.reconstruct_images > 0 else None)
     data_cfg, _ = artifact_data_config(path, recipe, student, config.img_size, trained=False)
     warnings = []
-    if teacher is not None and recipe.checkpoint is None and config.kd_weight > 0:
+    if teacher is not None and recipe.checkpoint is None and (config.kd_weight > 0 or config.feature_weight > 0):
         warnings.append("the original model was converted without a checkpoint (random weights); "
                         "the teacher cannot help. Convert from trained weights, or pass --kd-weight 0")
     return run_finetune(student, teacher, config, path, data_cfg=data_cfg, resume=resume, overwrite=overwrite,
                         reporter=reporter if reporter is not None else TextReporter(), export=save_finetuned,
-                        warnings=warnings, identity=recipe.fingerprint())
+                        warnings=warnings, identity=recipe.fingerprint(), notes=notes)
 
 
 @dataclass

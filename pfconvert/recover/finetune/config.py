@@ -46,6 +46,9 @@ class FinetuneConfig(BaseModel):
     temperature: float = Field(4.0, gt=0, description="distillation temperature T (KL of softmax(z/T), times T^2)")
     kd_weight: float = Field(1.0, ge=0, description="weight of the distillation (KL) loss; 0 trains on labels only")
     task_weight: float = Field(1.0, ge=0, description="weight of the label cross-entropy; 0 distils only")
+    feature_weight: float = Field(0.0, ge=0, description="weight of feature distillation: the student's output of "
+                                  "every block holding a replaced layer matched to the teacher's (squared error "
+                                  "over the teacher's mean square, averaged over blocks); 0: off")
     smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
     augment: Literal["none", "light", "timm"] = Field(
         "light", description="training augmentation: none, light (random crop of 60-100% of the area, flip) or timm")

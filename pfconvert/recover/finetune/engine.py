@@ -91,7 +91,7 @@ def build_engine(student: nn.Module, teacher: nn.Module | None, config: Finetune
     if teacher is not None:
         teacher.to(device=precision.device, memory_format=memory_format)
     task = DistillationTask(student, teacher, config.temperature, config.kd_weight, config.task_weight,
-                            config.smoothing, config.freeze_bn)
+                            config.smoothing, config.freeze_bn, config.feature_weight)
     optimizer = _optimizer(student, config)
     engine = Engine(
         task=task, student=student, optimizer=optimizer, scheduler=_scheduler(optimizer, config, steps_per_epoch,

@@ -58,7 +58,8 @@ Exporter = Callable[[nn.Module, Path], Path]
 def run_finetune(student: nn.Module, teacher: nn.Module | None, config: FinetuneConfig, out_dir: str | Path, *,
                  data_cfg: DataConfig, resume: bool = False, overwrite: bool = False,
                  reporter: Reporter | None = None, export: Exporter | None = None,
-                 warnings: Sequence[str] = (), identity: str | None = None) -> FinetuneResult:
+                 warnings: Sequence[str] = (), identity: str | None = None,
+                 notes: Sequence[str] = ()) -> FinetuneResult:
     """Fine-tune ``student`` with ``teacher`` as distillation target, writing everything into ``out_dir``.
 
     Args:
@@ -75,6 +76,7 @@ def run_finetune(student: nn.Module, teacher: nn.Module | None, config: Finetune
         warnings: lines to show once the run has passed its checks (e.g. "the teacher has random weights").
         identity: what the student is (an artifact's recipe fingerprint); checkpoints record it and ``resume``
             refuses a checkpoint of another identity.
+        notes: lines to show with the data notes, once the data has passed its checks (e.g. defaults applied).
 
     Raises:
         ArtifactError: checkpoints exist and neither ``resume`` nor ``overwrite`` is set.
@@ -83,7 +85,8 @@ def run_finetune(student: nn.Module, teacher: nn.Module | None, config: Finetune
     """
     ctx = dist.setup(config.device)
     try:
-        job = _Job(student, teacher, config, Path(out_dir), data_cfg, ctx, reporter, export, warnings, identity)
+        job = _Job(student, teacher, config, Path(out_dir), data_cfg, ctx, reporter, export, warnings, identity,
+                   notes)
         return job.run(resume=resume, overwrite=overwrite)
     finally:
         dist.teardown(ctx)
@@ -101,9 +104,11 @@ class _Job:
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, config: FinetuneConfig, out_dir: Path,
                  data_cfg: DataConfig, ctx: dist.DistContext, reporter: Reporter | None,
-                 export: Exporter | None, warnings: Sequence[str], identity: str | None = None) -> None:
+                 export: Exporter | None, warnings: Sequence[str], identity: str | None = None,
+                 notes: Sequence[str] = ()) -> None:
         self.student, self.teacher, self.config, self.out_dir = student, teacher, config, out_dir
         self.data_cfg, self.ctx, self.export, self.warnings = data_cfg, ctx, export, list(warnings)
+        self.notes = list(notes)
         self.identity = identity
         self.reporter = reporter if reporter is not None and ctx.is_main else Reporter()
         self.ckpt_dir = out_dir / CHECKPOINT_DIR
@@ -228,14 +233,14 @@ class _Job:
         self._check_out_dir(resume, overwrite)
         state = self._load_resume_state() if resume else None
         self.bundle = self._prepare_data()
-        for note in self.bundle.notes:  # the splits and the input, before the long start phases
+        for note in [*self.bundle.notes, *(self.notes if not resume else [])]:  # before the long start phases
             self.reporter.note(note)
         _seed_everything(self.config.seed + self.ctx.rank)
         memory_format = torch.channels_last if self.precision.channels_last else torch.preserve_format
         for model in (self.student, self.teacher):
             if model is not None:
                 model.to(device=self.precision.device, memory_format=memory_format)
-        teacher = self.teacher if self.config.kd_weight > 0 else None
+        teacher = self.teacher if self.config.kd_weight > 0 or self.config.feature_weight > 0 else None
         start = self._fresh_start() if state is None else FinetuneStart()
         bad = [name for model in (self.student, self.teacher) if model is not None for name in non_finite_weights(model)]
         if bad:
