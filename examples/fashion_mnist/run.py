@@ -12,10 +12,24 @@ Splits: the originals train and the fine-tunes train on the training images less
 every choice (the originals' and fine-tunes' best epoch, the recipes noted below) is made on that validation split,
 and the figures reported (original and fine-tuned top-1) are on the 10k test images, seen by nothing before.
 
+Recipes (``--recipes``), each within the same compute budget:
+
+- ``default``: least-squares reconstruction, BatchNorm re-estimation, then logit distillation (plus labels);
+- ``features``: the same, plus feature distillation: each block holding a replaced layer is trained to give the
+  original's output of that block (``FinetuneConfig.feature_weight``);
+- ``lowres``: the same as ``default`` at half the input size, so about 4x more images fit the budget (a cheaper,
+  longer distillation); its best epoch is chosen on the validation split at that size, and its reported val and test
+  top-1 are measured at the model's own size.
+
+Rows are merged into OUT/results.json by (model, rule, recipe), so runs of single rules or recipes add up.
+
     python examples/fashion_mnist/run.py                  # convnext_atto and resnet26 (CPU, about 19 minutes, 2 cores)
     python examples/fashion_mnist/run.py --models vit     # the ViT (vit-max), about 10 minutes
     python examples/fashion_mnist/run.py --models mobilenetv2_050   # MobileNetV2 (maxpool, dw-hybrid[-keepnorm])
     python examples/fashion_mnist/run.py --models regnetx_002       # a RegNet with bottleneck-hybrid / -max
+    python examples/fashion_mnist/run.py --models efficientnet_lite0  # EfficientNet-Lite0 at 32 px
+    python examples/fashion_mnist/run.py --models mobilenetv2_050 --rules dw-hybrid --recipes default features lowres
+    python examples/fashion_mnist/run.py --models mobilenetv2_050 --rule-file plan.yaml   # a `pfconvert plan` rule
     python examples/fashion_mnist/run.py --quick          # smoke run on a few hundred images
 
 Data: Debian's dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist), or --data PATH.
@@ -84,6 +98,10 @@ PIPELINES: dict[str, Pipeline] = {
                             finetune_batch_size=64),
     # ConvNeXt: every depthwise conv (7x7) sits in a residual block; with stride-4 patches, a 32 px input leaves 8x8,
     # 4x4, 2x2 and 1x1 token maps, so in the last stages the 7x7 max-pool is a max over the whole map (recipe not tuned)
+    # EfficientNet-Lite0 (inverted bottlenecks, ReLU6, no SE) at 32 px: its 5 stride-2 stages leave a 1x1 map, so its
+    # last stages' 3x3 / 5x5 max-pools see zero padding only at the borders (-inf pads); recipe: mobilenetv2_050's
+    "efficientnet_lite0": Pipeline("efficientnet_lite0", ("maxpool", "dw-hybrid", "dw-hybrid-keepnorm"), 32, lr=4e-3,
+                                   finetune_lr=7e-4, batch_size=64, finetune_batch_size=32, freeze_bn=True),
     "convnext_atto": Pipeline("convnext_atto", ("maxpool",), 32, lr=2e-3, finetune_lr=7e-4, finetune_batch_size=32),
     # a ViT with 8x8 = 64 patch tokens (4 px patches of a 32 px image), 6 blocks of width 96; its fine-tune gains from
     # more, smaller steps (measured, augmented fine-tunes: 74.72% at batch 32, lr 7e-4; 74.48% at 64, 1e-3; 73.22% at
@@ -92,6 +110,14 @@ PIPELINES: dict[str, Pipeline] = {
                     {"img_size": 32, "patch_size": 4, "embed_dim": 96, "depth": 6, "num_heads": 3}, lr=1e-3,
                     finetune_lr=7e-4, finetune_batch_size=32),
 }
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "features": {"feature_weight": 1.0},
+    "lowres": {"img_scale": 0.5},
+}
+"""Fine-tune recipes: FinetuneConfig overrides, and ``img_scale`` (the fine-tune's input size over the model's)."""
 
 
 @dataclass
@@ -122,6 +148,10 @@ def parse_args() -> tuple[argparse.Namespace, Budget]:
     parser.add_argument("--test-images", type=int, default=None, help="default: the whole 10k test split")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--rules", nargs="*", default=None, help="only these of each pipeline's rules")
+    parser.add_argument("--rule-file", type=Path, nargs="*", default=[],
+                        help="also these rule files (e.g. written by `pfconvert plan --write-rule`), for every model")
+    parser.add_argument("--recipes", nargs="*", default=["default"], choices=list(RECIPES),
+                        help="fine-tune recipes to run for each rule (see above)")
     parser.add_argument("--write-docs", action="store_true", help="also write docs/results/fashion-mnist.md")
     parser.add_argument("--retrain", action="store_true",
                         help="train the originals again even when OUT holds their weights from an earlier run")
@@ -194,7 +224,7 @@ def forward_shares(model: nn.Module, size: tuple[int, int, int], paths: list[str
 
 
 def finetune_images(budget: Budget, macs_original: int, macs_converted: int, shares: list[tuple[float, float]],
-                    minimum: int = 1) -> tuple[int, float]:
+                    minimum: int = 1, macs_teacher: int | None = None) -> tuple[int, float]:
     """Training images per fine-tune epoch that keep the whole fine-tune within BUDGET_SHARE of the original's
     training compute, and the resulting share.
 
@@ -202,35 +232,47 @@ def finetune_images(budget: Budget, macs_original: int, macs_converted: int, sha
     original model's forward share up to each refit layer) and 3 student forwards for BatchNorm re-estimation (the
     calibration loss before, the statistics, the loss after). At least ``minimum`` images (one batch), even where that
     exceeds the share (tiny --quick budgets): the share returned says so.
+
+    ``macs_original`` is the original's forward at its training size; ``macs_converted`` and ``macs_teacher`` (default:
+    ``macs_original``) are the student's and the teacher's forward at the fine-tune's size.
     """
+    teacher = macs_original if macs_teacher is None else macs_teacher
     original = budget.train_images * budget.train_epochs * 3 * macs_original
-    passes = sum(converted * macs_converted + theirs * macs_original for converted, theirs in shares)
+    passes = sum(converted * macs_converted + theirs * teacher for converted, theirs in shares)
     fixed = budget.calib_images * (passes + 3 * macs_converted)
-    per_image = 3 * macs_converted + macs_original
+    per_image = 3 * macs_converted + teacher
     images = int((BUDGET_SHARE * original - fixed) / (per_image * budget.finetune_epochs))
     images = max(min(images, budget.train_images), minimum)
     return images, (fixed + images * budget.finetune_epochs * per_image) / original
 
 
-def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget, out: Path, orig_run: dict) -> dict:
-    """Convert, fine-tune (the run validates the converted model before its first step and after every epoch), report
-    one rule; returns a results row."""
+def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget, out: Path, orig_run: dict,
+             recipe_name: str = "default") -> dict:
+    """Convert, fine-tune with one of RECIPES (the run validates the converted model before its first step and after
+    every epoch), report one rule; returns a results row."""
     size = (3, pipe.img_size, pipe.img_size)
+    overrides = dict(RECIPES[recipe_name])
+    ft_px = max(8, round(pipe.img_size * overrides.pop("img_scale", 1.0)))
+    ft_size = (3, ft_px, ft_px)
     torch.manual_seed(0)  # replacements with weights of their own (the ViT's token mixers) start the same every run
     model, record = pfconvert.convert(pipe.model, rule, checkpoint=weights, input_size=size, num_classes=10,
                                       **pipe.kwargs)
-    art = pfconvert.save(model, record, out / rule, overwrite=True)
+    name = record.rules.name if Path(rule).suffix in (".yaml", ".yml") else rule
+    art = pfconvert.save(model, record, out / (name if recipe_name == "default" else f"{name}.{recipe_name}"),
+                         overwrite=True)
     original = pfconvert.create_model(pipe.model, checkpoint=weights, num_classes=10, **pipe.kwargs).eval()
     macs = (pfconvert.count_macs(original, size).macs, pfconvert.count_macs(model, size).macs)
+    ft_macs = (pfconvert.count_macs(original, ft_size).macs, pfconvert.count_macs(model, ft_size).macs)
     refits = list(find_consumers(model, original, size))
-    shares = list(zip(forward_shares(model, size, refits), forward_shares(original, size, refits)))
-    images, share = finetune_images(budget, *macs, shares, minimum=pipe.finetune_batch_size)
+    shares = list(zip(forward_shares(model, ft_size, refits), forward_shares(original, ft_size, refits)))
+    images, share = finetune_images(budget, macs[0], ft_macs[1], shares, minimum=pipe.finetune_batch_size,
+                                    macs_teacher=ft_macs[0])
     started = time.perf_counter()
     recipe = config(data, budget, pipe, budget.finetune_epochs, lr=pipe.finetune_lr, limit_train=images,
                     reconstruct_images=budget.calib_images if refits else 0,
-                    bn_recalib_images=budget.calib_images,
+                    bn_recalib_images=budget.calib_images, img_size=ft_px,
                     batch_size=pipe.finetune_batch_size, freeze_bn=pipe.freeze_bn, eval_teacher=False,
-                    augment=FINETUNE_AUGMENT)
+                    augment=FINETUNE_AUGMENT, **overrides)
     ft = pfconvert.finetune(art, recipe, overwrite=True)
     # the original's top-1 is its training run's last validation (same weights, images and transforms); the fine-tune
     # validates the student as converted before its first step, and every epoch after; the exported fine-tuned
@@ -239,8 +281,12 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
         raise SystemExit(f"{art}: the fine-tune or the original's training ended without a validated epoch")
     converted_top1, ft_val_top1, start = ft.start.converted.top1, ft.best["val_top1"], ft.start
     finetune_seconds = time.perf_counter() - started
-    # the figures: the original and the exported fine-tuned model on the test split, fed as fine-tuned
-    test = pfconvert.evaluate_artifact(art, data, split="test", original=True, limit=budget.test_images, workers=1)
+    if ft_px != pipe.img_size:  # chosen at the fine-tune's size; compared at the model's
+        ft_val_top1 = pfconvert.evaluate_artifact(art, data, split="val", img_size=pipe.img_size,
+                                                  limit=budget.val_images, workers=1).metrics["student"].top1
+    # the figures: the original and the exported fine-tuned model on the test split, at the model's input size
+    test = pfconvert.evaluate_artifact(art, data, split="test", original=True, limit=budget.test_images, workers=1,
+                                       img_size=pipe.img_size)
     original_top1, ft_top1 = test.metrics["original"].top1, test.metrics["student"].top1
     report = pfconvert.run_report(original, pfconvert.load(art).eval(), names=(pipe.model, f"{pipe.model}+{rule}"),
                         input_size=size, batch_sizes=(1, 64), accuracies=(original_top1, ft_top1),
@@ -250,7 +296,7 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
     lat = {f"{r.backend_label} bs{r.batch_size}": round(r.latency_ratio, 3) for r in report.latency}
     report_seconds = time.perf_counter() - started - finetune_seconds
     return {
-        "model": pipe.model, "rule": rule, "img_size": pipe.img_size, "original_top1": original_top1,
+        "model": pipe.model, "rule": name, "recipe": recipe_name, "img_size": pipe.img_size, "original_top1": original_top1,
         "original_val_top1": orig_run["final"]["val_top1"], "converted_top1": converted_top1,
         "finetuned_val_top1": ft_val_top1, "test_images": test.metrics["student"].count,
         "reconstructed_top1": refit.top1 if (refit := start.recalibrated or start.reconstructed) else None,
@@ -271,19 +317,31 @@ def markdown(rows: list[dict], budget: Budget, wall: str) -> str:
               f"Test top-1 on {tested} test images (original and fine-tuned: the figures); val top-1 on the validation "
               "split carved from the training images (converted, after reconstruction and BatchNorm re-estimation: "
               "what the runs chose on)."), "",
-             ("| model | px | rule | original test top-1 | converted val top-1 | + reconstruction, BN (val) | "
-              "fine-tuned test top-1 | gap (test) | params | MACs | fine-tune compute / seconds | "
+             ("| model | px | rule | recipe | original test top-1 | converted val top-1 | + reconstruction, BN (val) | "
+              "fine-tuned val top-1 | fine-tuned test top-1 | gap (test) | params | MACs | fine-tune compute / seconds | "
               "latency converted/original |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lat = ", ".join(f"{k}: {v:.2f}" for k, v in r["latency_ratio_converted_over_original"].items())
         rec = f"{r['reconstructed_top1']:.2f}" if r["reconstructed_top1"] is not None else "-"
-        lines.append(f"| {r['model']} | {r['img_size']} | {r['rule']} | {r['original_top1']:.2f} | "
-                     f"{r['converted_top1']:.2f} | {rec} | {r['finetuned_top1']:.2f} | {r['gap']:+.2f} | "
+        lines.append(f"| {r['model']} | {r['img_size']} | {r['rule']} | {r.get('recipe', 'default')} | "
+                     f"{r['original_top1']:.2f} | {r['converted_top1']:.2f} | {rec} | {r['finetuned_val_top1']:.2f} | "
+                     f"{r['finetuned_top1']:.2f} | {r['gap']:+.2f} | "
                      f"{r['params'][0] / 1e6:.2f}M -> {r['params'][1] / 1e6:.2f}M | {r['macs'][0] / 1e6:.1f}M -> "
                      f"{r['macs'][1] / 1e6:.1f}M | {r['budget_compute_ratio']:.0%} / {r['budget_seconds_ratio']:.0%}"
                      f" | {lat} |")
     return "\n".join(lines) + "\n"
+
+
+def merge_rows(path: Path, rows: list[dict]) -> list[dict]:
+    """The rows of an earlier results.json at ``path``, with ``rows`` replacing those of the same (model, rule,
+    recipe) and added after the others."""
+    def key(row: dict) -> tuple[str, str, str]:
+        return row["model"], row["rule"], row.get("recipe", "default")
+
+    earlier = json.loads(path.read_text()) if path.is_file() else []
+    mine = {key(r) for r in rows}
+    return [r for r in earlier if key(r) not in mine] + rows
 
 
 def main() -> None:
@@ -296,13 +354,16 @@ def main() -> None:
         weights, orig_run, fresh = train_original(pipe, args.data, budget, out, args.retrain)
         seconds = orig_run["train_seconds"]
         trained.append(f"{key} trained in {seconds:.0f} s" if fresh else f"{key} reused")
-        for rule in [r for r in pipe.rules if args.rules is None or r in args.rules]:
-            rows.append(run_rule(pipe, rule, weights, args.data, budget, out, orig_run))
-            (args.out / "results.json").write_text(json.dumps(rows, indent=2))
-            print(f"[{time.perf_counter() - started:.0f} s] {key} + {rule} done", file=sys.stderr)
+        rules = [r for r in pipe.rules if args.rules is None or r in args.rules] + [str(f) for f in args.rule_file]
+        for rule in rules:
+            for recipe in args.recipes:
+                rows.append(run_rule(pipe, rule, weights, args.data, budget, out, orig_run, recipe))
+                merged = merge_rows(args.out / "results.json", rows)
+                (args.out / "results.json").write_text(json.dumps(merged, indent=2))
+                print(f"[{time.perf_counter() - started:.0f} s] {key} + {rule} ({recipe}) done", file=sys.stderr)
     wall = (f"Wall time {time.perf_counter() - started:.0f} s on {torch.get_num_threads()} CPU threads "
             f"(originals: {', '.join(trained)}).")
-    table = markdown(rows, budget, wall)
+    table = markdown(merge_rows(args.out / "results.json", rows), budget, wall)
     (args.out / "results.md").write_text(table)
     print(table)
     if args.write_docs:

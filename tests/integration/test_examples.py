@@ -24,11 +24,18 @@ def _finetune_batch(model: str) -> int:
 def test_quick_run_trains_converts_finetunes_and_reports(ft_fmnist_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--data", str(ft_fmnist_dir), "--out", str(out),
-                           "--models", "mobilenetv2_050", "--rules", "maxpool"], check=False, capture_output=True, text=True,
+                           "--models", "mobilenetv2_050", "--rules", "maxpool", "--recipes", "default", "features", "lowres"],
+                          check=False, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "results.json").read_text())
-    assert [(r["model"], r["rule"]) for r in rows] == [("mobilenetv2_050", "maxpool")]
+    assert [(r["model"], r["rule"], r["recipe"]) for r in rows] == [("mobilenetv2_050", "maxpool", recipe)
+                                                                    for recipe in ("default", "features", "lowres")]
+    recipes = [json.loads((out / "mobilenetv2_050" / d / "finetune.json").read_text())["config"]
+               for d in ("maxpool", "maxpool.features", "maxpool.lowres")]
+    assert [(c["feature_weight"], c["img_size"]) for c in recipes] == [(0.0, 64), (1.0, 64), (0.0, 32)]
+    # the cheaper low-resolution fine-tune fits more images in the same compute budget
+    assert rows[2]["finetune_images_per_epoch"] > rows[0]["finetune_images_per_epoch"]
     row = rows[0]
     for key in ("original_top1", "converted_top1", "finetuned_top1"):
         assert 0.0 <= row[key] <= 100.0
@@ -41,7 +48,7 @@ def test_quick_run_trains_converts_finetunes_and_reports(ft_fmnist_dir: Path, tm
     assert {k.split(" bs")[0] for k in row["latency_ratio_converted_over_original"]} >= {"ONNX Runtime CPU"}
     assert (out / "mobilenetv2_050" / "maxpool" / "report.png").stat().st_size > 0
     table = (out / "results.md").read_text()
-    assert "| mobilenetv2_050 | 64 | maxpool |" in table and table.startswith("Wall time ")
+    assert "| mobilenetv2_050 | 64 | maxpool | lowres |" in table and table.startswith("Wall time ")
     assert table in proc.stdout  # the table is the data on stdout; progress goes to stderr
 
 
