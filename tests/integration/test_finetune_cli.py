@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 import pfconvert
 import pfconvert.cli.evaluate  # noqa: F401  (registers `eval`)
 import pfconvert.cli.finetune  # noqa: F401  (registers `finetune`)
-from pfconvert.recover.finetune import FinetuneConfig, Reporter, finetune
+from pfconvert.recover.finetune import FinetuneConfig, Reporter, family_defaults, finetune
 from pfconvert.recover.finetune.checkpoint import load_checkpoint
 
 FAST = ["--img-size", "32", "--batch-size", "16", "--limit-train", "96", "--limit-val", "48", "--workers", "0",
@@ -110,12 +110,27 @@ def _wait_for_step(metrics: Path, step: int, process: subprocess.Popen[str], tim
 
 @pytest.fixture(scope="module")
 def uninterrupted(ft_artifact: Path, ft_fmnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Final checkpoint of an uninterrupted run with the settings of :data:`FAST` (2 epochs, 6 steps each)."""
+    """Final checkpoint of an uninterrupted run with the settings of :data:`FAST` (2 epochs, 6 steps each), and the
+    family defaults the command adds for this depthwise conversion."""
     out = Path(shutil.copytree(ft_artifact, tmp_path_factory.mktemp("uninterrupted") / "artifact"))
+    family, defaults = family_defaults(ft_artifact)
+    assert family == "depthwise" and defaults["freeze_bn"]
     config = FinetuneConfig(data=str(ft_fmnist_dir), epochs=2, img_size=32, batch_size=16, limit_train=96,
-                            limit_val=48, workers=0, bn_recalib_images=64, log_every=1)
+                            limit_val=48, workers=0, bn_recalib_images=64, log_every=1, **defaults)
     assert finetune(out, config, reporter=Reporter()).status == "completed"
     return out / "checkpoints" / "last.pt"
+
+
+def test_a_depthwise_conversion_gets_its_family_recipe_unless_a_flag_says_otherwise(
+        artifact: Path, ft_fmnist_dir: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["finetune", str(artifact), "--data", str(ft_fmnist_dir), "--epochs", "1", *FAST[:-1], "--max-steps", "1",
+            "--augment", "light", "--reconstruct-images", "16", "--json"]
+    code, out, err = run(args, capsys, monkeypatch)
+    assert code == 0, err
+    config = json.loads((artifact / "finetune.json").read_text())["config"]
+    assert (config["freeze_bn"], config["augment"], config["reconstruct_images"]) == (True, "light", 16)
+    assert "depthwise conversion: fine-tuning with --freeze-bn" in " ".join(err.split())
 
 
 @pytest.mark.parametrize("kill, workers, at_step", [

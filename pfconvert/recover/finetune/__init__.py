@@ -21,6 +21,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "EvalReport": ".api",
     "EvalMetrics": "..metrics",
     "DistillationTask": ".distill",
+    "family_defaults": ".recipes",
+    "FAMILY_RECIPES": ".recipes",
     "Reporter": ".progress",
     "TextReporter": ".progress",
 })
