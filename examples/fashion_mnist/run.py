@@ -17,9 +17,10 @@ Recipes (``--recipes``), each within the same compute budget:
 - ``default``: least-squares reconstruction, BatchNorm re-estimation, then logit distillation (plus labels);
 - ``features``: the same, plus feature distillation: each block holding a replaced layer is trained to give the
   original's output of that block (``FinetuneConfig.feature_weight``);
-- ``lowres``: the same as ``default`` at half the input size, so about 4x more images fit the budget (a cheaper,
-  longer distillation); its best epoch is chosen on the validation split at that size, and its reported val and test
-  top-1 are measured at the model's own size.
+- ``lowres``: the same as ``default`` at half the input size, where a fine-tune image costs about a quarter (a
+  cheaper distillation over more images: up to the whole training split per epoch, for the same 3 epochs, so it may
+  use less than the budget); its best epoch is chosen on the validation split at that size, and its reported val
+  and test top-1 are measured at the model's own size.
 
 Rows are merged into OUT/results.json by (model, rule, recipe), so runs of single rules or recipes add up.
 
