@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -185,8 +185,10 @@ def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: La
         progress: Called with a short text before each backend and batch size (for a status line).
 
     Returns:
-        ``{(backend, batch_size): {model name: [seconds per round, ...]}}``, with ``.methods``: the deploy methods
-        the ``cpu`` backend actually used, per key (one per model when they differ).
+        ``{(backend, batch_size): {model name: [seconds per round, ...]}}``, with ``.methods``: the deploy method
+        the ``cpu`` backend actually used, per key. When ``auto`` deploys some models with oneDNN Graph (llga) and
+        falls back to ``jit`` for others, every model is deployed with ``jit`` at that batch size, so that the
+        side-by-side ratios compare the same compiler.
     """
     resolved = [get_backend(name) for name in backends]
     results = Timings()
@@ -200,8 +202,15 @@ def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: La
                         progress(f"{backend.label}, batch {batch_size}")
                     runners = {name: backend.prepare(model, batch_size, config, caches[name])
                                for name, model in models.items()}
-                    results[(backend.name, batch_size)] = time_rounds(runners, config)
                     used = list(dict.fromkeys(c["method"] for c in caches.values() if "method" in c))
+                    if len(used) > 1:  # a model fell back to another method: deploy them all that way, so that
+                        #                they are compared on one path (side by side means the same compiler)
+                        fallback = next(m for m in used if m != "llga") if "llga" in used else used[-1]
+                        same = replace(config, deploy_method=fallback)
+                        runners = {name: backend.prepare(model, batch_size, same, caches[name])
+                                   for name, model in models.items()}
+                        used = list(dict.fromkeys(c["method"] for c in caches.values() if "method" in c))
+                    results[(backend.name, batch_size)] = time_rounds(runners, config)
                     if used:
                         results.methods[(backend.name, batch_size)] = " / ".join(used)
                 del caches

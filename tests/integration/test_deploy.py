@@ -221,3 +221,25 @@ def test_reports_name_the_method_actually_used_after_a_fallback(x: torch.Tensor,
         report = run_report(model, model, input_size=tuple(x.shape[1:]), batch_sizes=(1,), backends=["cpu"], runs=2,
                             warmup=0, memory=False)
     assert report.latency[0].backend_label == "PyTorch CPU deployed (jit)"
+
+
+@pytest.mark.slow
+def test_when_one_model_falls_back_all_are_deployed_the_same_way(x: torch.Tensor,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from pfconvert.report.latency import LatencyConfig, measure
+
+    model, other = _maxpool_mnv2(), _maxpool_mnv2()
+    other.no_fusion = True  # kept by the deployment's copy
+    real = deploy.build_llga
+
+    def llga_fails_for_other(module, example):  # type: ignore[no-untyped-def]
+        if any(getattr(m, "no_fusion", False) for m in module.modules()):
+            raise RuntimeError("no fusion")
+        return real(module, example)
+
+    monkeypatch.setattr(deploy, "has_llga", lambda: True)
+    monkeypatch.setattr(deploy, "build_llga", llga_fails_for_other)
+    config = LatencyConfig(batch_sizes=(1,), input_size=tuple(x.shape[1:]), runs=2, warmup=0, max_seconds=1)
+    with pytest.warns(RuntimeWarning, match="using method 'jit'"):
+        timings = measure({"a": model, "b": other}, ["cpu"], config)
+    assert timings.methods[("cpu", 1)] == "jit"  # not "llga / jit": a is re-deployed with jit, like b
