@@ -9,7 +9,8 @@ timed side by side with the original, in the same interleaved rounds, on one bac
 
 A candidate *pays off* when it is faster than the original at one batch size at least and slower at none (speed-ups
 within the noise margin count as neither). The plan picks, among those within ``max_drop`` top-1 points, the one with
-the best worst-case latency ratio; it never picks one that is slower anywhere. Evaluation, preparation and timing
+the best worst-case latency ratio, read within the noise (:func:`choose`: of the candidates within 3% of the best
+ratio, the most accurate); it never picks one that is slower anywhere. Evaluation, preparation and timing
 are passed in as callables, as for the sensitivity study.
 """
 
@@ -32,7 +33,8 @@ from ..graph.match import Match
 from ..rules.loading import LoadedRules, parse_rules
 from .sensitivity import SensitivityResult, group_matches, run_sensitivity
 
-__all__ = ["Candidate", "PlanResult", "NoPayoff", "plan_conversion", "candidate_rules", "plan_on_data", "plot_plan"]
+__all__ = ["Candidate", "PlanResult", "NoPayoff", "plan_conversion", "choose", "candidate_rules", "plan_on_data",
+           "plot_plan"]
 
 
 class NoPayoff(PfconvertError):
@@ -144,6 +146,16 @@ def candidate_rules(rules: LoadedRules, groups: dict[str, list[Match]], chosen: 
     return parse_rules(yaml.safe_dump(doc, sort_keys=False, width=120), source="<plan>")
 
 
+def choose(eligible: Sequence[Candidate]) -> Candidate:
+    """The fastest candidate, where "fastest" is read within the timing noise: of those whose worst latency ratio is
+    within MIN_MARGIN of the lowest, the one that loses the least accuracy (then the faster)."""
+    from ..report.report import MIN_MARGIN
+
+    best = min(c.worst_ratio for c in eligible)
+    near = [c for c in eligible if c.worst_ratio <= best * (1 + MIN_MARGIN)]
+    return min(near, key=lambda c: (c.drop, c.worst_ratio))
+
+
 def plan_conversion(
     model: nn.Module,
     rules: Sequence[LoadedRules],
@@ -232,7 +244,7 @@ def plan_conversion(
     _mark_pareto(result.candidates)
     eligible = [c for c in result.candidates if c.pays_off and c.drop <= max_drop]
     if eligible:
-        result.chosen = min(eligible, key=lambda c: (c.worst_ratio, c.drop))
+        result.chosen = choose(eligible)
         source = next(r for r in rules if r.name == result.chosen.rule)
         result.chosen_rules = candidate_rules(source, groups_of[source.name], result.chosen.groups)
         return result

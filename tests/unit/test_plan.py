@@ -76,3 +76,16 @@ def test_an_accuracy_budget_nothing_meets_is_a_refusal_too() -> None:
 def test_rules_that_match_nothing_are_skipped_with_the_reason() -> None:
     _, result = _plan(0.2, max_drop=2.0, rules=("maxpool", "bottleneck-max"))
     assert result.skipped == {"bottleneck-max": "matched no layer"}
+
+
+def test_latency_differences_within_the_noise_do_not_outweigh_accuracy() -> None:
+    from pfconvert.study.plan import Candidate, choose
+
+    def cand(name: str, drop: float, ratio: float) -> Candidate:
+        c = Candidate("maxpool", [name], [name], 80.0 - drop, drop, 1, 1)
+        c.original_ms, c.latency_ms, c.verdicts = {1: 10.0}, {1: 10.0 * ratio}, {1: FASTER}
+        return c
+
+    fastest, close, clear = cand("a", 17.0, 0.220), cand("b", 7.0, 0.222), cand("c", 0.5, 0.30)
+    assert choose([fastest, close, clear]) is close  # 1% apart: the same speed, 10 points better
+    assert choose([fastest, clear]) is fastest  # 36% apart: a real difference
