@@ -1,6 +1,6 @@
 """Results pages: a benchmark run with ``--write-docs`` writes its table to ``docs/results/<name>.md``, stamped with
 the exact command, the machine, the library versions and the date. The README links these pages; nobody edits them
-by hand."""
+by hand. Also the argument types the benchmark scripts share."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from pathlib import Path
 
 from pfconvert._files import write_text
 
-__all__ = ["RESULTS_DIR", "add_docs_flag", "write_page"]
+__all__ = ["RESULTS_DIR", "add_docs_flag", "int_list", "write_page"]
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def int_list(text: str) -> list[int]:
+    """``"1,32"`` -> ``[1, 32]``: the type of a comma-separated ``--batch-sizes`` option."""
+    return [int(v) for v in text.split(",") if v]
 
 
 def add_docs_flag(parser: object) -> None:

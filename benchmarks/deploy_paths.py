@@ -25,7 +25,7 @@ from pfconvert.report.latency import LatencyConfig, median_ms, time_rounds, torc
 from pfconvert.report.machine import describe_machine, machine_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, write_page  # noqa: E402
+from _results import add_docs_flag, int_list, write_page  # noqa: E402
 
 RULES = {"mobilenetv2_100": "maxpool", "efficientnet_lite0": "maxpool", "resnet50": "r50-max"}
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=lambda t: t.split(","), default=list(RULES))
     parser.add_argument("--methods", type=lambda t: t.split(","), default=["llga", "jit", "eager"])
-    parser.add_argument("--batch-sizes", type=lambda t: [int(v) for v in t.split(",")], default=[1, 32])
+    parser.add_argument("--batch-sizes", type=int_list, default=[1, 32])
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--runs", type=int, default=10)
     add_docs_flag(parser)

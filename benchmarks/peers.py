@@ -49,7 +49,7 @@ from pfconvert.report.latency import LatencyConfig, measure, median_ms
 from pfconvert.report.machine import describe_machine, machine_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, write_page  # noqa: E402
+from _results import add_docs_flag, int_list, write_page  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {"resnet26": ["r50-max", "r50-hybrid"], "resnet50": ["r50-max", "r50-hybrid"],
@@ -531,15 +531,11 @@ NOTES = """## Notes
 # -- main ----------------------------------------------------------------------------------------------------------------
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=lambda t: t.split(","), default=list(CASES), help="comma-separated")
     parser.add_argument("--size", type=int, default=224, help="input size of the speed table")
-    parser.add_argument("--batch-sizes", type=_ints, default=[1, 16])
+    parser.add_argument("--batch-sizes", type=int_list, default=[1, 16])
     parser.add_argument("--backends", type=lambda t: t.split(","), default=None, help="default: every CPU backend")
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--runs", type=int, default=10)

@@ -31,7 +31,7 @@ from pfconvert.report.latency import LatencyConfig, median_ms, time_rounds, torc
 from pfconvert.report.machine import describe_machine, machine_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, write_page  # noqa: E402
+from _results import add_docs_flag, int_list, write_page  # noqa: E402
 
 Layer = tuple[int, int, int, int, int, int]  # channels, height, width, kernel, stride, padding
 
@@ -87,7 +87,7 @@ def measure_layer(layer: Layer, batch_size: int, config: LatencyConfig) -> dict[
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=lambda t: t.split(","), default=["mobilenetv2_100", "efficientnet_lite0"])
-    parser.add_argument("--batch-sizes", type=lambda t: [int(v) for v in t.split(",")], default=[1, 32])
+    parser.add_argument("--batch-sizes", type=int_list, default=[1, 32])
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--per-layer", action="store_true", help="also print one row per layer shape")

@@ -37,7 +37,7 @@ from pfconvert.report.machine import describe_machine, machine_info
 from pfconvert.report.report import SLOWER, compare_timings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, write_page  # noqa: E402
+from _results import add_docs_flag, int_list, write_page  # noqa: E402
 
 CASES = {"mobilenetv2_100": ["maxpool", "dw-hybrid", "identity"],
          "efficientnet_lite0": ["maxpool", "dw-hybrid", "identity"], "resnet50": ["r50-max", "r50-hybrid"]}
@@ -160,10 +160,6 @@ def family_verdicts(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", choices=list(SUITES), default="default",
@@ -171,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
                              "residual family (docs/results/speed-families.md)")
     parser.add_argument("--models", type=lambda t: t.split(","), default=None,
                         help="comma-separated (default: the suite's)")
-    parser.add_argument("--batch-sizes", type=_ints, default=[1, 32])
+    parser.add_argument("--batch-sizes", type=int_list, default=[1, 32])
     parser.add_argument("--backends", type=lambda t: t.split(","), default=None, help="default: all available")
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--runs", type=int, default=20)
