@@ -203,13 +203,13 @@ def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: La
                     runners = {name: backend.prepare(model, batch_size, config, caches[name])
                                for name, model in models.items()}
                     used = list(dict.fromkeys(c["method"] for c in caches.values() if "method" in c))
-                    if len(used) > 1:  # a model fell back to another method: deploy them all that way, so that
-                        #                they are compared on one path (side by side means the same compiler)
+                    if len(used) > 1:  # a model fell back to another method: deploy the others that way too, so
+                        #                that they are compared on one path (side by side means the same compiler)
                         fallback = next(m for m in used if m != "llga") if "llga" in used else used[-1]
                         same = replace(config, deploy_method=fallback)
-                        runners = {name: backend.prepare(model, batch_size, same, caches[name])
-                                   for name, model in models.items()}
-                        used = list(dict.fromkeys(c["method"] for c in caches.values() if "method" in c))
+                        runners.update({name: backend.prepare(model, batch_size, same, caches[name])
+                                        for name, model in models.items() if caches[name].get("method") != fallback})
+                        used = [fallback]
                     results[(backend.name, batch_size)] = time_rounds(runners, config)
                     if used:
                         results.methods[(backend.name, batch_size)] = " / ".join(used)
