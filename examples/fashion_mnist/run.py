@@ -263,7 +263,8 @@ def run_rule(pipe: Pipeline, rule: str, weights: Path, data: str, budget: Budget
                          overwrite=True)
     original = pfconvert.create_model(pipe.model, checkpoint=weights, num_classes=10, **pipe.kwargs).eval()
     macs = (pfconvert.count_macs(original, size).macs, pfconvert.count_macs(model, size).macs)
-    ft_macs = (pfconvert.count_macs(original, ft_size).macs, pfconvert.count_macs(model, ft_size).macs)
+    ft_macs = macs if ft_size == size else (pfconvert.count_macs(original, ft_size).macs,
+                                            pfconvert.count_macs(model, ft_size).macs)
     refits = list(find_consumers(model, original, size))
     shares = list(zip(forward_shares(model, ft_size, refits), forward_shares(original, ft_size, refits)))
     images, share = finetune_images(budget, macs[0], ft_macs[1], shares, minimum=pipe.finetune_batch_size,

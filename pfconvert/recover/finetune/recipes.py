@@ -42,4 +42,4 @@ def family_defaults(artifact_dir: str | Path) -> tuple[str | None, dict[str, Any
 
     recipe = Recipe.from_file(Path(artifact_dir) / RECIPE_FILE)
     family = conversion_family(recipe.replaced)
-    return family, dict(FAMILY_RECIPES.get(family, {})) if family else {}
+    return family, dict(FAMILY_RECIPES.get(family or "", {}))
