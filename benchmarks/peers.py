@@ -12,14 +12,16 @@ pfconvert rule this benchmark builds two pruned peers of the original:
 then times the original, the conversions and the peers side by side in one run on every CPU backend (224 px, random
 weights: speed does not depend on them).
 
-Accuracy (``resnet26`` on Fashion-MNIST at 32 px, the protocol of ``examples/fashion_mnist/run.py``): every student
-starts from the same trained original (``OUT/resnet26/original.safetensors``, 10 epochs x 12000 images; train it with
-that example) and gets the same fine-tune, distillation from the original budgeted at 30% of the original's training
-compute; choices on the validation split, figures on the 10k test images. The students: the conversions (``r50-max``,
-``r50-hybrid``), the pruned peers at equal MACs and at equal latency (latency matched at 32 px, batch 1, deployed CPU
-path), and the composition ``r50-hybrid+prune``: convert with r50-hybrid, refit the layers after the pools by
-least-squares (as the conversions' fine-tune does), prune its remaining convs to the latency of ``r50-max``, then
-fine-tune the same way. ``resnet50`` accuracy is not run (its originals would need hours of CPU training here).
+Accuracy (Fashion-MNIST, the protocol of ``examples/fashion_mnist/run.py``; ``--accuracy-models``): for each pipeline
+(``resnet26`` at 32 px, ``mobilenetv2_050`` at 64 px), every student starts from the same trained original
+(``OUT/MODEL/original.safetensors``, 10 epochs x 12000 images; train it with that example) and gets the same
+fine-tune, distillation from the original budgeted at 30% of the original's training compute; choices on the
+validation split, figures on the 10k test images. The students: the conversions (resnet26: ``r50-max``,
+``r50-hybrid``; mobilenetv2_050: ``dw-hybrid`` and the rule ``pfconvert plan`` chose for it), the pruned peers at
+equal MACs and at equal latency (latency matched at the pipeline's size, batch 1, deployed CPU path), and for resnet26
+the composition ``r50-hybrid+prune``: convert with r50-hybrid, refit the layers after the pools by least-squares (as
+the conversions' fine-tune does), prune its remaining convs to the latency of ``r50-max``, then fine-tune the same
+way. ``resnet50`` accuracy is not run (its original would need hours of CPU training here).
 
 Usage::
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import dataclass
 import importlib.util
 import json
 import sys
@@ -54,10 +57,39 @@ from _results import add_docs_flag, int_list, write_page  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {"resnet26": ["r50-max", "r50-hybrid"], "resnet50": ["r50-max", "r50-hybrid"],
          "mobilenetv2_050": ["dw-hybrid"]}
-ACCURACY_MODEL = "resnet26"
 MAC_TOLERANCE = 0.005
-ORDER = ["original", "r50-max", "pruned@latency(r50-max)", "pruned@MACs(r50-max)", "r50-hybrid+prune@latency(r50-max)",
-         "r50-hybrid", "pruned@latency(r50-hybrid)", "pruned@MACs(r50-hybrid)"]
+
+
+@dataclass(frozen=True)
+class AccuracyCase:
+    """The students of one Fashion-MNIST pipeline of examples/fashion_mnist/run.py: its conversions (table label ->
+    built-in rule name or rule file), each with its pruned peers, and optionally the composition ``(convert, target)``:
+    convert with the first, prune to the latency of the second."""
+
+    rules: dict[str, str]
+    compose: tuple[str, str] | None = None
+
+    def composition(self) -> str | None:
+        return f"{self.compose[0]}+prune@latency({self.compose[1]})" if self.compose else None
+
+    def order(self) -> list[str]:
+        """Table order: the original, then each conversion followed by its peers (the composition after the peers of
+        the conversion whose latency it matches)."""
+        names = ["original"]
+        for label in self.rules:
+            names += [label, f"pruned@latency({label})", f"pruned@MACs({label})"]
+            if self.compose and self.compose[1] == label:
+                names.append(self.composition())  # type: ignore[arg-type]
+        return names
+
+
+PLANNED_RULES = ROOT / "examples" / "fashion_mnist" / "rules"
+ACCURACY_CASES: dict[str, AccuracyCase] = {
+    "resnet26": AccuracyCase({"r50-max": "r50-max", "r50-hybrid": "r50-hybrid"}, compose=("r50-hybrid", "r50-max")),
+    # the depthwise net: the family's hybrid rule, and the conversion `pfconvert plan` chose for this original
+    "mobilenetv2_050": AccuracyCase({"dw-hybrid": "dw-hybrid",
+                                     "maxpool-planned": str(PLANNED_RULES / "mobilenetv2_050-planned.yaml")}),
+}
 
 
 def _log(text: str) -> None:
@@ -228,7 +260,7 @@ def speed_markdown(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-# -- accuracy (Fashion-MNIST, resnet26 at 32 px) ----------------------------------------------------------------------
+# -- accuracy (Fashion-MNIST pipelines) --------------------------------------------------------------------------------
 
 
 def _example() -> Any:
@@ -262,18 +294,21 @@ def _test_top1(model: nn.Module, data: str, data_cfg: Any, limit: int | None) ->
 
 
 class Accuracy:
-    """The resnet26 students, each fine-tuned once by the example's protocol; results cached under OUT/resnet26."""
+    """The students of one pipeline (``model``), each fine-tuned once by the example's protocol; results cached under
+    OUT/MODEL."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, model: str) -> None:
         self.ex = _example()
         self.args = args
-        self.pipe = self.ex.PIPELINES[ACCURACY_MODEL]
+        self.model = model
+        self.case = ACCURACY_CASES[model]
+        self.pipe = self.ex.PIPELINES[model]
         self.size = (3, self.pipe.img_size, self.pipe.img_size)
-        self.out = args.out / ACCURACY_MODEL
+        self.out = args.out / model
         self.weights = self.out / "original.safetensors"
         if not self.weights.is_file():
             raise SystemExit(f"{self.weights} is missing: train it with examples/fashion_mnist/run.py --models "
-                             f"resnet26 --rules r50-max and copy runs/fashion_mnist/resnet26/original.safetensors here")
+                             f"{model} and copy OUT/{model}/original.safetensors here")
         b = args.finetune_budget
         self.budget = self.ex.Budget(b["train_images"], b["train_epochs"], 3, b.get("val_images"), args.test_images,
                                      b.get("calib_images", 1024))
@@ -286,7 +321,7 @@ class Accuracy:
                                      threads=args.threads, max_seconds=8, deploy_method=args.deploy)
 
     def load_original(self) -> nn.Module:
-        return create_model(ACCURACY_MODEL, checkpoint=self.weights, num_classes=10).eval()
+        return create_model(self.model, checkpoint=self.weights, num_classes=10).eval()
 
     def recipe(self, images: int, reconstruct: int) -> Any:
         b, p = self.budget, self.pipe
@@ -299,9 +334,9 @@ class Accuracy:
         path = self.out / name / "peers.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def convert(self, rule: str) -> nn.Module:
-        model, _ = pfconvert.convert(ACCURACY_MODEL, rule, checkpoint=self.weights, input_size=self.size,
-                                     num_classes=10)
+    def convert(self, label: str) -> nn.Module:
+        model, _ = pfconvert.convert(self.model, self.case.rules[label], checkpoint=self.weights,
+                                     input_size=self.size, num_classes=10)
         return model.eval()
 
     def conversion(self, rule: str) -> dict:
@@ -312,8 +347,8 @@ class Accuracy:
         art = self.out / rule
         summary = art / "finetune.json"
         if not summary.is_file():
-            model, record = pfconvert.convert(ACCURACY_MODEL, rule, checkpoint=self.weights, input_size=self.size,
-                                              num_classes=10)
+            model, record = pfconvert.convert(self.model, self.case.rules[rule], checkpoint=self.weights,
+                                              input_size=self.size, num_classes=10)
             art = pfconvert.save(model, record, art, overwrite=True)
             images = self._images(model, refits=True)
             _log(f"fine-tuning {rule} on {images} images per epoch")
@@ -408,16 +443,18 @@ class Accuracy:
                  "macs": self.macs_original, "images": None, "start_val_top1": None,
                  "val_top1": None, "test_top1": self._original_top1(), "train_seconds": None}]
         # the students at equal latency first (the issue's question), then the composition, then equal MACs
+        labels = list(self.case.rules)
         plan: list[tuple[str, Callable[[], dict]]] = []
-        for rule in ("r50-max", "r50-hybrid"):
+        for rule in labels:
             plan.append((rule, lambda r=rule: self.conversion(r)))
-        for rule in ("r50-max", "r50-hybrid"):
+        for rule in labels:
             plan.append((f"pruned@latency({rule})", lambda r=rule: self.pruned(
                 f"pruned@latency({r})", self.original, self.matched(r, self.original, self.convert(r))[1],
                 "Torch-Pruning")))
-        if not self.args.skip_composition:
-            plan.append(("r50-hybrid+prune@latency(r50-max)", self.composition))
-        for rule in ("r50-max", "r50-hybrid"):
+        composition = self.case.composition()
+        if composition and not self.args.skip_composition:
+            plan.append((composition, self.composition))
+        for rule in labels:
             plan.append((f"pruned@MACs({rule})", lambda r=rule: self.pruned(
                 f"pruned@MACs({r})", self.original, self.matched(r, self.original, self.convert(r))[0],
                 "Torch-Pruning")))
@@ -428,17 +465,19 @@ class Accuracy:
                 continue
             _log(f"accuracy: {name}")
             rows.append(build())
-        order = [name for name in ORDER if any(r["name"] == name for r in rows)]
+        order = [name for name in self.case.order() if any(r["name"] == name for r in rows)]
         rows = sorted(rows, key=lambda r: order.index(r["name"]) if r["name"] in order else -1)
         self._latency(rows)
         return rows
 
     def composition(self) -> dict:
-        """r50-hybrid, reconstructed, then pruned to the latency of r50-max."""
-        hybrid = self.reconstructed("r50-hybrid")
-        _, lat_ratio, _ = self.matched("r50-hybrid+prune", hybrid, self.convert("r50-max"))
-        return self.pruned("r50-hybrid+prune@latency(r50-max)", hybrid, lat_ratio, "pfconvert + Torch-Pruning",
-                           reconstructed_from="r50-hybrid")
+        """The case's first conversion (r50-hybrid), reconstructed, then pruned to the latency of its second
+        (r50-max)."""
+        first, target = self.case.compose  # type: ignore[misc]
+        converted = self.reconstructed(first)
+        _, lat_ratio, _ = self.matched(f"{first}+prune", converted, self.convert(target))
+        return self.pruned(self.case.composition(), converted, lat_ratio,  # type: ignore[arg-type]
+                           "pfconvert + Torch-Pruning", reconstructed_from=first)
 
     def _original_top1(self) -> float:
         path = self.out / "original-test.json"
@@ -454,7 +493,8 @@ class Accuracy:
             return self.original
         if row["kind"] == "pfconvert":
             return pfconvert.load(self.out / name).eval()
-        base = self.reconstructed("r50-hybrid") if name.startswith("r50-hybrid+") else self.original
+        compose = self.case.compose
+        base = self.reconstructed(compose[0]) if compose and name == self.case.composition() else self.original
         model = prune(base, row["ratio"], self.size)
         from safetensors.torch import load_file
 
@@ -466,7 +506,7 @@ class Accuracy:
         config = LatencyConfig(batch_sizes=(1,), input_size=self.size, runs=self.args.runs_32, warmup=5,
                                threads=self.args.threads, max_seconds=15, deploy_method=self.args.deploy)
         models = {row["name"]: self.rebuild(row) for row in rows}
-        timings = measure(models, self.args.backends, config, progress=lambda t: _log(f"resnet26 32 px: timing {t}"))
+        timings = measure(models, self.args.backends, config, progress=lambda t: _log(f"{self.model} {self.size[-1]} px: timing {t}"))
         for row in rows:
             row["latency"] = {}
             for (backend, bs), times in timings.items():
@@ -474,7 +514,8 @@ class Accuracy:
                     median_ms(times[row["name"]]), 3)
 
 
-def accuracy_markdown(rows: list[dict], budget: dict) -> str:
+def accuracy_markdown(rows: list[dict], budget: dict, model: str, pipe: Any) -> str:
+    """The accuracy table of one pipeline (``pipe``: examples/fashion_mnist/run.py's Pipeline of ``model``)."""
     cells = list(rows[0]["latency"]) if rows else []
     base = {c: rows[0]["latency"][c] for c in cells}
     out = ["| student | kind | prune ratio | params | MMACs | fine-tune images x 3 epochs | val top-1 at start | "
@@ -489,14 +530,18 @@ def accuracy_markdown(rows: list[dict], budget: dict) -> str:
                    f"{r['macs'] / 1e6:.1f} | {num(r['images'], 'd')} | {num(r['start_val_top1'], '.2f')} | "
                    f"{num(r['val_top1'], '.2f')} | **{r['test_top1']:.2f}** | "
                    + " | ".join(f"{r['latency'][c]:.2f} ({base[c] / r['latency'][c]:.2f}x)" for c in cells) + " |")
-    out += ["", f"Fashion-MNIST, resnet26 at 32 px (10 classes). Every student comes from the same original "
+    px = pipe.img_size
+    frozen = ", BatchNorm statistics frozen" if pipe.freeze_bn else ""
+    out += ["", f"Fashion-MNIST, {model} at {px} px (10 classes). Every student comes from the same original "
             f"(trained {budget['train_epochs']} epochs x {budget['train_images']} images) and is fine-tuned by "
             "distillation from it for 3 epochs within 30% of the original's training compute (the example's "
-            "recipe: batch 64, lr 1.5e-3, un-augmented, BatchNorm re-estimation on 1024 images; the conversions and "
-            "the composition also charge their least-squares reconstruction). 'val top-1 at start': after "
-            "reconstruction / BatchNorm re-estimation, before training. Best epoch chosen on the validation split "
-            "(10% of the training images); test top-1 on the 10k test images. Latency at 32 px, batch 1, all "
-            "students timed side by side; pruned@latency ratios were matched on the deployed CPU path at 32 px."]
+            f"recipe: batch {pipe.finetune_batch_size}, lr {pipe.finetune_lr:g}, un-augmented{frozen}, BatchNorm "
+            f"re-estimation on {budget.get('calib_images', 1024)} images; the conversions and the composition also "
+            "charge their least-squares reconstruction). 'val top-1 at start': after reconstruction / BatchNorm "
+            "re-estimation, before training. Best epoch chosen on the validation split (10% of the training "
+            f"images); test top-1 on the 10k test images. Latency at {px} px, batch 1, all students timed side by "
+            f"side; pruned@latency ratios were matched on the deployed CPU path at {px} px (ratio 0: no pruned "
+            "model is as slow as the conversion, so the peer is the original itself, fine-tuned the same way)."]
     return "\n".join(out) + "\n"
 
 
@@ -550,13 +595,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-latency-match", action="store_true", help="speed table: only the MACs-matched peers")
     parser.add_argument("--deploy", default="auto", help="deploy method of the 'cpu' backend")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--accuracy-models", type=lambda t: t.split(","), default=list(ACCURACY_CASES),
+                        help=f"comma-separated pipelines of the accuracy tables: {', '.join(ACCURACY_CASES)}")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-composition", action="store_true")
     parser.add_argument("--students", type=lambda t: t.split(","), default=None,
                         help="accuracy: fine-tune only these students (comma-separated names as in the table; the "
                              "others are tabled when an earlier run finished them)")
     parser.add_argument("--only-cached", action="store_true",
-                        help="accuracy: table only the students whose fine-tune has finished (OUT/resnet26/*/peers.json)")
+                        help="accuracy: table only the students whose fine-tune has finished (OUT/MODEL/*/peers.json)")
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--test-images", type=int, default=None, help="default: the whole 10k test split")
     parser.add_argument("--out", type=Path, default=Path("runs/peers"))
@@ -566,6 +613,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [m for m in args.models if m not in CASES]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {list(CASES)}")
+    unknown = [m for m in args.accuracy_models if m not in ACCURACY_CASES]
+    if unknown:
+        parser.error(f"unknown accuracy model(s) {unknown}; choose from {list(ACCURACY_CASES)}")
     _torch_pruning()
     args.backends = args.backends or [b for b in default_backends() if not b.startswith("cuda")]
     # the budget of the original's training (examples/fashion_mnist/run.py's defaults), from which the fine-tunes' is
@@ -585,11 +635,13 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_accuracy:
         if args.threads is not None:  # the fine-tunes too: on a loaded machine two threads spin against other jobs
             torch.set_num_threads(args.threads)
-        rows = Accuracy(args).run()
-        data["accuracy"] = rows
-        sections.append(f"## Accuracy (Fashion-MNIST, {ACCURACY_MODEL} at 32 px)\n\n"
-                        f"{accuracy_markdown(rows, args.finetune_budget)}")
-        sys.stdout.write(sections[-1] + "\n")
+        data["accuracy"] = {}
+        for model in args.accuracy_models:
+            accuracy = Accuracy(args, model)
+            rows = data["accuracy"][model] = accuracy.run()
+            sections.append(f"## Accuracy (Fashion-MNIST, {model} at {accuracy.pipe.img_size} px)\n\n"
+                            f"{accuracy_markdown(rows, args.finetune_budget, model, accuracy.pipe)}")
+            sys.stdout.write(sections[-1] + "\n")
     machine += f", {time.perf_counter() - start:.0f} s total, {time.strftime('%Y-%m-%d')}"
     sys.stdout.write(f"Machine: {machine}\n")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """benchmarks/peers.py (pfconvert against Torch-Pruning) on a tiny setting: the speed table has the original, each
-conversion and its pruned peers, and the peers at equal MACs are within 2% of the conversion's MACs. Also: pruning
+conversion and its pruned peers, and the peers at equal MACs are within 2% of the conversion's MACs; the accuracy
+path fine-tunes every student of the depthwise case (--quick, real Fashion-MNIST images) and tables them. Also: pruning
 passes channels through a converted model's pools (the composition of point 3 of issue 14)."""
 
 from __future__ import annotations
@@ -53,3 +54,29 @@ def test_pruning_a_converted_model_keeps_the_pools_channels() -> None:
             "layer1.0.conv1" if block is pruned.layer1[0] else "layer4.1.conv1").out_channels
         assert isinstance(block.conv2, torch.nn.MaxPool2d)
     assert pruned(torch.randn(2, *size)).shape == (2, 10)
+
+
+def test_peers_accuracy_tables_every_student_of_the_depthwise_case(ft_fmnist_dir: Path, tmp_path: Path) -> None:
+    import pfconvert
+    from pfconvert.conversion import save_weights
+
+    original = tmp_path / "mobilenetv2_050" / "original.safetensors"
+    original.parent.mkdir()
+    save_weights(pfconvert.create_model("mobilenetv2_050", num_classes=10), original)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--skip-speed", "--quick", "--accuracy-models",
+                           "mobilenetv2_050", "--data", str(ft_fmnist_dir), "--threads", "1", "--match-runs-32", "3",
+                           "--runs-32", "3", "--backends", "cpu-eager", "--out", str(tmp_path)],
+                          check=False, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["name"]: r for r in json.loads((tmp_path / "peers.json").read_text())["accuracy"]["mobilenetv2_050"]}
+    assert list(rows) == ["original"] + [name for label in ("dw-hybrid", "maxpool-planned")
+                                         for name in (label, f"pruned@latency({label})", f"pruned@MACs({label})")]
+    for label in ("dw-hybrid", "maxpool-planned"):
+        conv, peer = rows[label], rows[f"pruned@MACs({label})"]
+        assert conv["kind"] == "pfconvert" and conv["macs"] < rows["original"]["macs"]
+        assert abs(peer["macs"] / conv["macs"] - 1) < 0.02 and 0 < peer["ratio"] < 0.9
+        assert 0 <= rows[f"pruned@latency({label})"]["ratio"] < 0.9
+    for row in rows.values():
+        assert 0.0 <= row["test_top1"] <= 100.0 and row["latency"]["PyTorch CPU eager (naive) bs1"] > 0
+    assert "## Accuracy (Fashion-MNIST, mobilenetv2_050 at 64 px)" in proc.stdout
+    assert "| pruned@MACs(maxpool-planned) | Torch-Pruning |" in proc.stdout

@@ -31,6 +31,14 @@ def test_builtin_rules_are_listed_and_valid() -> None:
     assert [s.op for s in hybrid[1].replace.steps] == ["avg_pool", "keep"]
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "examples" / "fashion_mnist" / "rules")
+                                         .glob("*.yaml")), ids=lambda p: p.stem)
+def test_planned_rules_shipped_with_the_example_are_valid(path: Path) -> None:
+    """The planner's rules that the Fashion-MNIST example and benchmarks/peers.py use (written by `pfconvert plan`)."""
+    rules = load_rules(str(path)).ruleset
+    assert rules.name == "maxpool-planned" and rules.rules[0].match.stages
+
+
 def test_rule_from_path_and_hash(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text(GOOD)
