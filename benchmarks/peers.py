@@ -536,29 +536,32 @@ def accuracy_markdown(rows: list[dict], budget: dict, model: str, pipe: Any) -> 
             f"(trained {budget['train_epochs']} epochs x {budget['train_images']} images) and is fine-tuned by "
             "distillation from it for 3 epochs within 30% of the original's training compute (the example's "
             f"recipe: batch {pipe.finetune_batch_size}, lr {pipe.finetune_lr:g}, un-augmented{frozen}, BatchNorm "
-            f"re-estimation on {budget.get('calib_images', 1024)} images; the conversions and the composition also "
+            f"re-estimation on {budget.get('calib_images', 1024)} images; the students built by a conversion also "
             "charge their least-squares reconstruction). 'val top-1 at start': after reconstruction / BatchNorm "
             "re-estimation, before training. Best epoch chosen on the validation split (10% of the training "
             f"images); test top-1 on the 10k test images. Latency at {px} px, batch 1, all students timed side by "
-            f"side; pruned@latency ratios were matched on the deployed CPU path at {px} px (ratio 0: no pruned "
-            "model is as slow as the conversion, so the peer is the original itself, fine-tuned the same way)."]
+            f"side; pruned@latency ratios were matched on the deployed CPU path at {px} px."]
     return "\n".join(out) + "\n"
 
 
 NOTES = """## Notes
 
-- Not measured: resnet50 accuracy (its original would need hours of CPU training here; the speed table has it) and
-  the mobilenetv2_050 accuracy case. Students a run did not fine-tune (``--students``) are absent from the accuracy
-  table.
-- The latency figures come from a machine whose cores were shared with other jobs while it ran (the load average is
-  in the machine line): ``--threads 1`` keeps the timings of interleaved rounds stable under that load (two threads
-  spin against the other jobs and scatter by 5x), so the ms are one core's, and only the ratios within one table
-  compare.
-- "Equal latency" is matched on PyTorch's deployed CPU path (llga) at batch 1 only. On ONNX Runtime the pruned
-  peers' channel counts (no ``round_to``) run slower than the conversions at the same MACs, so there a pruned peer
-  of equal latency would have to be pruned harder than the one tabled (its accuracy was not measured).
-- mobilenetv2_050 + ``dw-hybrid`` is no faster than the original on the deployed path at batch 1, so its
-  latency-matched peer is the original itself (ratio 0).
+- Not measured: resnet50 accuracy (its original would need about 75 minutes of training on these 2 cores, and each
+  of its six students 15-20 minutes more; the speed table has it). Students a run did not fine-tune
+  (``--students``) are absent from the accuracy tables.
+- The speed rows were measured by ``python benchmarks/peers.py --skip-accuracy --threads 1 --runs 5 --warmup 1
+  --max-seconds 10 --match-runs 5 --out runs/peers-speed`` (its machine line: load average 1.44 at start, 768 s) and
+  copied to ``runs/peers/speed.json``, which ``--reuse-speed`` reads; it ran on one core while the resnet26
+  fine-tunes ran on the other. ``--threads 1`` keeps the timings of interleaved rounds stable under such load (two
+  threads spin against the other job and scatter by 5x), so the ms are one core's, and only the ratios within one
+  table compare.
+- "Equal latency" is matched on PyTorch's deployed CPU path (llga) at batch 1 only, and only as well as one
+  interleaved timing of a grid allows (the matched ratio of the same peer moved by up to 0.08 between runs of this
+  page). On ONNX Runtime the pruned peers' channel counts (no ``round_to``) run slower than the conversions at the
+  same MACs, so there a pruned peer of equal latency would have to be pruned harder than the one tabled (its
+  accuracy was not measured).
+- mobilenetv2_050 + ``dw-hybrid`` or the planner's rule is no faster than the original on the deployed path at batch
+  1, so the latency-matched peers are barely pruned (ratios 0.04-0.08): the match is within the noise there.
 - The pruned peers are Torch-Pruning's ``MagnitudePruner`` with ``MagnitudeImportance(p=1)``, one uniform ratio, the
   classifier kept; no ``round_to``. A tuned pruning schedule (global or learned importance, iterative pruning)
   could do better than this baseline, and so could a longer fine-tune of any student.
