@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import dataclass
 import importlib.util
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -258,8 +258,8 @@ def speed_markdown(rows: list[dict]) -> str:
             "peers timed together in each cell); speed-up = original / variant latency. pruned@MACs(rule): "
             "Torch-Pruning magnitude pruner, uniform ratio matched to the conversion's MACs; pruned@latency(rule): "
             "ratio matched to the conversion's measured latency on the deployed CPU path at batch 1 (fitted to one "
-            "interleaved timing of a grid of ratios, so the match is as good as this machine's noise). GMACs: fvcore convention "
-            "(1 multiply-add = 1, pooling not counted)."]
+            "interleaved timing of a grid of ratios, so the match is as good as this machine's noise). GMACs: fvcore "
+            "convention (1 multiply-add = 1, pooling not counted)."]
     return "\n".join(out) + "\n"
 
 
@@ -509,7 +509,8 @@ class Accuracy:
         config = LatencyConfig(batch_sizes=(1,), input_size=self.size, runs=self.args.runs_32, warmup=5,
                                threads=self.args.threads, max_seconds=15, deploy_method=self.args.deploy)
         models = {row["name"]: self.rebuild(row) for row in rows}
-        timings = measure(models, self.args.backends, config, progress=lambda t: _log(f"{self.model} {self.size[-1]} px: timing {t}"))
+        label = f"{self.model} {self.size[-1]} px"
+        timings = measure(models, self.args.backends, config, progress=lambda t: _log(f"{label}: timing {t}"))
         for row in rows:
             row["latency"] = {}
             for (backend, bs), times in timings.items():
@@ -579,7 +580,7 @@ NOTES = """## Notes
 """
 
 
-# -- main ----------------------------------------------------------------------------------------------------------------
+# -- main --------------------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
