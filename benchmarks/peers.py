@@ -85,10 +85,11 @@ class AccuracyCase:
 
 
 PLANNED_RULES = ROOT / "examples" / "fashion_mnist" / "rules"
+RESNET_CASE = AccuracyCase({"r50-max": "r50-max", "r50-hybrid": "r50-hybrid"}, compose=("r50-hybrid", "r50-max"))
 ACCURACY_CASES: dict[str, AccuracyCase] = {
-    "resnet26": AccuracyCase({"r50-max": "r50-max", "r50-hybrid": "r50-hybrid"}, compose=("r50-hybrid", "r50-max")),
+    "resnet26": RESNET_CASE,
     # not in the default --accuracy-models: its original and students take about 3 hours on 2 CPU cores
-    "resnet50": AccuracyCase({"r50-max": "r50-max", "r50-hybrid": "r50-hybrid"}, compose=("r50-hybrid", "r50-max")),
+    "resnet50": RESNET_CASE,
     # the depthwise net: the family's hybrid rule, and the conversion `pfconvert plan` chose for this original
     "mobilenetv2_050": AccuracyCase({"dw-hybrid": "dw-hybrid",
                                      "maxpool-planned": str(PLANNED_RULES / "mobilenetv2_050-planned.yaml")}),
@@ -337,10 +338,13 @@ class Accuracy:
         path = self.out / name / "peers.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
+    def converted(self, label: str) -> tuple[nn.Module, Any]:
+        """The original converted with the case's rule ``label``, and its conversion record."""
+        return pfconvert.convert(self.model, self.case.rules[label], checkpoint=self.weights, input_size=self.size,
+                                 num_classes=10)
+
     def convert(self, label: str) -> nn.Module:
-        model, _ = pfconvert.convert(self.model, self.case.rules[label], checkpoint=self.weights,
-                                     input_size=self.size, num_classes=10)
-        return model.eval()
+        return self.converted(label)[0].eval()
 
     def conversion(self, rule: str) -> dict:
         """A conversion fine-tuned as the example does (an artifact already fine-tuned by the example is reused)."""
@@ -350,8 +354,7 @@ class Accuracy:
         art = self.out / rule
         summary = art / "finetune.json"
         if not summary.is_file():
-            model, record = pfconvert.convert(self.model, self.case.rules[rule], checkpoint=self.weights,
-                                              input_size=self.size, num_classes=10)
+            model, record = self.converted(rule)
             art = pfconvert.save(model, record, art, overwrite=True)
             images = self._images(model, refits=True)
             _log(f"fine-tuning {rule} on {images} images per epoch")
@@ -518,8 +521,8 @@ class Accuracy:
                     median_ms(times[row["name"]]), 3)
 
 
-def accuracy_markdown(rows: list[dict], budget: dict, model: str, pipe: Any) -> str:
-    """The accuracy table of one pipeline (``pipe``: examples/fashion_mnist/run.py's Pipeline of ``model``)."""
+def accuracy_markdown(rows: list[dict], accuracy: Accuracy) -> str:
+    """The accuracy table of one pipeline (``accuracy``: its students, budget and the example's recipe)."""
     cells = list(rows[0]["latency"]) if rows else []
     base = {c: rows[0]["latency"][c] for c in cells}
     out = ["| student | kind | prune ratio | params | MMACs | fine-tune images x 3 epochs | val top-1 at start | "
@@ -534,13 +537,14 @@ def accuracy_markdown(rows: list[dict], budget: dict, model: str, pipe: Any) -> 
                    f"{r['macs'] / 1e6:.1f} | {num(r['images'], 'd')} | {num(r['start_val_top1'], '.2f')} | "
                    f"{num(r['val_top1'], '.2f')} | **{r['test_top1']:.2f}** | "
                    + " | ".join(f"{r['latency'][c]:.2f} ({base[c] / r['latency'][c]:.2f}x)" for c in cells) + " |")
+    pipe, budget = accuracy.pipe, accuracy.budget
     px = pipe.img_size
     frozen = ", BatchNorm statistics frozen" if pipe.freeze_bn else ""
-    out += ["", f"Fashion-MNIST, {model} at {px} px (10 classes). Every student comes from the same original "
-            f"(trained {budget['train_epochs']} epochs x {budget['train_images']} images) and is fine-tuned by "
+    out += ["", f"Fashion-MNIST, {accuracy.model} at {px} px (10 classes). Every student comes from the same original "
+            f"(trained {budget.train_epochs} epochs x {budget.train_images} images) and is fine-tuned by "
             "distillation from it for 3 epochs within 30% of the original's training compute (the example's "
             f"recipe: batch {pipe.finetune_batch_size}, lr {pipe.finetune_lr:g}, un-augmented{frozen}, BatchNorm "
-            f"re-estimation on {budget.get('calib_images', 1024)} images; the students built by a conversion also "
+            f"re-estimation on {budget.calib_images} images; the students built by a conversion also "
             "charge their least-squares reconstruction). 'val top-1 at start': after reconstruction / BatchNorm "
             "re-estimation, before training. Best epoch chosen on the validation split (10% of the training "
             f"images); test top-1 on the 10k test images. Latency at {px} px, batch 1, all students timed side by "
@@ -647,7 +651,7 @@ def main(argv: list[str] | None = None) -> None:
             accuracy = Accuracy(args, model)
             rows = data["accuracy"][model] = accuracy.run()
             sections.append(f"## Accuracy (Fashion-MNIST, {model} at {accuracy.pipe.img_size} px)\n\n"
-                            f"{accuracy_markdown(rows, args.finetune_budget, model, accuracy.pipe)}")
+                            f"{accuracy_markdown(rows, accuracy)}")
             sys.stdout.write(sections[-1] + "\n")
     machine += f", {time.perf_counter() - start:.0f} s total, {time.strftime('%Y-%m-%d')}"
     sys.stdout.write(f"Machine: {machine}\n")
