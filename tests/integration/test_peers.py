@@ -1,7 +1,8 @@
 """benchmarks/peers.py (pfconvert against Torch-Pruning) on a tiny setting: the speed table has the original, each
 conversion and its pruned peers, and the peers at equal MACs are within 2% of the conversion's MACs; the accuracy
 path fine-tunes every student of the depthwise case (--quick, real Fashion-MNIST images) and tables them. Also: pruning
-passes channels through a converted model's pools (the composition of point 3 of issue 14)."""
+passes channels through a converted model's pools (the composition of point 3 of issue 14), and the latency match
+refines a fit that misses (timing faked: a curve the fit's form does not follow, a step in the latency)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -80,3 +82,39 @@ def test_peers_accuracy_tables_every_student_of_the_depthwise_case(ft_fmnist_dir
         assert 0.0 <= row["test_top1"] <= 100.0 and row["latency"]["PyTorch CPU eager (naive) bs1"] > 0
     assert "## Accuracy (Fashion-MNIST, mobilenetv2_050 at 64 px)" in proc.stdout
     assert "| pruned@MACs(maxpool-planned) | Torch-Pruning |" in proc.stdout
+
+
+def _fake_timing(monkeypatch: pytest.MonkeyPatch, latency: Callable[[float], float]) -> None:
+    """peers.prune returns the ratio itself, and peers.latency_ratios times each 'model' (a ratio) as ``latency``."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import peers
+
+    monkeypatch.setattr(peers, "prune", lambda model, ratio, size: ratio)
+    monkeypatch.setattr(peers, "latency_ratios", lambda candidates, target, config, backend="cpu": {
+        key: latency(ratio) for key, ratio in candidates.items()})
+
+
+def test_latency_match_refines_a_curve_the_fit_misses(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_timing(monkeypatch, lambda r: 2.0 * (1 - r) ** 4)  # matched at ratio 1 - 0.5 ** 0.25 = 0.159
+    from peers import match_latency
+
+    logs: list[str] = []
+    ratio, _, rel = match_latency(None, None, (3, 32, 32), 0.2, None, log=logs.append)  # type: ignore[arg-type]
+    assert abs(rel - 1) <= 0.03 and abs(ratio - (1 - 0.5 ** 0.25)) < 0.01
+    assert rel == 2.0 * (1 - ratio) ** 4
+    assert any("refined" in line for line in logs)
+
+
+def test_latency_match_across_a_step_returns_the_closest_timed_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
+    # channel counts that jump the latency: 1.08x just below ratio 0.3, 0.78x from there, never 1
+    def latency(r: float) -> float:
+        return 1.8 * (1 - r) ** 2 + (0.2 if r < 0.3 else -0.1)
+
+    _fake_timing(monkeypatch, latency)
+    from peers import match_latency
+
+    logs: list[str] = []
+    ratio, _, rel = match_latency(None, None, (3, 32, 32), 0.25, None, log=logs.append)  # type: ignore[arg-type]
+    grid = [0.05 + 0.4 * i / 5 for i in range(6)]
+    assert rel == latency(ratio) and abs(rel - 1) <= min(abs(latency(r) - 1) for r in grid)
+    assert abs(ratio - 0.3) < 0.02  # at the step
