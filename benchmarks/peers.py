@@ -73,7 +73,6 @@ class AccuracyCase:
     compose: tuple[str, str] | None = None
     ort_match: tuple[str, ...] = ()  # conversions that also get a pruned peer of equal latency on ONNX Runtime
 
-
     def composition(self) -> str | None:
         return f"{self.compose[0]}+prune@latency({self.compose[1]})" if self.compose else None
 
@@ -381,9 +380,6 @@ class Accuracy:
 
     def conversion(self, rule: str) -> dict:
         """A conversion fine-tuned as the example does (an artifact already fine-tuned by the example is reused)."""
-        row = self._cached(rule)
-        if row is not None:
-            return row
         art = self.out / rule
         summary = art / "finetune.json"
         if not summary.is_file():
@@ -421,9 +417,6 @@ class Accuracy:
     def pruned(self, name: str, base: nn.Module, ratio: float, kind: str, reconstructed_from: str | None = None,
                ) -> dict:
         """Prune ``base`` at ``ratio`` and fine-tune it by distillation from the original, the example's recipe."""
-        row = self._cached(name)
-        if row is not None:
-            return row
         from pfconvert.conversion import save_weights
         from pfconvert.recover.finetune.runner import run_finetune
 
@@ -494,20 +487,14 @@ class Accuracy:
         for rule in labels:
             plan.append((rule, lambda r=rule: self.conversion(r)))
         for rule in labels:
-            plan.append((f"pruned@latency({rule})", lambda r=rule: self.pruned(
-                f"pruned@latency({r})", self.original, self.matched(r, self.original, self.convert(r))[1],
-                "Torch-Pruning")))
+            plan.append(self._peer("latency", rule, 1))
         composition = self.case.composition()
         if composition and not self.args.skip_composition:
             plan.append((composition, self.composition))
         for rule in labels:
-            plan.append((f"pruned@MACs({rule})", lambda r=rule: self.pruned(
-                f"pruned@MACs({r})", self.original, self.matched(r, self.original, self.convert(r))[0],
-                "Torch-Pruning")))
+            plan.append(self._peer("MACs", rule, 0))
         for rule in self.case.ort_match:
-            plan.append((f"pruned@ORT-latency({rule})", lambda r=rule: self.pruned(
-                f"pruned@ORT-latency({r})", self.original,
-                self.matched(r, self.original, self.convert(r), backend="ort")[1], "Torch-Pruning")))
+            plan.append(self._peer("ORT-latency", rule, 1, backend="ort"))
         for name, build in plan:
             cached = self._cached(name)  # before building: a matched student's build converts (and refits) first
             if cached is not None:
@@ -522,6 +509,12 @@ class Accuracy:
         rows = sorted(rows, key=lambda r: order.index(r["name"]) if r["name"] in order else -1)
         self._latency(rows)
         return rows
+
+    def _peer(self, match: str, rule: str, which: int, backend: str = "cpu") -> tuple[str, Callable[[], dict]]:
+        """The plan entry of the original pruned to ``rule``'s MACs (``which`` 0) or latency on ``backend`` (1)."""
+        name = f"pruned@{match}({rule})"
+        return name, lambda: self.pruned(name, self.original, self.matched(
+            rule, self.original, self.convert(rule), backend)[which], "Torch-Pruning")
 
     def composition(self) -> dict:
         """The case's first conversion (r50-hybrid), reconstructed, then pruned to the latency of its second
