@@ -59,13 +59,16 @@ def conversion_table(record: ConversionRecord, before: MacCount, after: MacCount
 
 
 def preview_table(replacements: list[Replacement]) -> Table:
-    """One row per layer a rule would replace: path, what it is, the rule, what it becomes, what is absorbed."""
+    """One row per layer a rule would replace: path, what it is, the rule, what it becomes, what is absorbed, and
+    (when any layer has one) what the replacement amounts to on the layer's input map (a pool that is an identity
+    there, the taps a shrunk conv kept)."""
     table = Table(title_justify="left")
-    for col in ("#", "layer", "is", "rule", "becomes", "absorbs"):
+    notes = any(rep.note for rep in replacements)
+    for col in ("#", "layer", "is", "rule", "becomes", "absorbs", *(("on its input map",) if notes else ())):
         table.add_column(col)
     for i, rep in enumerate(replacements):
         table.add_row(str(i), rep.path, rep.old, rep.rule, rep.new,
-                      ", ".join(p.rpartition(".")[2] for p in rep.absorbed) or "-")
+                      ", ".join(p.rpartition(".")[2] for p in rep.absorbed) or "-", *((rep.note,) if notes else ()))
     return table
 
 

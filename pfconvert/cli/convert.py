@@ -123,7 +123,7 @@ def inspect_cmd(
         raise RuleError(f"rule '{rules.name}' matched no layer of {model}; pass --allow-empty to accept that")
     if as_json:
         out_console.print_json(json.dumps([{"layer": r.path, "is": r.old, "rule": r.rule, "becomes": r.new,
-                                            "absorbs": r.absorbed} for r in replacements]))
+                                            "absorbs": r.absorbed, "note": r.note} for r in replacements]))
         return
     from ._render import preview_table
 

@@ -24,6 +24,7 @@ from ..graph.match import Match, find_matches
 from ..graph.modules import count_params, module_aliases, set_module
 from ..graph.residual import emptied_branches, is_trainable
 from ..ops import build_replacement, describe_op
+from ..ops.shrink import geometry_note
 from ..rules.loading import LoadedRules, load_rules
 from .models import ModelSource, build_model
 from .models import input_size as model_input_size
@@ -42,6 +43,9 @@ class Replacement:
     new: str
     absorbed: list[str] = field(default_factory=list)
     params_removed: int = 0
+    note: str = ""
+    """What the replacement amounts to on the layer's traced input map, when worth saying (a pool that is an
+    identity there, the taps a shrunk conv kept); see :func:`pfconvert.ops.shrink.geometry_note`."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -79,9 +83,12 @@ def match_rules(model: nn.Module, rules: LoadedRules,
     return find_matches(model, rules.ruleset, flow), flow
 
 
-def build_op(match: Match, model: nn.Module) -> nn.Module:
-    """The module that replaces a match's layer (``model`` supplies context such as a ViT's token grid)."""
-    return build_replacement(match.rule.replace, match.site.module, match.site.path, model)
+def build_op(match: Match, model: nn.Module, flow: Dataflow | None = None) -> nn.Module:
+    """The module that replaces a match's layer (``model`` supplies context such as a ViT's token grid, ``flow`` the
+    layer's input shapes in the traced forward)."""
+    calls = (flow.calls_of(match.site.path) if flow is not None else []) or [match.site.call]
+    shapes = tuple(c.input_shape for c in calls if c.input_shape is not None)
+    return build_replacement(match.rule.replace, match.site.module, match.site.path, model, shapes)
 
 
 def _check_shape(match: Match, op: nn.Module, flow: Dataflow) -> None:
@@ -141,12 +148,14 @@ def _state_of(model: nn.Module, paths: list[str]) -> dict[str, torch.Tensor]:
 def _prepare(match: Match, model: nn.Module, flow: Dataflow) -> tuple[nn.Module, Replacement]:
     """Build and check the op for one match, and describe the replacement (the model is not changed)."""
     site = match.site
-    op = build_op(match, model)
+    op = build_op(match, model, flow)
     _check_shape(match, op, flow)
     op.train(site.module.training)
     removed = count_params(site.module) - count_params(op)
     removed += sum(count_params(model.get_submodule(path)) for path in match.absorbed)
-    return op, Replacement(site.path, match.rule.name, site.describe(), describe_op(op), list(match.absorbed), removed)
+    shapes = [c.input_shape for c in flow.calls_of(site.path) or [site.call] if c.input_shape is not None]
+    return op, Replacement(site.path, match.rule.name, site.describe(), describe_op(op), list(match.absorbed), removed,
+                           geometry_note(op, shapes) if site.kind == "conv2d" else "")
 
 
 def _check_branches(prepared: list[tuple[Match, nn.Module]], flow: Dataflow) -> None:

@@ -59,15 +59,17 @@ def takes_extra_args(module: nn.Module) -> bool:
     return len(params) > 1 or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
-def build_replacement(spec: OpSpec, module: nn.Module, path: str, model: nn.Module | None = None) -> nn.Module:
-    """Build the module that replaces ``module`` (at ``path`` of ``model``) as ``spec`` asks.
+def build_replacement(spec: OpSpec, module: nn.Module, path: str, model: nn.Module | None = None,
+                      input_shapes: tuple[tuple[int, ...], ...] = ()) -> nn.Module:
+    """Build the module that replaces ``module`` (at ``path`` of ``model``) as ``spec`` asks; ``input_shapes``: the
+    layer's input shape at each call of the traced forward (ops that depend on the input map read them).
 
     Raises:
         ConversionError: the op cannot reproduce the layer's geometry or channel count (named in the message).
     """
     op = get_op(spec.op)  # type: ignore[attr-defined]
     geometry = conv_geometry(module)
-    ctx = BuildContext(module, path, model if model is not None else module, geometry)
+    ctx = BuildContext(module, path, model if model is not None else module, geometry, tuple(input_shapes))
     if geometry is None:
         if "conv2d" in op.sites and len(op.sites) == 1:
             raise ctx.error(f"{type(module).__name__} is not a conv layer; op {op.name!r} replaces conv layers")

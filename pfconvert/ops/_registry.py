@@ -73,6 +73,8 @@ class BuildContext:
     path: str
     model: nn.Module
     geometry: ConvGeometry | None = None
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    """The input shape of every call of the layer in the traced forward (empty when built outside a conversion)."""
 
     def error(self, message: str) -> Exception:
         """A :class:`~pfconvert.errors.ConversionError` naming this layer: ``raise ctx.error("...")``."""
