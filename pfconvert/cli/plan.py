@@ -24,24 +24,38 @@ DEFAULT_RULES = ("maxpool", "dw-hybrid", "dw-hybrid-keepnorm", "bottleneck-max",
 """The built-in rules tried when no --rule is given (those that match nothing in the model are skipped)."""
 
 
-def _ratio(value: float, verdict: str) -> str:
+def _ratio(value: float, verdict: str, margin: float | None = None) -> str:
+    """``0.94 ±0.03``: the ratio and its noise margin (absolute), green when faster, red when slower."""
+    text = f"{value:.2f}" + (f" ±{value * margin:.2f}" if margin is not None else "")
     color = {"faster": "green", "slower": "red"}.get(verdict)
-    return f"[{color}]{value:.2f}[/]" if color else f"{value:.2f}"
+    return f"[{color}]{text}[/]" if color else text
 
 
 def _table(result: PlanResult) -> Table:
     table = Table(title=f"original: top-1 {result.base_top1:.2f}% (validation), {result.base_params / 1e6:.2f}M params, "
                         f"{result.base_macs / 1e6:.1f}M MACs; latency ratios on {result.backend_label}, each measured "
-                        "side by side with the original (green: faster, red: slower, beyond the noise margin)",
+                        "side by side with the original, ± its noise margin (green: faster, red: slower, beyond it); "
+                        "candidates within the noise of the fastest count as equally fast and the most accurate of "
+                        "them is chosen",
                   title_justify="left")
     for col in ("candidate", "layers", "top-1", "drop", *(f"latency bs{bs}" for bs in result.batch_sizes),
-                "params", "MACs", "Pareto", "pays off", "choice"):
+                "rounds", "params", "MACs", "Pareto", "pays off", "choice"):
         table.add_column(col, justify="left" if col in ("candidate", "choice") else "right")
     for c in sorted(result.candidates, key=lambda c: (c.worst_ratio, c.drop)):
-        table.add_row(c.name, str(len(c.layers)), f"{c.top1:.2f}", f"{c.drop:+.2f}",
-                      *(_ratio(c.ratio(bs), c.verdicts[bs]) for bs in result.batch_sizes),
+        layers = f"{len(c.layers)}+{len(c.shrunk)}" if c.shrunk else str(len(c.layers))
+        table.add_row(c.name, layers, f"{c.top1:.2f}", f"{c.drop:+.2f}",
+                      *(_ratio(c.ratio(bs), c.verdicts[bs], c.margins.get(bs)) for bs in result.batch_sizes),
+                      "/".join(str(c.rounds.get(bs, "?")) for bs in result.batch_sizes),
                       f"{c.params / 1e6:.2f}M", f"{c.macs / 1e6:.1f}M", "*" if c.pareto else "",
                       "yes" if c.pays_off else "no", "<- chosen" if c is result.chosen else "")
+    notes = []
+    if result.shrinkable:
+        notes.append(f"layers: converted+shrunk; shrink: {len(result.shrinkable)} conv(s) whose input map keeps kernel "
+                     "taps out of play, replaced by the smaller conv they equal (exact)")
+    if result.retiming is not None:
+        notes.append(f"timing: {result.retiming.describe()}; rounds per batch size")
+    table.caption = "\n".join(notes) or None
+    table.caption_justify = "left"
     return table
 
 
@@ -87,11 +101,20 @@ def plan_cmd(
     batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 64,
     runs: Annotated[int, typer.Option(min=3, help="Interleaved timing rounds per batch size.")] = 10,
     max_seconds: Annotated[float, typer.Option(min=1.0, help="Time budget of the rounds of one batch size.")] = 20.0,
+    retime_passes: Annotated[int, typer.Option(min=0, help="At most N extra timing passes of the close calls (verdicts "
+                                                           "out of ratio order, or within the noise), with the "
+                                                           "original, their rounds pooled (0: none).")] = 3,
+    retime_seconds: Annotated[float, typer.Option(min=0.0, help="Start no re-timing pass after this many seconds of "
+                                                                "re-timing.")] = 120.0,
+    shrink: Annotated[bool, typer.Option(help="Shrink the convs whose input map keeps kernel taps out of play (a 3x3 "
+                                              "conv on a 1x1 map) to the smaller conv they equal, in every "
+                                              "candidate and as a candidate of its own (exact).")] = True,
     as_json: o.JsonOpt = False,
 ) -> None:
     """Search built-in rules x stage subsets, measure accuracy (validation split) and latency (BACKEND, side by side
-    with the original), print the Pareto table, and write the best rule within --max-drop that is faster than the
-    original without being slower at any batch size. Exits 1 with "no conversion pays off" when none is."""
+    with the original; close calls timed again), print the Pareto table, and write the best rule within --max-drop
+    that is faster than the original without being slower at any batch size (of those equally fast within the noise,
+    the most accurate). Exits 1 with "no conversion pays off" when none is."""
     for path in (write_rule, plot):
         if path is not None and path.exists() and not overwrite:
             raise RuleError(f"{path} already exists; choose another path or pass --overwrite")
@@ -120,7 +143,8 @@ def plan_cmd(
                                   data_cfg=data_cfg, img_size=img_size, limit_val=limit_val,
                                   calib_images=bn_recalib_images, reconstruct_images=reconstruct_images,
                                   val_split=val_split, batch_size=batch_size, runs=runs, max_seconds=max_seconds,
-                                  notes=notes, on_step=lambda text: _step(status, notes, text))
+                                  notes=notes, on_step=lambda text: _step(status, notes, text), shrink=shrink,
+                                  retime_passes=retime_passes, retime_seconds=retime_seconds)
         except NoPayoff as exc:
             failure, result = exc, exc.result  # type: ignore[attr-defined]
     for name, why in result.skipped.items():

@@ -7,16 +7,28 @@ every stage (the rule as written). Each candidate's accuracy is measured after i
 BatchNorm re-estimation on calibration images, when the caller's ``prepare`` does them); all candidates are then
 timed side by side with the original, in the same interleaved rounds, on one backend at each batch size.
 
+Geometry-exact shrinking (``shrink=True``): the convs whose traced input map keeps kernel taps out of play (a 3x3
+conv on a 1x1 map) are shrunk to the smaller conv they equal (:mod:`pfconvert.ops.shrink`) in every candidate, on the
+layers its rule leaves, and shrinking alone is a candidate too (exact: no accuracy lost).
+
 A candidate *pays off* when it is faster than the original at one batch size at least and slower at none (speed-ups
-within the noise margin count as neither). The plan picks, among those within ``max_drop`` top-1 points, the one with
-the best worst-case latency ratio, read within the noise (:func:`choose`: of the candidates within 3% of the best
-ratio, the most accurate); it never picks one that is slower anywhere. Evaluation, preparation and timing
-are passed in as callables, as for the sensitivity study.
+within each candidate's noise margin count as neither). A verdict rests on a few rounds, so the close calls are timed
+again before anything is chosen (:func:`close_calls`): the candidates within ``max_drop`` whose verdicts disagree with
+the order of their latency ratios (one called faster while another with a lower ratio is not), whose ratio is beyond
+the 3% floor but within their own noise, or that are within the noise of the fastest. They are timed again with the
+original, interleaved, and their rounds pooled with the earlier ones, until no close call is left, at most
+``retime_passes`` passes, none started once ``retime_seconds`` have gone by. The plan then picks, among the
+candidates that pay off within ``max_drop`` top-1 points, the fastest by worst-case latency ratio, read within the
+noise (:func:`choose`: candidates within the combined noise margin of the fastest are equally fast, and of them the
+most accurate is taken); it never picks one that is slower anywhere. Evaluation, preparation and timing are passed
+in as callables, as for the sensitivity study.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,14 +39,15 @@ import yaml
 from torch import nn
 
 from ..conversion.rewrite import apply_matches, match_rules
+from ..conversion.shrinking import SHRINK_RULE, shrinkable_layers, with_shrink
 from ..data.config import DataConfig
 from ..errors import DataError, PfconvertError, RuleError
 from ..graph.match import Match
 from ..rules.loading import LoadedRules, parse_rules
 from .sensitivity import SensitivityResult, group_matches, run_sensitivity
 
-__all__ = ["Candidate", "PlanResult", "NoPayoff", "plan_conversion", "choose", "candidate_rules", "plan_on_data",
-           "plot_plan"]
+__all__ = ["Candidate", "PlanResult", "NoPayoff", "plan_conversion", "choose", "close_calls", "same_speed",
+           "candidate_rules", "plan_on_data", "plot_plan"]
 
 
 class NoPayoff(PfconvertError):
@@ -56,11 +69,17 @@ class Candidate:
     original_ms: dict[int, float] = field(default_factory=dict)
     verdicts: dict[int, str] = field(default_factory=dict)  # batch size -> faster / slower / same (within noise)
     pareto: bool = False
+    margins: dict[int, float] = field(default_factory=dict)  # batch size -> relative noise margin of the ratio
+    rounds: dict[int, int] = field(default_factory=dict)  # batch size -> timed rounds (re-timed rounds included)
+    shrunk: list[str] = field(default_factory=list)  # layers shrunk geometry-exactly besides the rule's
+    samples: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict, repr=False)
+    """Batch size -> (original, candidate) seconds of every round, paired as they were interleaved."""
 
     @property
     def name(self) -> str:
-        """``maxpool: stage 1, stage 3`` (or ``maxpool: all stages``)."""
-        return f"{self.rule}: {', '.join(self.groups)}"
+        """``maxpool: stage 1, stage 3`` (``+ shrink`` when layers it leaves are shrunk geometry-exactly)."""
+        extra = " + shrink" if self.shrunk and self.rule != SHRINK_RULE else ""
+        return f"{self.rule}: {', '.join(self.groups)}{extra}"
 
     def ratio(self, batch_size: int) -> float:
         """Latency converted / original at ``batch_size`` (below 1 is faster)."""
@@ -70,6 +89,26 @@ class Candidate:
     def worst_ratio(self) -> float:
         """The largest latency ratio over the batch sizes measured."""
         return max(self.ratio(bs) for bs in self.latency_ms)
+
+    @property
+    def worst_margin(self) -> float:
+        """The relative noise margin of :attr:`worst_ratio` (0 when unknown)."""
+        worst = max(self.latency_ms, key=self.ratio)
+        return self.margins.get(worst, 0.0)
+
+    def add_rounds(self, batch_size: int, original_s: Sequence[float], candidate_s: Sequence[float],
+                   backend: str = "", label: str = "") -> None:
+        """Pool more interleaved rounds (seconds) with this candidate's earlier ones at ``batch_size`` and redo its
+        figures there: the medians, the ratio's noise margin and the verdict (:func:`pfconvert.report.report.
+        compare_timings`)."""
+        from ..report.report import compare_timings
+
+        before, mine = self.samples.setdefault(batch_size, ([], []))
+        before.extend(original_s)
+        mine.extend(candidate_s)
+        row = compare_timings(backend, label, batch_size, before, mine)
+        self.original_ms[batch_size], self.latency_ms[batch_size] = row.original_ms, row.converted_ms
+        self.margins[batch_size], self.verdicts[batch_size], self.rounds[batch_size] = row.margin, row.verdict, row.runs
 
     @property
     def pays_off(self) -> bool:
@@ -82,9 +121,41 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         data = asdict(self)
+        data.pop("samples")
         data["name"] = self.name
         data["pays_off"] = self.pays_off
         return data
+
+
+@dataclass
+class Retiming:
+    """How the close calls were timed again: the bounds, the passes run, who was re-timed, what is left."""
+
+    max_passes: int
+    max_seconds: float
+    passes: int = 0
+    seconds: float = 0.0
+    retimed: list[str] = field(default_factory=list)  # candidate names, each once, in the order first re-timed
+    unresolved: list[str] = field(default_factory=list)  # close calls left when the bounds were reached
+    out_of_order: list[str] = field(default_factory=list)  # of those, the ones whose verdicts disagree with the ratios
+
+    def describe(self) -> str:
+        """One line for the table's caption."""
+        if not self.retimed:
+            return (f"close calls not re-timed (no pass allowed): {_names(self.unresolved)}" if self.unresolved
+                    else "no close call to re-time")
+        text = (f"{len(self.retimed)} close call(s) re-timed with the original in {self.passes} extra pass(es) "
+                f"({self.seconds:.0f} s; at most {self.max_passes} passes, none started after "
+                f"{self.max_seconds:.0f} s)")
+        if self.out_of_order:
+            text += f"; verdicts still out of ratio order for {_names(self.out_of_order)}"
+        elif self.unresolved:
+            text += f"; still within the noise: {_names(self.unresolved)}"
+        return text
+
+
+def _names(names: list[str], most: int = 3) -> str:
+    return ", ".join(f"'{n}'" for n in names) if len(names) <= most else f"{len(names)} candidates"
 
 
 @dataclass
@@ -103,6 +174,8 @@ class PlanResult:
     skipped: dict[str, str] = field(default_factory=dict)  # rule -> why it gave no candidate
     chosen: Candidate | None = None
     chosen_rules: LoadedRules | None = None
+    retiming: Retiming | None = None
+    shrinkable: list[str] = field(default_factory=list)  # convs with kernel taps out of play at this input size
 
     def front(self) -> list[Candidate]:
         """The Pareto-optimal candidates (accuracy drop vs worst-case latency ratio), fastest first."""
@@ -114,7 +187,9 @@ class PlanResult:
                 "backend": self.backend, "backend_label": self.backend_label, "batch_sizes": self.batch_sizes,
                 "max_drop": self.max_drop, "candidates": [c.to_dict() for c in self.candidates],
                 "sensitivity": {k: v.to_dict() for k, v in self.sensitivity.items()}, "skipped": self.skipped,
-                "chosen": self.chosen.name if self.chosen is not None else None}
+                "chosen": self.chosen.name if self.chosen is not None else None,
+                "retiming": asdict(self.retiming) if self.retiming is not None else None,
+                "shrinkable": self.shrinkable}
 
 
 def _mark_pareto(candidates: list[Candidate]) -> None:
@@ -146,14 +221,57 @@ def candidate_rules(rules: LoadedRules, groups: dict[str, list[Match]], chosen: 
     return parse_rules(yaml.safe_dump(doc, sort_keys=False, width=120), source="<plan>")
 
 
-def choose(eligible: Sequence[Candidate]) -> Candidate:
-    """The fastest candidate, where "fastest" is read within the timing noise: of those whose worst latency ratio is
-    within MIN_MARGIN of the lowest, the one that loses the least accuracy (then the faster)."""
+def same_speed(candidate: Candidate, fastest: Candidate) -> bool:
+    """Whether ``candidate``'s worst latency ratio is within the noise of ``fastest``'s: above it by no more than
+    their combined noise margin (the two margins added in quadrature), and never less than MIN_MARGIN (3%)."""
     from ..report.report import MIN_MARGIN
 
-    best = min(c.worst_ratio for c in eligible)
-    near = [c for c in eligible if c.worst_ratio <= best * (1 + MIN_MARGIN)]
+    tolerance = max(MIN_MARGIN, math.hypot(candidate.worst_margin, fastest.worst_margin))
+    return candidate.worst_ratio <= fastest.worst_ratio * (1 + tolerance)
+
+
+def choose(eligible: Sequence[Candidate]) -> Candidate:
+    """The fastest candidate, where "fastest" is read within the timing noise: of those as fast as the lowest worst
+    latency ratio within the noise (:func:`same_speed`), the one that loses the least accuracy (then the faster)."""
+    fastest = min(eligible, key=lambda c: c.worst_ratio)
+    near = [c for c in eligible if same_speed(c, fastest)]
     return min(near, key=lambda c: (c.drop, c.worst_ratio))
+
+
+_ORDER = {"faster": 0, "slower": 2}
+
+
+def _out_of_order(candidates: Sequence[Candidate], batch_sizes: Sequence[int]) -> list[Candidate]:
+    """Candidates whose verdict at some batch size disagrees with the order of the ratios: called faster while one
+    with a lower ratio is not, or not called slower while one with a lower ratio is."""
+    bad: dict[int, Candidate] = {}
+    for bs in batch_sizes:
+        for a in candidates:
+            for b in candidates:
+                if a.ratio(bs) < b.ratio(bs) and _ORDER.get(a.verdicts[bs], 1) > _ORDER.get(b.verdicts[bs], 1):
+                    bad[id(a)], bad[id(b)] = a, b
+    return [c for c in candidates if id(c) in bad]
+
+
+def close_calls(candidates: Sequence[Candidate], max_drop: float, batch_sizes: Sequence[int]) -> list[Candidate]:
+    """The candidates within ``max_drop`` whose timing could still change the choice with more rounds: verdicts out
+    of the order of the ratios (:func:`_out_of_order`), a ratio beyond the 3% floor but called the same (its own
+    margin decided), or, among those that pay off, within the noise of the fastest while their margin is above the
+    floor (more rounds may tell them apart)."""
+    from ..report.report import MIN_MARGIN, SAME
+
+    eligible = [c for c in candidates if c.drop <= max_drop]
+    close = {id(c) for c in _out_of_order(eligible, batch_sizes)}
+    floor = math.log1p(MIN_MARGIN)
+    close |= {id(c) for c in eligible for bs in batch_sizes
+              if c.verdicts[bs] == SAME and abs(math.log(c.ratio(bs))) > floor}
+    paying = [c for c in eligible if c.pays_off]
+    if len(paying) > 1:
+        fastest = min(paying, key=lambda c: c.worst_ratio)
+        near = [c for c in paying if same_speed(c, fastest)]
+        if len(near) > 1:
+            close |= {id(c) for c in near if max(c.margins.values(), default=0.0) > MIN_MARGIN}
+    return [c for c in eligible if id(c) in close]
 
 
 def plan_conversion(
@@ -161,7 +279,7 @@ def plan_conversion(
     rules: Sequence[LoadedRules],
     input_size: tuple[int, int, int],
     evaluate: Callable[[nn.Module], float],
-    time_models: Callable[[dict[str, nn.Module]], dict[int, dict[str, tuple[float, str]]]],
+    time_models: Callable[[dict[str, nn.Module]], dict[int, dict[str, list[float]]]],
     count_macs: Callable[[nn.Module], int],
     *,
     backend: str,
@@ -170,6 +288,10 @@ def plan_conversion(
     max_drop: float,
     prepare: Callable[[nn.Module], None] | None = None,
     on_step: Callable[[str], None] | None = None,
+    shrink: bool = True,
+    retime_passes: int = 3,
+    retime_seconds: float = 120.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> PlanResult:
     """Search, measure and choose (see the module docstring).
 
@@ -178,14 +300,20 @@ def plan_conversion(
         rules: the candidate rules.
         input_size: (C, H, W) of the traced forward and of the timing.
         evaluate: top-1 (percent) of a model on the validation images.
-        time_models: ``{name: model}`` (``original`` among them) -> ``{batch size: {name: (median ms, verdict)}}``,
-            every model timed in the same interleaved rounds; the verdict compares it with the original.
+        time_models: ``{name: model}`` (``original`` among them) -> ``{batch size: {name: [seconds per round]}}``,
+            every model timed in the same interleaved rounds (round ``i`` of each model paired with round ``i`` of
+            the original).
         count_macs: MACs of one forward at batch 1.
         backend, backend_label: the backend's name and label (for the result).
         batch_sizes: the batch sizes ``time_models`` measures.
         max_drop: the accuracy budget (top-1 points) of the choice.
         prepare: called on each candidate before evaluation (reconstruction, BatchNorm re-estimation).
         on_step: progress callback (a short text).
+        shrink: shrink, geometry-exactly, the convs whose input map keeps kernel taps out of play, in every
+            candidate (on the layers its rule leaves), and add shrinking alone as a candidate.
+        retime_passes: at most this many extra timing passes of the close calls (0: none).
+        retime_seconds: no re-timing pass starts once this many seconds have gone by since the first.
+        clock: seconds, for ``retime_seconds`` (a test passes a fake one).
 
     Raises:
         NoPayoff: no candidate pays off within ``max_drop`` (the result is attached as ``.result``).
@@ -200,6 +328,20 @@ def plan_conversion(
                         max_drop)
     variants: dict[str, nn.Module] = {}
     groups_of: dict[str, dict[str, list[Match]]] = {}
+    shrink_matches: list[Match] = []
+    if shrink:
+        result.shrinkable = shrinkable_layers(model, input_size)
+        if result.shrinkable:
+            shrink_matches, shrink_flow = match_rules(model, with_shrink(None, result.shrinkable), input_size)  # type: ignore[arg-type]
+            step(f"shrink: {len(shrink_matches)} conv(s) with kernel taps out of play")
+            variant = copy.deepcopy(model)
+            apply_matches(variant, shrink_matches, shrink_flow)
+            top1 = evaluate(variant)  # exact: nothing to prepare
+            groups = sorted(group_matches(shrink_matches, "stage"), key=_group_order)
+            cand = Candidate(SHRINK_RULE, groups, [], top1, base_top1 - top1, count_params(variant),
+                             count_macs(variant), shrunk=list(result.shrinkable))
+            result.candidates.append(cand)
+            variants[cand.name] = variant
     for rules_ in rules:
         matches, flow = match_rules(model, rules_, input_size)
         if not matches:
@@ -220,16 +362,19 @@ def plan_conversion(
             chosen = ranked[:k]
             step(f"{rules_.name}: candidate {k}/{len(ranked)} ({', '.join(chosen)})")
             members = sorted((m for name in chosen for m in groups[name]), key=lambda m: m.site.call.index)
+            converted = {m.site.path for m in members}
+            extra = [m for m in shrink_matches if m.site.path not in converted]
             variant = copy.deepcopy(model)
-            apply_matches(variant, members, flow)
-            if k == 1:  # measured by the sensitivity study; timing does not depend on the weights
+            apply_matches(variant, sorted(members + extra, key=lambda m: m.site.call.index), flow)
+            if k == 1:  # measured by the sensitivity study (shrinking is exact); timing does not depend on weights
                 top1 = by_group[chosen[0]].top1
             else:
                 if prepare is not None:
                     prepare(variant)
                 top1 = evaluate(variant)
             cand = Candidate(rules_.name, sorted(chosen, key=_group_order), [m.site.path for m in members], top1,
-                             base_top1 - top1, count_params(variant), count_macs(variant))
+                             base_top1 - top1, count_params(variant), count_macs(variant),
+                             shrunk=[m.site.path for m in extra])
             result.candidates.append(cand)
             variants[cand.name] = variant
     if not result.candidates:
@@ -239,14 +384,13 @@ def plan_conversion(
     timings = time_models({"original": model, **variants})
     for cand in result.candidates:
         for bs, times in timings.items():
-            cand.original_ms[bs] = times["original"][0]
-            cand.latency_ms[bs], cand.verdicts[bs] = times[cand.name]
+            cand.add_rounds(bs, times["original"], times[cand.name], backend, backend_label)
+    result.retiming = _retime(result, model, variants, time_models, retime_passes, retime_seconds, clock, step)
     _mark_pareto(result.candidates)
     eligible = [c for c in result.candidates if c.pays_off and c.drop <= max_drop]
     if eligible:
         result.chosen = choose(eligible)
-        source = next(r for r in rules if r.name == result.chosen.rule)
-        result.chosen_rules = candidate_rules(source, groups_of[source.name], result.chosen.groups)
+        result.chosen_rules = _rules_of(result.chosen, rules, groups_of)
         return result
     paying = [c for c in result.candidates if c.pays_off]
     why = (f"the {len(paying)} that are faster lose more than {max_drop} top-1 points (least: "
@@ -258,6 +402,41 @@ def plan_conversion(
     raise error
 
 
+def _rules_of(chosen: Candidate, rules: Sequence[LoadedRules], groups_of: dict[str, dict[str, list[Match]]]
+              ) -> LoadedRules:
+    """The rule file of a candidate: its rule on its stages, then the shrink rule of the layers it shrinks."""
+    if chosen.rule == SHRINK_RULE:
+        return with_shrink(None, chosen.shrunk)  # type: ignore[return-value]
+    source = next(r for r in rules if r.name == chosen.rule)
+    return with_shrink(candidate_rules(source, groups_of[source.name], chosen.groups), chosen.shrunk)  # type: ignore
+
+
+def _retime(result: PlanResult, model: nn.Module, variants: dict[str, nn.Module],
+            time_models: Callable[[dict[str, nn.Module]], dict[int, dict[str, list[float]]]], passes: int,
+            seconds: float, clock: Callable[[], float], step: Callable[[str], None]) -> Retiming:
+    """Time the close calls again with the original, pooling their rounds, within the bounds (module docstring)."""
+    log = Retiming(passes, seconds)
+    start = clock()
+    sizes = result.batch_sizes
+    while log.passes < passes and clock() - start < seconds:
+        close = close_calls(result.candidates, result.max_drop, sizes)
+        if not close:
+            break
+        step(f"re-timing {len(close)} close call(s) with the original (pass {log.passes + 1}/{passes})")
+        timings = time_models({"original": model, **{c.name: variants[c.name] for c in close}})
+        for cand in close:
+            for bs, times in timings.items():
+                cand.add_rounds(bs, times["original"], times[cand.name], result.backend, result.backend_label)
+            if cand.name not in log.retimed:
+                log.retimed.append(cand.name)
+        log.passes += 1
+    log.seconds = clock() - start
+    log.unresolved = [c.name for c in close_calls(result.candidates, result.max_drop, sizes)]
+    log.out_of_order = [c.name for c in _out_of_order([c for c in result.candidates if c.drop <= result.max_drop],
+                                                       sizes)]
+    return log
+
+
 def _group_order(name: str) -> tuple[int, int]:
     return (0, int(name.split()[1])) if name.startswith("stage ") else (1, 0)
 
@@ -267,15 +446,17 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
                  img_size: int | None = None, limit_val: int | None = 2000, calib_images: int = 512,
                  reconstruct_images: int = 256, val_split: float = 0.1, batch_size: int = 64, runs: int = 10,
                  max_seconds: float = 20.0, deploy_method: str = "auto", on_step: Callable[[str], None] | None = None,
-                 notes: list[str] | None = None) -> PlanResult:
+                 notes: list[str] | None = None, shrink: bool = True, retime_passes: int = 3,
+                 retime_seconds: float = 120.0) -> PlanResult:
     """:func:`plan_conversion` on real data and a real backend.
 
     Accuracy: top-1 on (a fixed subset of) the validation split carved from the training images (never the test
     split), each candidate first reconstructed (least-squares refit of the layers reading its replacements, on
     ``reconstruct_images`` training images) and its BatchNorm re-estimated (on ``calib_images`` training images).
     Latency: the backend (``cpu``: the deployed PyTorch path, ``cpu-eager``, ``ort``, ``cuda``...) at each batch size,
-    the original and every candidate in the same interleaved rounds. Other arguments as
-    :func:`pfconvert.study.sensitivity_on_data`.
+    the original and every candidate in the same interleaved rounds (``runs`` rounds, at most ``max_seconds`` per
+    batch size; each re-timing pass of the close calls the same). ``shrink``, ``retime_passes`` and
+    ``retime_seconds`` as :func:`plan_conversion`. Other arguments as :func:`pfconvert.study.sensitivity_on_data`.
 
     Raises:
         NoPayoff: nothing pays off within ``max_drop`` (``.result`` holds the measured table).
@@ -285,7 +466,6 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     from ..report.backends import backend_label
     from ..report.counting import count_macs
     from ..report.latency import LatencyConfig, measure
-    from ..report.report import compare_timings, median_ms
     from .sensitivity import validation_tools
 
     if reconstruct_images < 0:
@@ -302,7 +482,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
             reconstruct(variant, model, batches, input_size=size)
         tools.recalibrate(variant)
 
-    def time_models(models: dict[str, nn.Module]) -> dict[int, dict[str, tuple[float, str]]]:
+    def time_models(models: dict[str, nn.Module]) -> dict[int, dict[str, list[float]]]:
         cfg = LatencyConfig(batch_sizes=tuple(batch_sizes), input_size=size, runs=runs, warmup=2,
                             max_seconds=max_seconds, deploy_method=deploy_method)
         with warnings.catch_warnings():  # a deploy fallback (llga -> jit) is said once, in the backend label
@@ -310,12 +490,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
             timings = measure(models, [backend], cfg,
                               progress=(lambda t: on_step(f"timing: {t}")) if on_step else None)
         methods.extend(timings.methods.values())
-        out: dict[int, dict[str, tuple[float, str]]] = {}
-        for (name, bs), times in timings.items():
-            base = times["original"]
-            out[bs] = {key: (median_ms(t), compare_timings(name, label, bs, base, t).verdict)
-                       for key, t in times.items()}
-        return out
+        return {bs: {key: list(t) for key, t in times.items()} for (_, bs), times in timings.items()}
 
     def relabel(result: PlanResult) -> PlanResult:
         used = sorted({m for text in methods for m in text.split(" / ")})
@@ -326,7 +501,8 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     try:
         return relabel(plan_conversion(model.eval(), rules, size, tools.top1, time_models,
                                        lambda m: count_macs(m, size).macs, backend=backend, backend_label=label,
-                                       batch_sizes=batch_sizes, max_drop=max_drop, prepare=prepare, on_step=on_step))
+                                       batch_sizes=batch_sizes, max_drop=max_drop, prepare=prepare, on_step=on_step,
+                                       shrink=shrink, retime_passes=retime_passes, retime_seconds=retime_seconds))
     except NoPayoff as exc:
         relabel(exc.result)  # type: ignore[attr-defined]
         raise

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 TINY = ["--data", "fashion-mnist", "--num-classes", "10", "--img-size", "32", "--limit-val", "64",
         "--bn-recalib-images", "32", "--reconstruct-images", "16", "--runs", "3", "--max-seconds", "2",
-        "--batch-sizes", "1,4", "--backend", "cpu-eager", "-r", "dw-hybrid"]
+        "--batch-sizes", "1,4", "--retime-passes", "1", "--backend", "cpu-eager", "-r", "dw-hybrid"]
 
 
 @pytest.fixture(autouse=True)

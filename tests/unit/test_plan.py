@@ -25,21 +25,19 @@ def _top1(model: nn.Module) -> float:
 
 
 def _timer(per_pool: float):
-    """Latency 10 ms minus ``per_pool`` per pool: a negative value makes every pool slower."""
-    def time_models(models: dict[str, nn.Module]) -> dict[int, dict[str, tuple[float, str]]]:
-        out = {}
-        for bs in (1, 32):
-            times = {name: 10.0 - per_pool * len(_pools(m)) for name, m in models.items()}
-            out[bs] = {name: (t, FASTER if t < 9.7 else SLOWER if t > 10.3 else SAME) for name, t in times.items()}
-        return out
+    """Latency 10 ms minus ``per_pool`` per pool, the same in each of 5 rounds (no noise: the 3% floor decides); a
+    negative value makes every pool slower."""
+    def time_models(models: dict[str, nn.Module]) -> dict[int, dict[str, list[float]]]:
+        return {bs: {name: [(10.0 - per_pool * len(_pools(m))) / 1e3] * 5 for name, m in models.items()}
+                for bs in (1, 32)}
     return time_models
 
 
-def _plan(per_pool: float, max_drop: float, rules: tuple[str, ...] = ("maxpool",)):
+def _plan(per_pool: float, max_drop: float, rules: tuple[str, ...] = ("maxpool",), shrink: bool = True):
     model = timm.create_model("mobilenetv2_050", num_classes=10)
     return model, plan_conversion(model, [load_rules(r) for r in rules], SIZE, _top1, _timer(per_pool),
                                   lambda m: 1000, backend="cpu", backend_label="test", batch_sizes=(1, 32),
-                                  max_drop=max_drop)
+                                  max_drop=max_drop, shrink=shrink)
 
 
 def test_greedy_prefixes_of_the_stage_ranking_and_the_choice() -> None:
@@ -47,15 +45,20 @@ def test_greedy_prefixes_of_the_stage_ranking_and_the_choice() -> None:
     ranked = result.sensitivity["maxpool"].ranked()
     ranking = [g.group for g in ranked]
     assert ranking[0] == "stage 6" and [g.drop for g in ranked] == sorted(g.drop for g in ranked)
-    assert [len(c.groups) for c in result.candidates] == list(range(1, len(ranking) + 1))
-    assert all(c.drop <= d.drop for c, d in zip(result.candidates, result.candidates[1:]))  # least harmful first
+    pooled = [c for c in result.candidates if c.rule == "maxpool"]
+    assert [len(c.groups) for c in pooled] == list(range(1, len(ranking) + 1))
+    assert all(c.drop <= d.drop for c, d in zip(pooled, pooled[1:]))  # least harmful first
     chosen = result.chosen
     assert chosen is not None and chosen.drop <= 2.0 and chosen.pays_off
     assert all(c.drop > 2.0 or c.worst_ratio >= chosen.worst_ratio for c in result.candidates)
     assert chosen.pareto and "stage 0" not in chosen.groups
     _, record = pfconvert.convert(model, result.chosen_rules, input_size=SIZE)  # the written rule does exactly that
-    assert [r.path for r in record.replacements] == chosen.layers
+    assert [r.path for r in record.replacements if r.rule != "shrink"] == chosen.layers
+    assert [r.path for r in record.replacements if r.rule == "shrink"] == chosen.shrunk
     assert "stages:" in result.chosen_rules.text
+    shrink = next(c for c in result.candidates if c.rule == "shrink")  # geometry-exact shrinking alone: a candidate
+    assert result.shrinkable == shrink.shrunk == [f"blocks.{i}.conv_dw" for i in ("5.0", "5.1", "5.2", "6.0")]
+    assert shrink.layers == [] and shrink.params < result.base_params and shrink.drop == 0.0  # 1x1 maps at 32 px
 
 
 @pytest.mark.slow
@@ -74,8 +77,9 @@ def test_an_accuracy_budget_nothing_meets_is_a_refusal_too() -> None:
 
 @pytest.mark.slow
 def test_rules_that_match_nothing_are_skipped_with_the_reason() -> None:
-    _, result = _plan(0.2, max_drop=2.0, rules=("maxpool", "bottleneck-max"))
+    _, result = _plan(0.2, max_drop=2.0, rules=("maxpool", "bottleneck-max"), shrink=False)
     assert result.skipped == {"bottleneck-max": "matched no layer"}
+    assert not result.shrinkable and not any(c.shrunk for c in result.candidates)  # --no-shrink
 
 
 def test_latency_differences_within_the_noise_do_not_outweigh_accuracy() -> None:
@@ -89,3 +93,65 @@ def test_latency_differences_within_the_noise_do_not_outweigh_accuracy() -> None
     fastest, close, clear = cand("a", 17.0, 0.220), cand("b", 7.0, 0.222), cand("c", 0.5, 0.30)
     assert choose([fastest, close, clear]) is close  # 1% apart: the same speed, 10 points better
     assert choose([fastest, clear]) is fastest  # 36% apart: a real difference
+
+
+def _noisy_first_pass_timer(calls: list[list[str]]):
+    """10 ms, 0.2 ms less per pool up to 3 pools (every candidate with 3 pools or more is 0.94x), 8 rounds. In the
+    first call, the candidates with exactly 4 pools are timed with +-30% noise (a busy machine), later calls are
+    quiet; ``calls`` records which models each call timed."""
+    def time_models(models: dict[str, nn.Module]) -> dict[int, dict[str, list[float]]]:
+        calls.append(list(models))
+        out: dict[int, dict[str, list[float]]] = {}
+        for bs in (1, 32):
+            out[bs] = {}
+            for name, m in models.items():
+                ms = 10.0 - 0.2 * min(len(_pools(m)), 3)
+                noisy = len(calls) == 1 and len(_pools(m)) == 4
+                out[bs][name] = [ms * (1 + (0.3 if i % 2 else -0.3) * noisy) / 1e3 for i in range(8)]
+        return out
+    return time_models
+
+
+@pytest.mark.slow
+def test_a_noisy_close_call_is_timed_again_and_the_most_accurate_of_the_equally_fast_is_chosen() -> None:
+    model = timm.create_model("mobilenetv2_050", num_classes=10)
+
+    def plan(passes: int, calls: list[list[str]]):
+        return plan_conversion(model, [load_rules("maxpool")], SIZE, _top1, _noisy_first_pass_timer(calls),
+                               lambda m: 1000, backend="cpu", backend_label="test", batch_sizes=(1, 32),
+                               max_drop=10.0, retime_passes=passes)
+
+    calls: list[list[str]] = []
+    result = plan(3, calls)
+    best = min((c for c in result.candidates if len(c.layers) >= 3), key=lambda c: c.drop)  # of those at 0.94x
+    assert len(best.layers) == 4 and best.groups == ["stage 4", "stage 6"]  # the noisy one
+    retimed = result.retiming
+    assert best.name in retimed.retimed and all(best.name in names for names in calls[1:]) and len(calls) > 1
+    assert calls[1][0] == "original" and len(calls[1]) < len(calls[0])  # the close calls only, with the original
+    assert best.rounds[1] == 8 * len(calls) and best.verdicts == {1: FASTER, 32: FASTER}  # rounds pooled
+    assert not retimed.out_of_order and f"{retimed.passes} extra pass" in retimed.describe()
+    assert result.chosen is best  # all 3+ pool candidates are 0.94x: equally fast, so the most accurate
+
+    unchecked = plan(0, [])  # no re-timing: the noisy verdict stands and a less accurate candidate is chosen
+    assert unchecked.chosen is not None and unchecked.chosen.drop > best.drop
+    assert unchecked.retiming.unresolved and "not re-timed" in unchecked.retiming.describe()
+
+
+def test_candidates_within_their_combined_noise_are_equally_fast() -> None:
+    from pfconvert.study.plan import Candidate, choose, close_calls
+
+    def cand(name: str, drop: float, ratio: float, margin: float, verdict: str = FASTER) -> Candidate:
+        c = Candidate("maxpool", [name], [name], 80.0 - drop, drop, 1, 1)
+        c.original_ms, c.latency_ms, c.verdicts, c.margins = {1: 10.0}, {1: 10.0 * ratio}, {1: verdict}, {1: margin}
+        return c
+
+    fast, accurate = cand("a", 5.0, 0.90, 0.04), cand("b", 1.0, 0.93, 0.04)
+    assert choose([fast, accurate]) is accurate  # 3.3% apart, combined margin 5.7%: as fast, and more accurate
+    assert close_calls([fast, accurate], 10.0, [1]) == [fast, accurate]  # margins above the floor: time again
+    precise_fast, precise_accurate = cand("a", 5.0, 0.90, 0.01), cand("b", 1.0, 0.93, 0.01)
+    assert choose([precise_fast, precise_accurate]) is precise_fast  # beyond the noise: really faster
+    assert close_calls([precise_fast, precise_accurate], 10.0, [1]) == []
+    lower_not_faster = cand("c", 0.5, 0.92, 0.09, SAME)  # lower ratio than a candidate called faster, not faster
+    assert close_calls([precise_fast, precise_accurate, lower_not_faster], 10.0, [1])[-2:] == [precise_accurate,
+                                                                                                  lower_not_faster]
+    assert close_calls([lower_not_faster], 0.1, [1]) == []  # beyond the accuracy budget: never a contender
