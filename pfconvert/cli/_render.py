@@ -54,6 +54,9 @@ def conversion_table(record: ConversionRecord, before: MacCount, after: MacCount
     table.add_row("pool ops", human(before.pool_ops), human(after.pool_ops), "")
     for rule, n in record.counts_by_rule().items():
         table.add_row(f"replaced by '{rule}'", "", str(n), "")
+    if record.pruning:
+        table.add_row(f"pruned channels ({record.pruning['ratio']:g}, multiples of {record.pruning['round_to']})", "",
+                      f"{len(record.pruning['shapes'])} layers", "")
     table.caption = before.convention
     return table
 

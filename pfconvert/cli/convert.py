@@ -39,6 +39,10 @@ def convert_cmd(
     mean: o.MeanOpt = None,
     std: o.StdOpt = None,
     allow_empty: o.AllowEmptyOpt = False,
+    prune: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Also prune this share of the channels "
+                                                   "after the rule (Torch-Pruning, pfconvert[prune]; rounded to "
+                                                   "multiples of 8); a rule file's prune: section does the same.")
+                     ] = None,
     report: Annotated[bool, typer.Option("--report", help="Also measure latency (batch 1 and 32) on every available "
                                          "backend and print the efficiency report (takes a minute).")] = False,
     as_json: o.JsonOpt = False,
@@ -56,6 +60,13 @@ def convert_cmd(
     from ..rules.loading import load_rules
 
     rules = load_rules(rule)  # an unknown rule fails before torch is imported
+    if prune is not None:
+        from ..conversion.pruning import with_prune
+        from ..errors import RuleError
+
+        if not 0.0 < prune < 1.0:
+            raise RuleError(f"--prune must be between 0 and 1 (exclusive), got {prune}")
+        rules = with_prune(rules, prune)
     ensure_writable(target, overwrite)  # fail before the conversion, not after it
     from ..conversion.artifact import save
     from ..conversion.rewrite import convert_pair

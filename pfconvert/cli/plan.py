@@ -59,6 +59,17 @@ def _table(result: PlanResult) -> Table:
     return table
 
 
+def _ratios(text: str) -> list[float]:
+    """``0.25,0.5`` -> [0.25, 0.5]; each strictly between 0 and 1."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(0.0 < v < 1.0 for v in values):
+        raise RuleError(f"--prune-ratios must be comma-separated numbers between 0 and 1 (exclusive), got {text!r}")
+    return values
+
+
 def _step(status: object, notes: list[str], text: str) -> None:
     while notes:
         err_console.print(notes.pop(0), highlight=False)
@@ -109,6 +120,12 @@ def plan_cmd(
     shrink: Annotated[bool, typer.Option(help="Shrink the convs whose input map keeps kernel taps out of play (a 3x3 "
                                               "conv on a 1x1 map) to the smaller conv they equal, in every "
                                               "candidate and as a candidate of its own (exact).")] = True,
+    prune: Annotated[bool, typer.Option(help="Add channel pruning (Torch-Pruning, pfconvert[prune]) at each "
+                                             "--prune-ratios as candidates alone and after every rule x stage "
+                                             "candidate.")] = False,
+    prune_ratios: Annotated[str, typer.Option(help="Channel-pruning ratios tried with --prune, comma-separated.")
+                            ] = "0.25,0.5",
+    prune_round_to: Annotated[int, typer.Option(min=1, help="Pruned channel counts are kept multiples of N.")] = 8,
     as_json: o.JsonOpt = False,
 ) -> None:
     """Search built-in rules x stage subsets, measure accuracy (validation split) and latency (BACKEND, side by side
@@ -119,6 +136,7 @@ def plan_cmd(
         if path is not None and path.exists() and not overwrite:
             raise RuleError(f"{path} already exists; choose another path or pass --overwrite")
     sizes = o.parse_int_list(batch_sizes, "--batch-sizes")
+    ratios = _ratios(prune_ratios) if prune else []
     overrides = o.data_overrides(interpolation, crop_pct, crop_mode, mean, std)
     from .._files import write_text
     from ..conversion.models import build_model
@@ -144,7 +162,8 @@ def plan_cmd(
                                   calib_images=bn_recalib_images, reconstruct_images=reconstruct_images,
                                   val_split=val_split, batch_size=batch_size, runs=runs, max_seconds=max_seconds,
                                   notes=notes, on_step=lambda text: _step(status, notes, text), shrink=shrink,
-                                  retime_passes=retime_passes, retime_seconds=retime_seconds)
+                                  retime_passes=retime_passes, retime_seconds=retime_seconds,
+                                  prune_ratios=ratios, prune_round_to=prune_round_to)
         except NoPayoff as exc:
             failure, result = exc, exc.result  # type: ignore[attr-defined]
     for name, why in result.skipped.items():

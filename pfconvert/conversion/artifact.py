@@ -71,6 +71,9 @@ class Recipe:
     extra: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] | None = None
     data_config: dict[str, Any] | None = None
+    pruning: dict[str, Any] | None = None
+    """Channel pruning after the rules: ratio, rounding and every reshaped module's channel counts and tensor shapes
+    (:class:`pfconvert.conversion.pruning.Pruning`); :func:`load` gives the rebuilt model these shapes."""
 
     def to_json(self) -> str:
         """The recipe as indented JSON."""
@@ -219,6 +222,7 @@ def _write(model: nn.Module, record: Any, out: Path) -> None:
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         source=record.source.to_dict() if record.source is not None else None,
         data_config=record.data_config.to_dict() if record.data_config is not None else None,
+        pruning=getattr(record, "pruning", None),
     )
     save_weights(model, out / WEIGHTS_FILE)
     save_weights(record.removed_state, out / REMOVED_FILE)
@@ -231,7 +235,12 @@ def _rebuild(recipe: Recipe, where: Path) -> nn.Module:
         raise ArtifactError(f"{where}: the recipe names no timm model to rebuild")
     model = create_model(recipe.model, **recipe.model_kwargs)
     rules = parse_rules(recipe.rule_text, source=f"{where / RECIPE_FILE} (rule '{recipe.rule_name}')")
-    model, record = convert(model, rules, input_size=recipe.input_size, inplace=True, verify=False, allow_empty=True)
+    model, record = convert(model, rules, input_size=recipe.input_size, inplace=True, verify=False, allow_empty=True,
+                            prune=False)
+    if recipe.pruning is not None:  # the recorded shapes, not a new magnitude pruning of random weights
+        from .pruning import apply_shapes
+
+        apply_shapes(model, recipe.pruning, str(where / RECIPE_FILE))
     got = [r.path for r in record.replacements]
     want = [r["path"] for r in recipe.replaced]
     if got != want:
@@ -308,8 +317,10 @@ def build_original(recipe: Recipe, path: str | Path) -> nn.Module:
         raise ArtifactError(f"{path}: the recipe names no timm model to rebuild")
     model = create_model(recipe.model, **recipe.model_kwargs)
     converted = read_weights(path / WEIGHTS_FILE)
-    state = {k: v for k, v in converted.items() if k in model.state_dict()}
-    state.update(read_weights(path / REMOVED_FILE))
+    own = model.state_dict()
+    # a pruned layer's converted tensors have other shapes: its original ones are in the removed state
+    state = {k: v for k, v in converted.items() if k in own and v.shape == own[k].shape}
+    state.update({k: v for k, v in read_weights(path / REMOVED_FILE).items() if k in own})
     try:
         load_weights(model, state, source=f"{path} (original weights)")
     except PfconvertError as exc:

@@ -67,6 +67,8 @@ class ConversionRecord:
     removed_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     source: ModelSource | None = None
     data_config: DataConfig | None = None
+    pruning: dict[str, Any] | None = None
+    """The channel pruning done after the rules (:class:`pfconvert.conversion.pruning.Pruning` as a dict)."""
 
     def counts_by_rule(self) -> dict[str, int]:
         """Number of replaced layers per rule name (rules that matched nothing included, with 0)."""
@@ -214,7 +216,7 @@ def apply_matches(model: nn.Module, matches: list[Match], flow: Dataflow,
 
 
 def _convert(model: nn.Module, rules: LoadedRules, source: ModelSource | None, input_size: tuple[int, int, int] | None,
-             data: dict[str, Any] | None, allow_empty: bool, verify: bool) -> ConversionRecord:
+             data: dict[str, Any] | None, allow_empty: bool, verify: bool, prune: bool = True) -> ConversionRecord:
     """Convert ``model`` in place; ``source`` says where it came from (None: a module the caller built)."""
     size: tuple[int, int, int] = tuple(input_size) if input_size is not None else model_input_size(model)  # type: ignore
     data_config = resolve_data_config(model, input_size=size, **(data or {}))
@@ -222,16 +224,25 @@ def _convert(model: nn.Module, rules: LoadedRules, source: ModelSource | None, i
     checkpoint = source.detail if source is not None and source.weights == "checkpoint" else None
     before = count_params(model)
     matches, flow = match_rules(model, rules, size)
-    if not matches and not allow_empty:
+    spec = rules.ruleset.prune
+    if not matches and not allow_empty and spec is None:
         raise RuleError(f"rule '{rules.name}' matched no layer of {name or type(model).__name__}; "
                         f"check the rule with `pfconvert inspect`, or pass --allow-empty")
     removed: dict[str, torch.Tensor] = {}
     replacements = apply_matches(model, matches, flow, removed)
     if verify and replacements:
         _verify(model, flow, size)
+    pruning = None
+    if spec is not None and prune:
+        from .pruning import prune_channels
+
+        done, state = prune_channels(model, spec.ratio, size, spec.round_to)
+        for key, value in state.items():  # a replaced layer keeps its original state, not its replacement's
+            removed.setdefault(key, value)
+        pruning = done.to_dict()
     kwargs = dict(source.kwargs) if source is not None else {}
     return ConversionRecord(name, kwargs, checkpoint, rules, size, replacements, before, count_params(model), removed,
-                            source, data_config)
+                            source, data_config, pruning)
 
 
 def _rules(rule: str | Path | LoadedRules) -> LoadedRules:
@@ -247,6 +258,7 @@ def convert(
     allow_empty: bool = False,
     inplace: bool = False,
     verify: bool = True,
+    prune: bool = True,
     pretrained: bool = False,
     pretrained_file: str | Path | None = None,
     data: dict[str, Any] | None = None,
@@ -267,6 +279,9 @@ def convert(
         allow_empty: Return the model unchanged instead of raising when no layer matches.
         inplace: Convert a given module in place instead of a deep copy.
         verify: Run a (meta) forward after conversion and check that the output shapes are unchanged.
+        prune: Apply the rule file's ``prune:`` section (channel pruning after the rules; needs ``pfconvert[prune]``)
+            and record it in ``record.pruning``; False leaves the channels as they are (:func:`pfconvert.load` then
+            gives the rebuilt model the recorded shapes itself).
         **model_kwargs: ``timm.create_model`` kwargs for a model name (``num_classes=10``).
 
     Returns:
@@ -292,7 +307,7 @@ def convert(
         source = ModelSource(arch, arch, {}, "module") if arch else None
     else:
         raise ConversionError(f"expected a timm model name or an nn.Module, got {type(model_or_name).__name__}")
-    return model, _convert(model, rules, source, input_size, data, allow_empty, verify)
+    return model, _convert(model, rules, source, input_size, data, allow_empty, verify, prune)
 
 
 def convert_pair(name: str, rule: str | Path | LoadedRules = "maxpool", *, checkpoint: str | Path | None = None,

@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import PfconvertError
 from ..graph.modules import set_module
 from ..ops import list_ops
+from ..ops.shrink import ShrunkConv2d
 
 __all__ = ["fold_batchnorm", "use_fast_kernels", "separate_pools"]
 
@@ -117,8 +118,8 @@ def fold_batchnorm(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, 
         if not isinstance(src, fx.Node) or src.op != "call_module" or len(src.users) != 1:
             continue
         conv = modules.get(src.target)  # type: ignore[arg-type]
-        if type(conv) is not nn.Conv2d:
-            continue
+        if type(conv) is not nn.Conv2d and not (isinstance(conv, ShrunkConv2d) and conv.pads is None):
+            continue  # a shrunk conv padding as nn.Conv2d does folds into one (its input size is fixed at deploy)
         set_module(model, str(src.target), _fold(conv, bn))
         set_module(model, str(node.target), _norm_rest(bn))
         folded += 1

@@ -61,7 +61,8 @@ def _type_text(annotation: Any) -> str:
     if origin is list:
         return f"list of {_type_text(args[0])}" if args else "list"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return {"MatchSpec": "mapping (`match`, below)", "Rule": "rule"}.get(annotation.__name__, "op (below)")
+        return {"MatchSpec": "mapping (`match`, below)", "Rule": "rule",
+                "PruneSpec": "mapping (`prune`, below)"}.get(annotation.__name__, "op (below)")
     if isinstance(annotation, typing.ForwardRef):
         return "op (below)"
     return getattr(annotation, "__name__", str(annotation))
@@ -92,7 +93,7 @@ def _fields_table(model: type[BaseModel], skip: tuple[str, ...] = ("op",)) -> li
 def rule_language_markdown() -> str:
     """The reference as Markdown: the rule set, `match`, every registered op, `absorb`."""
     from ..ops import list_ops
-    from .schema import MatchSpec, Rule, RuleSet
+    from .schema import MatchSpec, PruneSpec, Rule, RuleSet
 
     out = [_INTRO, "## Rule set", "", *_fields_table(RuleSet, ()), "", "## Rule", "", *_fields_table(Rule, ()), "",
            "## `match`", "", "Every field is optional; all given fields must hold. Stages and blocks are read from "
@@ -107,7 +108,8 @@ def rule_language_markdown() -> str:
         out += [f"### `{op.name}`", "", f"{op.summary} ({replaces[0].upper() + replaces[1:]}.)", "", *_fields_table(op.spec), ""]
     out += ["## `absorb`", "", "`[norm]` removes the norm layer that directly and only consumes the matched layer's "
             "output; `[norm, act]` also the activation after it (`act` needs `norm`). Without `act`, timm's "
-            "BatchNormAct2d keeps its activation. Not used with `match.op: attention`.", ""]
+            "BatchNormAct2d keeps its activation. Not used with `match.op: attention`.", "",
+            "## `prune`", "", f"{PruneSpec.__doc__}", "", *_fields_table(PruneSpec, ()), ""]
     return "\n".join(out)
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..ops._registry import SITE_KINDS, get_op, list_ops
 from ..ops.sequence import SequenceSpec
 
-__all__ = ["MatchSpec", "ReplaceSpec", "StepSpec", "Rule", "RuleSet"]
+__all__ = ["MatchSpec", "ReplaceSpec", "StepSpec", "Rule", "PruneSpec", "RuleSet"]
 
 IntList = Annotated[list[int], Field(min_length=1)]
 
@@ -136,13 +136,31 @@ class Rule(_Strict):
         return self
 
 
+class PruneSpec(_Strict):
+    """Channel pruning after the rules (Torch-Pruning's magnitude pruner; needs `pfconvert[prune]`)."""
+
+    ratio: float = Field(gt=0.0, lt=1.0, description="the share of output channels pruned from every layer but the "
+                         "classifier (coupled channels pruned together)")
+    round_to: int = Field(8, ge=1, description="channel counts are kept multiples of this (what CPU kernels run "
+                          "fastest at)")
+
+
 class RuleSet(_Strict):
     """A rule file: a name, a description and an ordered list of rules (first match wins)."""
 
     name: str = Field(min_length=1, description="the rule set's name (artifacts and tables show it)")
     description: str = Field("", description="what the rules do, for `pfconvert rules`")
-    rules: Annotated[list[Rule], Field(min_length=1, description="the rules, in order; the first that matches a "
-                                       "layer wins")]
+    prune: PruneSpec | None = Field(None, description="channel pruning applied after the rules (`pfconvert plan "
+                                    "--prune` writes it); the artifact records the pruned channel counts")
+    rules: Annotated[list[Rule], Field(description="the rules, in order; the first that matches a layer wins (may "
+                                       "be empty only with `prune`)")]
+
+    @field_validator("rules")
+    @classmethod
+    def _some_rule(cls, rules: list[Rule], info: object) -> list[Rule]:
+        if not rules and getattr(info, "data", {}).get("prune") is None:
+            raise ValueError("a rule file needs one rule at least (or a prune: section)")
+        return rules
 
     @model_validator(mode="after")
     def _unique_names(self) -> "RuleSet":

@@ -50,6 +50,10 @@ __all__ = ["Candidate", "PlanResult", "NoPayoff", "plan_conversion", "choose", "
            "candidate_rules", "plan_on_data", "plot_plan"]
 
 
+PRUNE_ONLY = "prune"
+"""The rule name of a candidate that only prunes channels (no rule, no shrinking)."""
+
+
 class NoPayoff(PfconvertError):
     """No candidate is within the accuracy budget and faster than the original (without being slower anywhere)."""
 
@@ -72,14 +76,18 @@ class Candidate:
     margins: dict[int, float] = field(default_factory=dict)  # batch size -> relative noise margin of the ratio
     rounds: dict[int, int] = field(default_factory=dict)  # batch size -> timed rounds (re-timed rounds included)
     shrunk: list[str] = field(default_factory=list)  # layers shrunk geometry-exactly besides the rule's
+    prune: float | None = None  # channel-pruning ratio applied after the rule (None: no pruning)
     samples: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict, repr=False)
     """Batch size -> (original, candidate) seconds of every round, paired as they were interleaved."""
 
     @property
     def name(self) -> str:
         """``maxpool: stage 1, stage 3`` (``+ shrink`` when layers it leaves are shrunk geometry-exactly)."""
+        pruned = f" + prune {self.prune:g}" if self.prune else ""
+        if self.rule == PRUNE_ONLY:
+            return f"prune {self.prune:g}"
         extra = " + shrink" if self.shrunk and self.rule != SHRINK_RULE else ""
-        return f"{self.rule}: {', '.join(self.groups)}{extra}"
+        return f"{self.rule}: {', '.join(self.groups)}{extra}{pruned}"
 
     def ratio(self, batch_size: int) -> float:
         """Latency converted / original at ``batch_size`` (below 1 is faster)."""
@@ -292,6 +300,9 @@ def plan_conversion(
     retime_passes: int = 3,
     retime_seconds: float = 120.0,
     clock: Callable[[], float] = time.monotonic,
+    prune_ratios: Sequence[float] = (),
+    prune_round_to: int = 8,
+    recalibrate: Callable[[nn.Module], None] | None = None,
 ) -> PlanResult:
     """Search, measure and choose (see the module docstring).
 
@@ -314,6 +325,12 @@ def plan_conversion(
         retime_passes: at most this many extra timing passes of the close calls (0: none).
         retime_seconds: no re-timing pass starts once this many seconds have gone by since the first.
         clock: seconds, for ``retime_seconds`` (a test passes a fake one).
+        prune_ratios: channel-pruning ratios (Torch-Pruning's magnitude pruner, ``pfconvert[prune]``): each is a
+            candidate alone (after shrinking, when on) and combined with every rule x stage candidate (pruned after
+            its rule).
+        prune_round_to: pruned channel counts are kept multiples of this.
+        recalibrate: called on each pruned candidate before evaluation (BatchNorm re-estimation; a reconstruction
+            against the original does not apply to pruned channels); default ``prepare``.
 
     Raises:
         NoPayoff: no candidate pays off within ``max_drop`` (the result is attached as ``.result``).
@@ -377,6 +394,9 @@ def plan_conversion(
                              shrunk=[m.site.path for m in extra])
             result.candidates.append(cand)
             variants[cand.name] = variant
+    if prune_ratios:
+        _add_pruned(result, model, variants, input_size, prune_ratios, prune_round_to, evaluate, count_macs,
+                    recalibrate or prepare, step)
     if not result.candidates:
         raise RuleError("no candidate rule matched a layer of the model: "
                         + "; ".join(f"{k}: {v}" for k, v in result.skipped.items()))
@@ -390,7 +410,7 @@ def plan_conversion(
     eligible = [c for c in result.candidates if c.pays_off and c.drop <= max_drop]
     if eligible:
         result.chosen = choose(eligible)
-        result.chosen_rules = _rules_of(result.chosen, rules, groups_of)
+        result.chosen_rules = _rules_of(result.chosen, rules, groups_of, prune_round_to)
         return result
     paying = [c for c in result.candidates if c.pays_off]
     why = (f"the {len(paying)} that are faster lose more than {max_drop} top-1 points (least: "
@@ -402,13 +422,49 @@ def plan_conversion(
     raise error
 
 
-def _rules_of(chosen: Candidate, rules: Sequence[LoadedRules], groups_of: dict[str, dict[str, list[Match]]]
-              ) -> LoadedRules:
-    """The rule file of a candidate: its rule on its stages, then the shrink rule of the layers it shrinks."""
-    if chosen.rule == SHRINK_RULE:
-        return with_shrink(None, chosen.shrunk)  # type: ignore[return-value]
-    source = next(r for r in rules if r.name == chosen.rule)
-    return with_shrink(candidate_rules(source, groups_of[source.name], chosen.groups), chosen.shrunk)  # type: ignore
+def _add_pruned(result: PlanResult, model: nn.Module, variants: dict[str, nn.Module],
+                input_size: tuple[int, int, int], ratios: Sequence[float], round_to: int,
+                evaluate: Callable[[nn.Module], float], count_macs: Callable[[nn.Module], int],
+                recalibrate: Callable[[nn.Module], None] | None, step: Callable[[str], None]) -> None:
+    """Each ratio as a candidate alone (on the shrunk model when shrinking is on) and after every rule candidate."""
+    from ..conversion.pruning import prune_channels
+    from ..graph.modules import count_params
+
+    bases: list[Candidate | None] = [c for c in result.candidates if c.prune is None]
+    if not any(c.rule == SHRINK_RULE for c in bases):
+        bases.insert(0, None)  # the original itself
+    for ratio in ratios:
+        for index, base in enumerate(bases):
+            step(f"prune {ratio:g}: candidate {index + 1}/{len(bases)}")
+            variant = copy.deepcopy(variants[base.name] if base is not None else model)
+            prune_channels(variant, ratio, input_size, round_to)
+            if recalibrate is not None:
+                recalibrate(variant)
+            top1 = evaluate(variant)
+            if base is None:
+                cand = Candidate(PRUNE_ONLY, [], [], top1, result.base_top1 - top1, count_params(variant),
+                                 count_macs(variant), prune=ratio)
+            else:
+                cand = Candidate(base.rule, list(base.groups), list(base.layers), top1, result.base_top1 - top1,
+                                 count_params(variant), count_macs(variant), shrunk=list(base.shrunk), prune=ratio)
+            result.candidates.append(cand)
+            variants[cand.name] = variant
+
+
+def _rules_of(chosen: Candidate, rules: Sequence[LoadedRules], groups_of: dict[str, dict[str, list[Match]]],
+              round_to: int = 8) -> LoadedRules:
+    """The rule file of a candidate: its rule on its stages, then the shrink rule of the layers it shrinks, then its
+    channel pruning (a ``prune:`` section)."""
+    if chosen.rule in (SHRINK_RULE, PRUNE_ONLY):
+        written = with_shrink(None, chosen.shrunk)
+    else:
+        source = next(r for r in rules if r.name == chosen.rule)
+        written = with_shrink(candidate_rules(source, groups_of[source.name], chosen.groups), chosen.shrunk)
+    if chosen.prune:
+        from ..conversion.pruning import with_prune
+
+        written = with_prune(written, chosen.prune, round_to)
+    return written  # type: ignore[return-value]
 
 
 def _retime(result: PlanResult, model: nn.Module, variants: dict[str, nn.Module],
@@ -447,7 +503,8 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
                  reconstruct_images: int = 256, val_split: float = 0.1, batch_size: int = 64, runs: int = 10,
                  max_seconds: float = 20.0, deploy_method: str = "auto", on_step: Callable[[str], None] | None = None,
                  notes: list[str] | None = None, shrink: bool = True, retime_passes: int = 3,
-                 retime_seconds: float = 120.0) -> PlanResult:
+                 retime_seconds: float = 120.0, prune_ratios: Sequence[float] = (),
+                 prune_round_to: int = 8) -> PlanResult:
     """:func:`plan_conversion` on real data and a real backend.
 
     Accuracy: top-1 on (a fixed subset of) the validation split carved from the training images (never the test
@@ -456,7 +513,8 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     Latency: the backend (``cpu``: the deployed PyTorch path, ``cpu-eager``, ``ort``, ``cuda``...) at each batch size,
     the original and every candidate in the same interleaved rounds (``runs`` rounds, at most ``max_seconds`` per
     batch size; each re-timing pass of the close calls the same). ``shrink``, ``retime_passes`` and
-    ``retime_seconds`` as :func:`plan_conversion`. Other arguments as :func:`pfconvert.study.sensitivity_on_data`.
+    ``retime_seconds``, ``prune_ratios`` and ``prune_round_to`` as :func:`plan_conversion` (pruned candidates get
+    BatchNorm re-estimation, no reconstruction). Other arguments as :func:`pfconvert.study.sensitivity_on_data`.
 
     Raises:
         NoPayoff: nothing pays off within ``max_drop`` (``.result`` holds the measured table).
@@ -502,7 +560,9 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
         return relabel(plan_conversion(model.eval(), rules, size, tools.top1, time_models,
                                        lambda m: count_macs(m, size).macs, backend=backend, backend_label=label,
                                        batch_sizes=batch_sizes, max_drop=max_drop, prepare=prepare, on_step=on_step,
-                                       shrink=shrink, retime_passes=retime_passes, retime_seconds=retime_seconds))
+                                       shrink=shrink, retime_passes=retime_passes, retime_seconds=retime_seconds,
+                                       prune_ratios=prune_ratios, prune_round_to=prune_round_to,
+                                       recalibrate=tools.recalibrate))
     except NoPayoff as exc:
         relabel(exc.result)  # type: ignore[attr-defined]
         raise

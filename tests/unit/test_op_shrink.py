@@ -108,6 +108,12 @@ def test_resnet26_at_32px_last_stage_becomes_1x1_convs_exactly(tmp_path) -> None
         before, after = model(x), converted.eval()(x)
     assert (after - before).abs().max() <= 1e-5 * before.abs().max()
     assert record.params_before - record.params_after == 512 * 512 * (9 - 4) + 512 * 512 * (9 - 1)
+    from pfconvert.deploy import fold_batchnorm
+
+    folded, n = fold_batchnorm(converted.eval())  # the shrunk convs' norms fold too (deployed CPU paths)
+    assert n == 29 and type(folded.layer4[1].bn2).__name__ != "BatchNorm2d"  # all of them
+    with torch.no_grad():
+        assert (folded(x) - before).abs().max() <= 1e-5 * before.abs().max()
     record.model_name = "resnet26"
     record.model_kwargs = {"num_classes": 10}
     pfconvert.save(converted, record, tmp_path / "art")  # the artifact replays the rule: same shapes, no pickles

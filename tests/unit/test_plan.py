@@ -155,3 +155,31 @@ def test_candidates_within_their_combined_noise_are_equally_fast() -> None:
     assert close_calls([precise_fast, precise_accurate, lower_not_faster], 10.0, [1])[-2:] == [precise_accurate,
                                                                                                   lower_not_faster]
     assert close_calls([lower_not_faster], 0.1, [1]) == []  # beyond the accuracy budget: never a contender
+
+
+@pytest.mark.slow
+def test_pruning_ratios_are_candidates_alone_and_after_each_rule_and_the_written_rule_replays_them() -> None:
+    from pfconvert.graph.modules import count_params
+
+    model = timm.create_model("mobilenetv2_050", num_classes=10)
+    full = count_params(model)
+
+    def top1(m: nn.Module) -> float:  # each pool as before, and 1 point per 10% of the parameters pruned away
+        return _top1(m) - 10.0 * max(0.0, 1 - count_params(m) / full) * (count_params(m) < full * 0.97)
+
+    def timer(models: dict[str, nn.Module]) -> dict[int, dict[str, list[float]]]:  # latency follows the parameters
+        return {bs: {name: [10.0 * count_params(m) / full / 1e3 - 1e-4 * len(_pools(m))] * 5
+                     for name, m in models.items()} for bs in (1, 32)}
+
+    result = plan_conversion(model, [load_rules("maxpool")], SIZE, top1, timer, lambda m: 1000, backend="cpu",
+                             backend_label="test", batch_sizes=(1, 32), max_drop=100.0, prune_ratios=(0.5,),
+                             retime_passes=0)
+    plain = [c for c in result.candidates if c.prune is None]
+    pruned = [c for c in result.candidates if c.prune == 0.5]
+    assert len(pruned) == len(plain) and {c.name for c in pruned} == {f"{c.name} + prune 0.5" for c in plain}
+    assert all(p.params < c.params for p, c in zip(pruned, plain))
+    chosen = result.chosen
+    assert chosen is not None and chosen.prune == 0.5  # the fastest by far here
+    assert "prune:\n  ratio: 0.5\n  round_to: 8" in result.chosen_rules.text
+    converted, record = pfconvert.convert(model, result.chosen_rules, input_size=SIZE)  # convert replays it
+    assert record.pruning is not None and count_params(converted) == chosen.params
