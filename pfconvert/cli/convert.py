@@ -98,7 +98,7 @@ def convert_cmd(
                    "data_config": record.data_config.to_dict() if record.data_config else None,
                    "params": [record.params_before, record.params_after], "macs": [before.macs, after.macs],
                    "pool_ops": [before.pool_ops, after.pool_ops], "convention": before.convention,
-                   "replaced": [r.to_dict() for r in record.replacements]}
+                   "replaced": [r.to_dict() for r in record.replacements], "pruning": record.pruning}
         out_console.print_json(json.dumps({**payload, **({"report": result.to_dict()} if result else {})}))
     elif result is not None:
         from ._report_render import render_report

@@ -126,3 +126,18 @@ def test_inspect_says_a_pool_is_an_identity_on_a_1x1_map() -> None:
     at_1 = pfconvert.preview(net, "maxpool", (4, 1, 1))
     assert [r.note for r in at_1] == ["an identity on the 1x1 map (every window holds one real pixel)"] * 2
     assert [r.note for r in pfconvert.preview(net, "maxpool", (4, 4, 4))] == ["", ""]  # real windows: no note
+
+
+@pytest.mark.slow
+def test_inspect_prints_the_note() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from pfconvert.cli.app import _register, app
+
+    _register()
+    result = CliRunner().invoke(app, ["inspect", "resnet26", "--rule", "r50-max", "--input-size", "3,32,32", "--json"])
+    rows = {row["layer"]: row["note"] for row in json.loads(result.stdout)}
+    assert rows["layer4.1.conv2"] == "an identity on the 1x1 map (every window holds one real pixel)"
+    assert rows["layer4.0.conv2"] == "" and rows["layer1.0.conv2"] == ""  # a 2x2 max over the 2x2 map; 8x8 maps
