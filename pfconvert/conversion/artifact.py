@@ -183,7 +183,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def save(model: nn.Module, record: Any, out: str | Path, overwrite: bool = False) -> Path:
-    """Write a converted model and its :class:`~pfconvert.convert.ConversionRecord` as an artifact directory.
+    """Write a converted model and its :class:`~pfconvert.conversion.rewrite.ConversionRecord` as an artifact directory.
 
     Raises:
         ArtifactError: ``out`` exists and is not empty (pass ``overwrite=True``), or the model has no timm name to

@@ -2,7 +2,7 @@
 
 Example::
 
-    from pfconvert.finetune import FinetuneConfig, finetune
+    from pfconvert import FinetuneConfig, finetune
     result = finetune("out/mnv2-maxpool", FinetuneConfig(data="fashion-mnist", epochs=2, img_size=64))
     print(result.best)
 """
@@ -126,7 +126,7 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
         artifact_dir: the artifact.
         data: an image folder, a .tar, ``hfds/NAME``, an IDX dir or ``"fashion-mnist"``.
         split: ``"test"`` (the figures), ``"val"`` (the split fine-tuning selected on) or ``"train"``.
-        weights: ``auto``, ``converted`` or ``finetuned`` (see :func:`pfconvert.artifact.load_artifact`).
+        weights: ``auto``, ``converted`` or ``finetuned`` (see :func:`pfconvert.conversion.artifact.load_artifact`).
         batch_size: images per batch.
         img_size: input size (default: the data config's).
         limit: evaluate a fixed random subset of this many images.

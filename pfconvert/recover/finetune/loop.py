@@ -1,7 +1,7 @@
 """The training loop as a generator of events (after spaCy's ``train_while_improving``).
 
 :func:`train_loop` yields a :class:`StepEvent` after every optimisation step and an :class:`EpochEvent` after every
-epoch. It never prints, logs or saves: the consumer (:mod:`pfconvert.finetune.runner`) does that, and may stop
+epoch. It never prints, logs or saves: the consumer (:mod:`pfconvert.recover.finetune.runner`) does that, and may stop
 at any event; :class:`RunState` is then consistent and checkpointing it allows an exact resume. The loop returns when
 the last epoch is done or ``max_steps`` is reached.
 """
