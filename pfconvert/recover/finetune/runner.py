@@ -1,7 +1,7 @@
 """Runs a fine-tuning job: checks, BatchNorm re-estimation, the loop, checkpoints, logs, signals, summary.
 
 :func:`run_finetune` works on plain modules (student, teacher) and an output directory, so it serves artifacts
-(:func:`pfconvert.recover.finetune.api.finetune`) and any pair of timm models alike. Only rank 0 writes files or reports.
+(:func:`pfconvert.finetune`) and any pair of timm models alike. Only rank 0 writes files or reports.
 
 Files in ``out_dir``: ``checkpoints/last.pt`` (at the start, every epoch, and on Ctrl-C / ``max_steps``),
 ``checkpoints/best.pt`` (the best validation top-1, the start included: a run that only makes the model worse leaves
