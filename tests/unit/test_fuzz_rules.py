@@ -13,14 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pfconvert.errors import RuleError
+from pfconvert.ops import list_ops
 from pfconvert.rules import builtin_names, parse_rules
 from pfconvert.rules.loading import MAX_ALIASES, builtin_text
+from pfconvert.rules.predicates import list_predicates, predicate_fields
+from pfconvert.rules.schema import Rule, RuleSet
 
-KEYS = ["name", "description", "rules", "match", "replace", "absorb", "op", "depthwise", "kernel_size", "stride",
-        "dilation", "same_channels", "path", "path_regex", "exclude", "parent", "stages", "blocks", "every_nth",
-        "offset", "padding", "count_include_pad", "groups", "steps", "expand", "p", "norm", "act"]
-WORDS = ["conv2d", "attention", "max_pool", "avg_pool", "lp_pool", "identity", "shift", "sequence", "keep", "eff_max",
-         "pool", "inherit", "norm", "act", "layer*", "(", "Bottleneck"]
+KEYS = sorted({*RuleSet.model_fields, *Rule.model_fields, *predicate_fields(),
+               *(name for op in list_ops() for name in op.spec.model_fields), "norm", "act"})
+"""Every key of the rule language: the rule set's and rules', every registered predicate's and op's fields."""
+WORDS = list(dict.fromkeys([*(op.name for op in list_ops()), *(p.example for p in list_predicates()), "conv2d",
+                             "attention", "inherit", "norm", "act", "layer*", "(", "Bottleneck"]))
+"""Values that make a field valid (each op's name, each predicate's example) or nearly so."""
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True),
                     st.sampled_from(WORDS), st.text(max_size=12))
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
