@@ -434,7 +434,7 @@ class Accuracy:
         torch.manual_seed(0)
         result = run_finetune(student, self.load_original(), self.recipe(images, 0), out, data_cfg=self.data_cfg,
                               overwrite=True, export=lambda m, _d: (save_weights(m, best), best)[1])
-        ft = result.as_dict()
+        ft = result.to_dict()
         from safetensors.torch import load_file
 
         student.load_state_dict(load_file(str(best)))

@@ -344,7 +344,7 @@ class _Job:
         rng = dist.all_gather_objects(capture_rng(), self.ctx)
         path = self.ckpt_dir / LAST_FILE
         if self.ctx.is_main:
-            save_checkpoint({"config": self.config.model_dump_json(), "run": self.run_state.as_dict(),
+            save_checkpoint({"config": self.config.model_dump_json(), "run": self.run_state.to_dict(),
                              "engine": engine_state(self.engine), "rng": rng, "world_size": self.ctx.world_size,
                              "identity": self.identity}, path)
         dist.barrier(self.ctx)
