@@ -27,6 +27,7 @@ from ..ops import build_replacement, describe_op
 from ..rules.loading import LoadedRules, load_rules
 from .models import ModelSource, build_model
 from .models import input_size as model_input_size
+from .versions import op_versions
 
 __all__ = ["Replacement", "ConversionRecord", "match_rules", "preview", "build_op", "apply_matches", "convert",
            "convert_pair"]
@@ -42,6 +43,8 @@ class Replacement:
     new: str
     absorbed: list[str] = field(default_factory=list)
     params_removed: int = 0
+    ops: dict[str, int] = field(default_factory=dict)
+    """The ops it was built from and their versions (``{"sequence": 1, "avg_pool": 1, "keep": 1}``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -146,7 +149,8 @@ def _prepare(match: Match, model: nn.Module, flow: Dataflow) -> tuple[nn.Module,
     op.train(site.module.training)
     removed = count_params(site.module) - count_params(op)
     removed += sum(count_params(model.get_submodule(path)) for path in match.absorbed)
-    return op, Replacement(site.path, match.rule.name, site.describe(), describe_op(op), list(match.absorbed), removed)
+    return op, Replacement(site.path, match.rule.name, site.describe(), describe_op(op), list(match.absorbed), removed,
+                           op_versions(match.rule.replace))
 
 
 def _check_branches(prepared: list[tuple[Match, nn.Module]], flow: Dataflow) -> None:

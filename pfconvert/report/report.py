@@ -1,7 +1,7 @@
 """The efficiency report as data: counts, memory, measured latency with an honest verdict per backend and batch size.
 
 This module holds no measuring and no rendering: :mod:`pfconvert.report.run` fills a :class:`Report`,
-:mod:`pfconvert.report.render` draws it with rich, and :meth:`Report.to_dict` / :meth:`Report.to_markdown` give the
+:mod:`pfconvert.cli._report_render` draws it with rich, and :meth:`Report.to_dict` / :meth:`Report.to_markdown` give the
 machine-readable and README forms.
 
 A speed-up is ``original latency / converted latency`` (above 1: the converted model is faster), measured in the same

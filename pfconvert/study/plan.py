@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from torch import nn
 
+from .._deprecated import renamed_kwargs
 from ..conversion.rewrite import apply_matches, match_rules
 from ..data.config import DataConfig
 from ..errors import DataError, PfconvertError, RuleError
@@ -262,9 +263,10 @@ def _group_order(name: str) -> tuple[int, int]:
     return (0, int(name.split()[1])) if name.startswith("stage ") else (1, 0)
 
 
+@renamed_kwargs(calib_images="bn_recalib_images")
 def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, backend: str = "cpu",
                  batch_sizes: Sequence[int] = (1, 32), max_drop: float = 1.0, data_cfg: DataConfig | None = None,
-                 img_size: int | None = None, limit_val: int | None = 2000, calib_images: int = 512,
+                 img_size: int | None = None, limit_val: int | None = 2000, bn_recalib_images: int = 512,
                  reconstruct_images: int = 256, val_split: float = 0.1, batch_size: int = 64, runs: int = 10,
                  max_seconds: float = 20.0, deploy_method: str = "auto", on_step: Callable[[str], None] | None = None,
                  notes: list[str] | None = None) -> PlanResult:
@@ -272,7 +274,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
 
     Accuracy: top-1 on (a fixed subset of) the validation split carved from the training images (never the test
     split), each candidate first reconstructed (least-squares refit of the layers reading its replacements, on
-    ``reconstruct_images`` training images) and its BatchNorm re-estimated (on ``calib_images`` training images).
+    ``reconstruct_images`` training images) and its BatchNorm re-estimated (on ``bn_recalib_images`` training images).
     Latency: the backend (``cpu``: the deployed PyTorch path, ``cpu-eager``, ``ort``, ``cuda``...) at each batch size,
     the original and every candidate in the same interleaved rounds. Other arguments as
     :func:`pfconvert.study.sensitivity_on_data`.
@@ -291,7 +293,8 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     if reconstruct_images < 0:
         raise DataError(f"reconstruct_images must be 0 (off) or more, got {reconstruct_images}")
     tools = validation_tools(model, data, data_cfg=data_cfg, img_size=img_size, limit_val=limit_val,
-                             calib_images=calib_images, val_split=val_split, batch_size=batch_size, notes=notes)
+                             bn_recalib_images=bn_recalib_images, val_split=val_split, batch_size=batch_size,
+                             notes=notes)
     size = tools.input_size
     batches = tools.calib_batches(reconstruct_images) if reconstruct_images else []
     label = backend_label(backend, deploy_method)

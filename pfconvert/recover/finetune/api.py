@@ -2,7 +2,7 @@
 
 Example::
 
-    from pfconvert.finetune import FinetuneConfig, finetune
+    from pfconvert import FinetuneConfig, finetune
     result = finetune("out/mnv2-maxpool", FinetuneConfig(data="fashion-mnist", epochs=2, img_size=64))
     print(result.best)
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..._deprecated import deprecated_alias
 from ..._files import exclusive
 from ..._progress import Phases
 from ...conversion.artifact import artifact_data_config, read_summary
@@ -105,11 +106,13 @@ class EvalReport:
     data_config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"artifact": self.artifact, "weights": self.weights, "data": self.data, "split": self.split,
                 "split_description": self.split_description, "input_size": list(self.input_size),
-                "data_config": self.data_config, "metrics": {k: v.as_dict() for k, v in self.metrics.items()}}
+                "data_config": self.data_config, "metrics": {k: v.to_dict() for k, v in self.metrics.items()}}
+
+    as_dict = deprecated_alias("as_dict", "to_dict")
 
 
 def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test", weights: str = "auto",
@@ -126,7 +129,7 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
         artifact_dir: the artifact.
         data: an image folder, a .tar, ``hfds/NAME``, an IDX dir or ``"fashion-mnist"``.
         split: ``"test"`` (the figures), ``"val"`` (the split fine-tuning selected on) or ``"train"``.
-        weights: ``auto``, ``converted`` or ``finetuned`` (see :func:`pfconvert.artifact.load_artifact`).
+        weights: ``auto``, ``converted`` or ``finetuned`` (see :func:`pfconvert.conversion.artifact.load_artifact`).
         batch_size: images per batch.
         img_size: input size (default: the data config's).
         limit: evaluate a fixed random subset of this many images.
