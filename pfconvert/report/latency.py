@@ -112,11 +112,22 @@ def ort_available() -> bool:
     return True
 
 
+def _onnx(model: nn.Module, config: LatencyConfig, cache: dict[str, Any]) -> bytes:
+    """The model's ONNX export (dynamic batch), made once per model and shared by the backends that run it."""
+    from ..deploy.onnx import export_onnx_bytes
+
+    shared = cache.setdefault("shared", {})
+    key = ("onnx", tuple(config.input_size))
+    if key not in shared:
+        shared[key] = export_onnx_bytes(model, config.input_size, dynamic_batch=True)
+    return shared[key]
+
+
 def prepare_ort(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
-    from ..deploy.onnx import export_onnx_bytes, ort_session
+    from ..deploy.onnx import ort_session
 
     if "session" not in cache:
-        data = export_onnx_bytes(model, config.input_size, dynamic_batch=True)
+        data = _onnx(model, config, cache)
         cache["session"] = ort_session(data, threads=config.resolved_threads())
     session = cache["session"]
     name = session.get_inputs()[0].name
@@ -132,7 +143,8 @@ def prepare_runtime(runtime: str) -> Callable[[nn.Module, int, LatencyConfig, di
         from ..deploy.runtime import build_runtime
 
         if "runtime" not in cache:
-            cache["runtime"] = build_runtime(model, runtime, config.input_size, config.calibration)
+            cache["runtime"] = build_runtime(model, runtime, config.input_size, config.calibration,
+                                             onnx_model=_onnx(model, config, cache))
         cache.pop("runner", None)  # the previous batch size's compiled model, freed first
         cache["runner"] = run = cache["runtime"].runner(config.resolved_threads(), batch_size)
         x = _cpu_input(batch_size, config).numpy()
@@ -226,10 +238,11 @@ def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: La
     resolved = [get_backend(name) for name in backends]
     results = Timings()
     modes = {name: model.training for name, model in models.items()}
+    shared: dict[str, dict[str, Any]] = {name: {} for name in models}  # per model, across backends (an ONNX export)
     try:
         with torch_threads(config.threads):
             for backend in resolved:
-                caches: dict[str, dict[str, Any]] = {name: {} for name in models}
+                caches: dict[str, dict[str, Any]] = {name: {"shared": shared[name]} for name in models}
                 for batch_size in config.batch_sizes:
                     if progress is not None:
                         progress(f"{backend.label}, batch {batch_size}")
