@@ -8,7 +8,7 @@ import importlib.util
 import logging
 from types import ModuleType
 
-from ..errors import ExportError
+from ..errors import ExportError, one_line
 
 __all__ = ["EXTRAS", "installed", "require"]
 
@@ -37,6 +37,8 @@ def require(module: str, why: str) -> ModuleType:
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         return importlib.import_module(module)
-    except ImportError as exc:
-        raise ExportError(f"{why} needs {module}, which is not installed ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else module}); install it with: {hint}") from None
+    except ModuleNotFoundError:
+        raise ExportError(f"{why} needs {module}, which is not installed; install it with: {hint}") from None
+    except ImportError as exc:  # installed but broken (a missing shared library, a version clash...)
+        raise ExportError(f"{why} needs {module}, which fails to import ({one_line(exc, 200)}); reinstall it with: "
+                          f"{hint}") from None
