@@ -64,6 +64,12 @@ def test_openvino_int8_export_agrees_with_pytorch_on_most_images(resnet: torch.n
     result = export_openvino(resnet, tmp_path / "q.xml", SIZE, int8=True, calibration=calibration,
                              check_inputs=images["val"], check_source="48 validation images", min_agreement=0.8)
     assert result.int8 and result.check_images == 48 and result.agreement is not None and result.agreement >= 0.8
+    import openvino as ov
+
+    got = ov.Core().compile_model(str(result.xml), "CPU")(images["val"].numpy())[0]  # the file, read back
+    with torch.no_grad():
+        ref = resnet(images["val"]).numpy()
+    assert abs(float(np.mean(got.argmax(1) == ref.argmax(1))) - result.agreement) < 0.05
     assert result.bin.stat().st_size < 0.5 * 11_000_000 * 4  # int8 weights: well under the fp32 size
     xml = result.xml.read_text()
     assert "FakeQuantize" in xml or "FakeConvert" in xml or "u8" in xml or "i8" in xml
