@@ -112,8 +112,8 @@ def _export_openvino(art: object, target: Path, data_cfg: object, *, int8: bool,
         err_console.print("no --data: int8 calibrated on random inputs; the int8 accuracy is unknown (pass --data to "
                           "calibrate on your images)", highlight=False)
     what = "quantizing with NNCF, " if int8 else ""
-    with err_console.status(f"exporting {art.recipe.model} to {target}, {what}then checking it with "  # type: ignore[attr-defined]
-                            "OpenVINO..."):
+    model_name = art.recipe.model  # type: ignore[attr-defined]
+    with err_console.status(f"exporting {model_name} to {target}, {what}then checking it with OpenVINO..."):
         result = export_openvino(art.model, target, data_cfg.input_size, int8=int8,  # type: ignore[attr-defined]
                                  calibration=calibration, check_inputs=check_inputs, check_source=check_source,
                                  check=check, tolerance=tolerance, min_agreement=min_agreement,

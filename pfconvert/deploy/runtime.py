@@ -140,7 +140,7 @@ class Deployed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).contiguous().numpy())
-        return torch.from_numpy(np.array(self._run(array), dtype=np.float32, copy=True))
+        return torch.from_numpy(np.array(self._run(array), dtype=np.float32, copy=True)).to(x.device)
 
 
 def deploy(model: nn.Module, runtime: str, input_size: tuple[int, int, int], calibration: Calibration | None = None,

@@ -22,7 +22,8 @@ from .backends import Runner, get_backend
 from .report import median_ms
 
 __all__ = ["LatencyConfig", "torch_threads", "measure", "time_rounds", "median_ms", "prepare_eager", "prepare_deployed",
-           "prepare_ort", "prepare_runtime", "runtime_available", "prepare_cuda", "prepare_cuda_amp", "ort_available", "cuda_available"]
+           "prepare_ort", "prepare_runtime", "runtime_available", "prepare_cuda", "prepare_cuda_amp", "ort_available",
+           "cuda_available"]
 
 
 @dataclass

@@ -80,7 +80,8 @@ def describe_machine(info: dict[str, str] | None = None) -> str:
         parts.append(f"ISA {info['isa']}")
     if "gpu" in info:
         parts.append(f"GPU {info['gpu']}")
-    parts += [f"{k} {info[k]}" for k in ("torch", "onnxruntime", "openvino", "nncf", "timm", "python", "os") if k in info]
+    parts += [f"{k} {info[k]}" for k in ("torch", "onnxruntime", "openvino", "nncf", "timm", "python", "os")
+              if k in info]
     if "load_avg_1min" in info:
         parts.append(f"load average {info['load_avg_1min']} at start")
     return ", ".join(parts)

@@ -121,7 +121,8 @@ def test_eval_reports_fp32_and_int8_side_by_side(ft_artifact: Path, ft_fmnist_di
     metrics = json.loads(out)["metrics"]
     assert set(metrics) == {"student", "student on OpenVINO CPU int8 (NNCF PTQ)",
                             "student on ONNX Runtime CPU int8 (static QDQ)", "original",
-                            "original on OpenVINO CPU int8 (NNCF PTQ)", "original on ONNX Runtime CPU int8 (static QDQ)"}
+                            "original on OpenVINO CPU int8 (NNCF PTQ)",
+                            "original on ONNX Runtime CPU int8 (static QDQ)"}
     assert all(m["count"] == 32 for m in metrics.values())
     assert "int8 calibrated on 16 images of train" in err
 
