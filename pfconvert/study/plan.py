@@ -269,14 +269,16 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
                  img_size: int | None = None, limit_val: int | None = 2000, bn_recalib_images: int = 512,
                  reconstruct_images: int = 256, val_split: float = 0.1, batch_size: int = 64, runs: int = 10,
                  max_seconds: float = 20.0, deploy_method: str = "auto", on_step: Callable[[str], None] | None = None,
-                 notes: list[str] | None = None) -> PlanResult:
+                 notes: list[str] | None = None, int8_calib_images: int = 300) -> PlanResult:
     """:func:`plan_conversion` on real data and a real backend.
 
     Accuracy: top-1 on (a fixed subset of) the validation split carved from the training images (never the test
     split), each candidate first reconstructed (least-squares refit of the layers reading its replacements, on
     ``reconstruct_images`` training images) and its BatchNorm re-estimated (on ``bn_recalib_images`` training images).
     Latency: the backend (``cpu``: the deployed PyTorch path, ``cpu-eager``, ``ort``, ``cuda``...) at each batch size,
-    the original and every candidate in the same interleaved rounds. Other arguments as
+    the original and every candidate in the same interleaved rounds. On an int8 backend (``ort-int8``, ``ov-int8``)
+    the original and every candidate are scored as deployed: quantized on ``int8_calib_images`` training images,
+    then evaluated on the runtime (an int8 candidate is scored in int8). Other arguments as
     :func:`pfconvert.study.sensitivity_on_data`.
 
     Raises:
@@ -299,6 +301,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     batches = tools.calib_batches(reconstruct_images) if reconstruct_images else []
     label = backend_label(backend, deploy_method)
     methods: list[str] = []
+    score, calibration = _scorer(backend, tools, size, int8_calib_images, data, notes)
 
     def prepare(variant: nn.Module) -> None:
         if batches:
@@ -307,7 +310,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
 
     def time_models(models: dict[str, nn.Module]) -> dict[int, dict[str, tuple[float, str]]]:
         cfg = LatencyConfig(batch_sizes=tuple(batch_sizes), input_size=size, runs=runs, warmup=2,
-                            max_seconds=max_seconds, deploy_method=deploy_method)
+                            max_seconds=max_seconds, deploy_method=deploy_method, calibration=calibration)
         with warnings.catch_warnings():  # a deploy fallback (llga -> jit) is said once, in the backend label
             warnings.simplefilter("ignore", RuntimeWarning)
             timings = measure(models, [backend], cfg,
@@ -327,12 +330,38 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
         return result
 
     try:
-        return relabel(plan_conversion(model.eval(), rules, size, tools.top1, time_models,
+        return relabel(plan_conversion(model.eval(), rules, size, score, time_models,
                                        lambda m: count_macs(m, size).macs, backend=backend, backend_label=label,
                                        batch_sizes=batch_sizes, max_drop=max_drop, prepare=prepare, on_step=on_step))
     except NoPayoff as exc:
         relabel(exc.result)  # type: ignore[attr-defined]
         raise
+
+
+def _scorer(backend: str, tools: Any, size: tuple[int, int, int], count: int, data: str,
+            notes: list[str] | None) -> tuple[Callable[[nn.Module], float], Any]:
+    """How candidates are scored on ``backend``: PyTorch's top-1 (fp32 runtimes compute the same within 1e-4), or,
+    on an int8 backend, the top-1 of the model quantized on ``count`` training images and run on that runtime."""
+    from ..report.backends import is_int8
+
+    if not is_int8(backend):
+        return tools.top1, None
+    import torch
+
+    from ..deploy.quantize import Calibration
+    from ..deploy.runtime import deploy
+
+    if count < 1:
+        raise DataError(f"int8 calibration images must be at least 1, got {count}")
+    images = torch.cat(tools.calib_batches(count))
+    calibration = Calibration.from_tensor(images, f"{len(images)} training images of {data}")
+    if notes is not None:
+        notes.append(f"{calibration.describe()}; the original and every candidate are scored in int8 on {backend}")
+
+    def score(m: nn.Module) -> float:
+        return tools.top1(deploy(m, backend, size, calibration))
+
+    return score, calibration
 
 
 def plot_plan(result: PlanResult, path: str | Path) -> Path:
