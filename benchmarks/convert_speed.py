@@ -28,8 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, write_page  # noqa: E402
+try:
+    from ._results import add_docs_flag, write_page  # imported as benchmarks.convert_speed (tests, python -m)
+except ImportError:
+    from _results import add_docs_flag, write_page  # run as a script: its directory is sys.path[0]
 
 CASES = {"mobilenetv2_100": "maxpool", "resnet50": "r50-max", "convnext_base": "maxpool",
          "vit_base_patch16_224": "vit-max", "efficientnet_b7": "maxpool"}

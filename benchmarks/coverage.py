@@ -39,8 +39,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, write_page  # noqa: E402
+try:
+    from ._results import add_docs_flag, write_page  # imported as benchmarks.coverage (tests, python -m)
+except ImportError:
+    from _results import add_docs_flag, write_page  # run as a script: its directory is sys.path[0]
+
+
+def _residual_suite() -> Any:
+    """``benchmarks/_residual_suite.py``, imported on first use (``--suite residual``)."""
+    try:
+        from . import _residual_suite as suite  # imported as benchmarks.coverage
+    except ImportError:
+        import _residual_suite as suite  # run as a script: its directory is sys.path[0]
+    return suite
+
 
 __all__ = ["Result", "main", "probe_model", "has_depthwise", "summarize"]
 
@@ -213,7 +225,7 @@ def probe_model(name: str, paths: str = "auto", report: Any = None, suite: str =
     res = Result(name)
     ref = _runnable(name, res, paths, report, suite)
     if ref is not None and suite == "residual":
-        from _residual_suite import probe_residual
+        probe_residual = _residual_suite().probe_residual
 
         report("convert", res.path)
         try:
@@ -529,9 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp = f"wall time {wall:.0f}s, {args.jobs} worker(s), {args.threads} thread(s) each, timeout {args.timeout:.0f}s"
     body = f"```text\n{summary}\n```"
     if args.suite == "residual":
-        from _residual_suite import RULES, family_table
-
-        body += "\n\nPer family (timm module) and rule, over the models converted:\n\n" + family_table(
+        suite = _residual_suite()
+        body += "\n\nPer family (timm module) and rule, over the models converted:\n\n" + suite.family_table(
             results, _families())
     print(f"{body}\n\n{stamp}")
     if args.write_docs:
@@ -540,8 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         machine = f"{describe_machine(machine_info(args.threads))}, {stamp}"
         if args.suite == "residual":
             write_page("coverage-residual", "Coverage over timm: every model with a dense or grouped k x k conv in a "
-                       f"residual branch, converted with {', '.join(RULES)}", body, machine,
-                       (sys.modules["_residual_suite"].__doc__ or "").split("\n\n", 1)[1])
+                       f"residual branch, converted with {', '.join(suite.RULES)}", body, machine,
+                       (suite.__doc__ or "").split("\n\n", 1)[1])
         else:
             write_page("coverage", "Coverage over timm: every model with a depthwise conv, converted with maxpool",
                        body, machine)

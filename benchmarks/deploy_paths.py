@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -24,8 +23,10 @@ from pfconvert.deploy import optimize_for_cpu
 from pfconvert.report.latency import LatencyConfig, median_ms, time_rounds, torch_threads
 from pfconvert.report.machine import describe_machine, machine_info
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, int_list, write_page  # noqa: E402
+try:
+    from ._results import add_docs_flag, int_list, write_page  # imported as benchmarks.deploy_paths (tests, python -m)
+except ImportError:
+    from _results import add_docs_flag, int_list, write_page  # run as a script: its directory is sys.path[0]
 
 RULES = {"mobilenetv2_100": "maxpool", "efficientnet_lite0": "maxpool", "resnet50": "r50-max"}
 

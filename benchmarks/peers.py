@@ -54,8 +54,10 @@ from pfconvert.report.counting import count_macs
 from pfconvert.report.latency import LatencyConfig, measure, median_ms
 from pfconvert.report.machine import describe_machine, machine_info
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, int_list, write_page  # noqa: E402
+try:
+    from ._results import add_docs_flag, int_list, write_page  # imported as benchmarks.peers (tests, python -m)
+except ImportError:
+    from _results import add_docs_flag, int_list, write_page  # run as a script: its directory is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {"resnet26": ["r50-max", "r50-hybrid"], "resnet50": ["r50-max", "r50-hybrid"],
@@ -432,7 +434,7 @@ class Accuracy:
         torch.manual_seed(0)
         result = run_finetune(student, self.load_original(), self.recipe(images, 0), out, data_cfg=self.data_cfg,
                               overwrite=True, export=lambda m, _d: (save_weights(m, best), best)[1])
-        ft = result.as_dict()
+        ft = result.to_dict()
         from safetensors.torch import load_file
 
         student.load_state_dict(load_file(str(best)))
@@ -621,7 +623,7 @@ NOTES = """## Notes
   could do better than this baseline, and so could a longer fine-tune of any student.
 - Composition, as a recipe (what ``r50-hybrid+prune`` is)::
 
-      import pfconvert, sys; sys.path.insert(0, "benchmarks"); from peers import prune
+      import pfconvert; from benchmarks.peers import prune  # from the repository root
       model, record = pfconvert.convert("resnet26", "r50-hybrid", checkpoint="original.safetensors",
                                         input_size=(3, 32, 32), num_classes=10)
       # optional: pfconvert.recover.refit.reconstruct(model, original, calibration_batches) first

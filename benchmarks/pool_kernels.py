@@ -19,7 +19,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +29,10 @@ from pfconvert.ops.kernels import native
 from pfconvert.report.latency import LatencyConfig, median_ms, time_rounds, torch_threads
 from pfconvert.report.machine import describe_machine, machine_info
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, int_list, write_page  # noqa: E402
+try:
+    from ._results import add_docs_flag, int_list, write_page  # imported as benchmarks.pool_kernels (tests, python -m)
+except ImportError:
+    from _results import add_docs_flag, int_list, write_page  # run as a script: its directory is sys.path[0]
 
 Layer = tuple[int, int, int, int, int, int]  # channels, height, width, kernel, stride, padding
 

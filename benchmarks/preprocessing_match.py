@@ -33,8 +33,10 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, write_page  # noqa: E402
+try:
+    from ._results import add_docs_flag, write_page  # imported as benchmarks.preprocessing_match (tests, python -m)
+except ImportError:
+    from _results import add_docs_flag, write_page  # run as a script: its directory is sys.path[0]
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -36,8 +36,10 @@ from pfconvert.report.latency import LatencyConfig, measure, median_ms
 from pfconvert.report.machine import describe_machine, machine_info
 from pfconvert.report.report import SLOWER, compare_timings
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, int_list, write_page  # noqa: E402
+try:
+    from ._results import add_docs_flag, int_list, write_page  # imported as benchmarks.speed (tests, python -m)
+except ImportError:
+    from _results import add_docs_flag, int_list, write_page  # run as a script: its directory is sys.path[0]
 
 CASES = {"mobilenetv2_100": ["maxpool", "dw-hybrid", "identity"],
          "efficientnet_lite0": ["maxpool", "dw-hybrid", "identity"], "resnet50": ["r50-max", "r50-hybrid"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -10,11 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_SYSTEM = Path(os.environ.get("PFCONVERT_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+"""Where ``--data fashion-mnist`` reads the full set (the library's ``FASHION_MNIST_DIR``: Debian's
+dataset-fashion-mnist, or ``$PFCONVERT_FASHION_MNIST``; .ci/run points it at a missing folder to prove the fallback)."""
 FASHION_MNIST_SAMPLE = Path(__file__).resolve().parent / "data" / "fashion-mnist"
 FASHION_MNIST = FASHION_MNIST_SYSTEM if FASHION_MNIST_SYSTEM.is_dir() else FASHION_MNIST_SAMPLE
 """Real Fashion-MNIST: the full set where Debian's dataset-fashion-mnist is installed, else the committed sample
-(600 training and 200 test images; licence in tests/data/fashion-mnist/README.md)."""
+(600 training and 200 test images; licence in tests/data/fashion-mnist/README.md). No test needs the full set: tests
+pass this folder as ``--data`` instead of the ``fashion-mnist`` shortcut."""
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:

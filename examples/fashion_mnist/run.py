@@ -197,7 +197,7 @@ def train_original(pipe: Pipeline, data: str, budget: Budget, out: Path, retrain
         out / "original-run", data_cfg=resolve_data_config(model, input_size=(3, pipe.img_size, pipe.img_size)),
         overwrite=True,
         reporter=RichReporter(), export=lambda m, _d: (save_weights(m, weights), weights)[1])
-    run = {**result.as_dict(), "example_recipe": recipe}
+    run = {**result.to_dict(), "example_recipe": recipe}
     summary.write_text(json.dumps(run, indent=2))
     return weights, run, True
 

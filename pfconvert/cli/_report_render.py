@@ -30,6 +30,9 @@ def counts_table(report: Report) -> Table:
         table.add_row(f"peak memory, batch {bs}", human(a, "B"), human(b, "B"), change(a, b))
     if o.accuracy is not None and c.accuracy is not None:
         table.add_row("top-1", f"{o.accuracy:.2f}", f"{c.accuracy:.2f}", f"{c.accuracy - o.accuracy:+.2f}")
+    for label, top1 in report.accuracy.items():
+        a, b = top1["original"], top1["converted"]
+        table.add_row(f"top-1, {label}", f"{a:.2f}", f"{b:.2f}", f"{b - a:+.2f}")
     table.caption = report.convention
     table.caption_justify = "left"
     return table
@@ -73,6 +76,8 @@ def render_report(report: Report) -> RenderableType:
     parts: list[RenderableType] = [counts_table(report), Text(report.memory_note, style="dim")]
     if report.latency:
         parts.append(latency_table(report))
+    for line in report.deployed_lines():
+        parts.append(Text(line, style="bold"))
     slow = report.slowdowns()
     if slow:
         where = ", ".join(f"{r.backend_label} batch {r.batch_size}" for r in slow)

@@ -34,7 +34,9 @@ def main() -> None:
     except PfconvertError as exc:
         if os.environ.get("PFCONVERT_DEBUG"):
             raise
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("Interrupted.")

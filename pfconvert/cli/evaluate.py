@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 __all__ = ["eval_command", "eval_table"]
 
+RUNTIMES = ("ort", "ort-int8", "ov", "ov-int8")  # pfconvert.deploy.runtime.RUNTIMES, named here without importing torch
+
 
 @app.command("eval")
 def eval_command(
@@ -39,19 +41,28 @@ def eval_command(
     val_split: Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.99, help="Share of the training "
                                                        "images that is the val split (default: the fine-tune's, else "
                                                        "0.1).", show_default=False)] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="Also evaluate the model(s) as deployed on "
+                                                   "these runtimes, comma-separated: ort, ort-int8, ov, ov-int8 "
+                                                   "(top-1 of the deployed model, next to PyTorch's).",
+                                                   show_default=False)] = None,
+    calib_images: Annotated[int, typer.Option("--calib-images", min=1, help="int8 backends: training images that "
+                                              "calibrate the quantization.")] = 300,
     json_out: o.JsonOpt = False,
 ) -> None:
     """Evaluate the artifact's model (fine-tuned weights when present): top-1, top-5 and loss, on the test split by
-    default, with the images fed as the model was fine-tuned (else as recorded at conversion)."""
+    default, with the images fed as the model was fine-tuned (else as recorded at conversion). With --backend, also
+    the model as deployed on each runtime (int8 ones calibrated on --calib-images training images)."""
     from ..recover.dist import env_rank
     from ..recover.finetune.api import evaluate_artifact
     from .progress import RichPhases
+
+    deploy = _deployer(backend, data, calib_images, val_split) if backend else None
 
     report = evaluate_artifact(artifact, data, split=split, weights=weights, batch_size=batch_size,
                                img_size=img_size, limit=limit, workers=workers, device=device, original=original,
                                val_split=val_split, progress=RichPhases(err_console, quiet=env_rank() != 0),
                                on_note=(lambda line: err_console.print(line, highlight=False)) if env_rank() == 0
-                               else None)
+                               else None, deploy=deploy)
     if env_rank() != 0:  # under torchrun every process evaluates a shard; rank 0 prints the total
         return
     if json_out:
@@ -68,7 +79,49 @@ def eval_table(report: EvalReport) -> Table:
     for column in ("model", "weights", "top-1 %", "top-5 %", "loss", "images"):
         table.add_column(column, justify="left" if column in ("model", "weights") else "right")
     for name, metrics in report.metrics.items():
-        weights = report.weights if name == "student" else "original weights"
+        weights = report.weights if name.startswith("student") else "original weights"
         table.add_row(name, weights, f"{metrics.top1:.2f}", f"{metrics.top5:.2f}", f"{metrics.loss:.4f}",
                       str(metrics.count))
     return table
+
+
+def _deployer(backends: str, data: str, calib_images: int, val_split: float | None) -> object:
+    """``evaluate_artifact``'s ``deploy`` hook for ``--backend``: checks the names (and that the runtimes are
+    installed) now, deploys each model when called, int8 ones calibrated on training images of ``data``."""
+    from ..errors import PfconvertError
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    for name in names:
+        if name not in RUNTIMES:
+            raise PfconvertError(f"--backend {name!r}: eval deploys on {', '.join(RUNTIMES)} (without --backend it "
+                                 "evaluates the PyTorch model)")
+    from ..deploy._deps import require
+
+    for name in names:
+        require("onnxruntime" if name.startswith("ort") else "openvino", f"--backend {name}")
+        if name == "ov-int8":
+            require("nncf", "--backend ov-int8")
+    calibrations: dict[tuple[int, int, int], object] = {}
+
+    def deploy(model_name: str, model: object, data_cfg: object) -> list[tuple[str, object]]:
+        from ..data.calibration import calibration_images
+        from ..deploy.quantize import Calibration
+        from ..deploy.runtime import deploy as deploy_on, is_int8
+
+        size = data_cfg.input_size  # type: ignore[attr-defined]
+        calibration = None
+        if any(is_int8(n) for n in names):
+            if size not in calibrations:
+                images, source = calibration_images(data, data_cfg, calib_images,  # type: ignore[arg-type]
+                                                    val_split=0.1 if val_split is None else val_split)
+                calibrations[size] = Calibration.from_tensor(images, source)
+                err_console.print(calibrations[size].describe(), highlight=False)  # type: ignore[attr-defined]
+            calibration = calibrations[size]
+        out = []
+        for name in names:
+            with err_console.status(f"deploying the {model_name} model on {name}..."):
+                deployed = deploy_on(model, name, size, calibration)  # type: ignore[arg-type]
+            out.append((deployed.label, deployed))
+        return out
+
+    return deploy

@@ -1,4 +1,5 @@
-"""``pfconvert export``: write an artifact's model as ONNX and check it against PyTorch with ONNX Runtime."""
+"""``pfconvert export``: write an artifact's model as ONNX (checked against PyTorch with ONNX Runtime) or OpenVINO IR
+(fp32 checked numerically; ``--int8`` quantized by NNCF on images of ``--data`` and checked by top-1 agreement)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,19 @@ EXPORTERS = ("dynamo", "torchscript", "auto")  # pfconvert.deploy.onnx.EXPORTERS
 @app.command("export")
 def export_cmd(
     artifact: o.ArtifactArg,
-    format: Annotated[str, typer.Option("--format", "-f", help="Output format (onnx).")] = "onnx",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default: ARTIFACT/model.onnx).")]
-    = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="Output format: onnx, or openvino (IR .xml + .bin; "
+                                        "needs pip install 'pfconvert[openvino]').")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default: ARTIFACT/model.onnx, "
+                                                "ARTIFACT/model.xml or ARTIFACT/model-int8.xml).")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="openvino: quantize to int8 with NNCF, calibrated on --data "
+                                       "(random inputs without it: the int8 accuracy is then unknown).")] = False,
+    data: Annotated[Optional[str], typer.Option("--data", help="--int8: calibration images (training split) and "
+                                                "check images (validation split) of this dataset.")] = None,
+    calib_images: Annotated[int, typer.Option(min=1, help="--int8: calibration images.")] = 300,
+    check_images: Annotated[int, typer.Option(min=1, help="--int8: validation images the int8 top-1 is checked "
+                                              "on.")] = 200,
+    min_agreement: Annotated[float, typer.Option(min=0.0, max=1.0, help="--int8: share of the check images on which "
+                                                 "the int8 and PyTorch top-1 must agree.")] = 0.9,
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset version.")] = 18,
     dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic.")] = False,
     exporter: Annotated[str, typer.Option(help=f"torch.onnx exporter: {', '.join(EXPORTERS)}.")] = "dynamo",
@@ -35,16 +46,34 @@ def export_cmd(
     as_json: o.JsonOpt = False,
 ) -> None:
     """Export ARTIFACT's model to ONNX, then run ONNX Runtime and PyTorch on the same input and compare."""
-    if format.lower() != "onnx":
-        raise PfconvertError(f"--format {format!r} is not supported; the supported format is onnx")
+    kind = format.lower()
+    if kind not in ("onnx", "openvino"):
+        raise PfconvertError(f"--format {format!r} is not supported; choose onnx or openvino")
+    if kind == "onnx" and (int8 or data is not None):
+        raise PfconvertError("--int8 and --data apply to --format openvino; drop them, or pass --format openvino")
+    if kind == "openvino" and data is not None and not int8:
+        raise PfconvertError("--data calibrates an int8 export; add --int8, or drop --data")
+    if kind == "openvino":
+        from ..deploy._deps import require
+
+        require("openvino", "--format openvino")
+        if int8:
+            require("nncf", "--format openvino --int8")
     from ..conversion.artifact import artifact_data_config, load_artifact
-    from ..deploy.onnx import export_onnx
 
     art = load_artifact(artifact, weights=weights)
-    target = out or art.path / "model.onnx"
+    default_name = {"onnx": "model.onnx", "openvino": "model-int8.xml" if int8 else "model.xml"}[kind]
+    target = out or art.path / default_name
     trained = art.weights_file.name != "model.safetensors"  # fine-tuned weights: fed as fine-tuned
     data_cfg, origin = artifact_data_config(art.path, art.recipe, art.model, trained=trained)
     err_console.print(f"input: {data_cfg.describe()} ({origin})", highlight=False)
+    if kind == "openvino":
+        _export_openvino(art, target, data_cfg, int8=int8, data=data, calib_images=calib_images,
+                         check_images=check_images, min_agreement=min_agreement, dynamic_batch=dynamic_batch,
+                         tolerance=tolerance, check=check, overwrite=overwrite, as_json=as_json)
+        return
+    from ..deploy.onnx import export_onnx
+
     with err_console.status(f"exporting {art.recipe.model} to {target}, then checking it with ONNX Runtime..."):
         result = export_onnx(art.model, target, data_cfg.input_size, opset=opset,
                              dynamic_batch=dynamic_batch, exporter=exporter, check=check, tolerance=tolerance,
@@ -59,3 +88,51 @@ def export_cmd(
                   if result.max_abs_diff is not None else "not checked (--no-check)")
     out_console.print(f"{result.path}\t{result.size_bytes / 1e6:.1f} MB\topset {result.opset}\t"
                       f"{result.exporter} exporter\t{check_text}", highlight=False, soft_wrap=True)
+
+
+def _export_openvino(art: object, target: Path, data_cfg: object, *, int8: bool, data: str | None,
+                     calib_images: int, check_images: int, min_agreement: float, dynamic_batch: bool,
+                     tolerance: float, check: bool, overwrite: bool, as_json: bool) -> None:
+    """``--format openvino``: calibration and check images from ``data``, export, check, print."""
+    from ..deploy.openvino import export_openvino
+    from ..deploy.quantize import Calibration
+
+    calibration = check_inputs = None
+    check_source = ""
+    if int8 and data is not None:
+        from ..data.calibration import calibration_images
+
+        with err_console.status(f"reading {calib_images} calibration and {check_images} check images..."):
+            images, source = calibration_images(data, data_cfg, calib_images, split="train")  # type: ignore[arg-type]
+            calibration = Calibration.from_tensor(images, source)
+            check_inputs, check_source = calibration_images(data, data_cfg, check_images,  # type: ignore[arg-type]
+                                                            split="val")
+        err_console.print(calibration.describe(), highlight=False)
+    elif int8:
+        err_console.print("no --data: int8 calibrated on random inputs; the int8 accuracy is unknown (pass --data to "
+                          "calibrate on your images)", highlight=False)
+    what = "quantizing with NNCF, " if int8 else ""
+    model_name = art.recipe.model  # type: ignore[attr-defined]
+    with err_console.status(f"exporting {model_name} to {target}, {what}then checking it with OpenVINO..."):
+        result = export_openvino(art.model, target, data_cfg.input_size, int8=int8,  # type: ignore[attr-defined]
+                                 calibration=calibration, check_inputs=check_inputs, check_source=check_source,
+                                 check=check, tolerance=tolerance, min_agreement=min_agreement,
+                                 dynamic_batch=dynamic_batch, overwrite=overwrite)
+    if as_json:
+        out_console.print_json(json.dumps({
+            "path": str(result.xml), "bin": str(result.bin), "format": "openvino", "int8": result.int8,
+            "dynamic_batch": dynamic_batch, "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,
+            "top1_agreement": result.agreement, "min_agreement": result.min_agreement,
+            "check_images": result.check_images, "check_source": result.check_source,
+            "calibration": result.calibration, "calibration_synthetic": result.calibration_synthetic,
+            "size_bytes": result.size_bytes}))
+        return
+    if not check:
+        check_text = "not checked (--no-check)"
+    elif result.int8:
+        check_text = (f"int8 top-1 agrees with PyTorch on {result.agreement:.1%} of {result.check_source}"
+                      + (f" (minimum {result.min_agreement:.0%})" if result.min_agreement is not None else ""))
+    else:
+        check_text = f"max abs diff vs PyTorch {result.max_abs_diff:.2e} (tolerance {result.tolerance:g})"
+    out_console.print(f"{result.xml}\t{result.size_bytes / 1e6:.1f} MB\t{'int8 (NNCF)' if result.int8 else 'fp32'}\t"
+                      f"{check_text}", highlight=False, soft_wrap=True)

@@ -81,7 +81,8 @@ def plan_cmd(
     model: o.ModelArg,
     data: Annotated[str, typer.Option(help="ImageFolder dir (train/, val/), IDX dir, or 'fashion-mnist'.")],
     backend: Annotated[str, typer.Option(help="Where the latency counts: cpu (deployed PyTorch), cpu-eager, ort, "
-                                              "cuda, cuda-amp.")] = "cpu",
+                                              "ort-int8, ov, ov-int8 (OpenVINO), cuda, cuda-amp. On an int8 backend "
+                                              "the candidates are scored in int8.")] = "cpu",
     rule: Annotated[Optional[list[str]], typer.Option("--rule", "-r", help="Candidate rule (repeatable; default: "
                                                       + ", ".join(DEFAULT_RULES) + ").")] = None,
     max_drop: Annotated[float, typer.Option(min=0.0, help="Top-1 points the chosen conversion may cost.")] = 1.0,
@@ -110,6 +111,8 @@ def plan_cmd(
     reconstruct_images: Annotated[int, typer.Option(min=0, help="Refit the layers reading each replacement on N "
                                                                 "training images (0: off).")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 64,
+    calib_images: Annotated[int, typer.Option(min=1, help="int8 backends: training images that calibrate the "
+                                              "quantization of the original and of each candidate.")] = 300,
     runs: Annotated[int, typer.Option(min=3, help="Interleaved timing rounds per batch size.")] = 10,
     max_seconds: Annotated[float, typer.Option(min=1.0, help="Time budget of the rounds of one batch size.")] = 20.0,
     retime_passes: Annotated[int, typer.Option(min=0, help="At most N extra timing passes of the close calls (verdicts "
@@ -147,6 +150,9 @@ def plan_cmd(
     from ._render import source_line
 
     if backend not in list_backends():
+        from ..report.backends import get_backend
+
+        get_backend(backend)  # says why (an unknown name, or the package to install)
         raise RuleError(f"backend '{backend}' is not available here; choose one of {', '.join(list_backends())}")
     candidates = [load_rules(r) for r in (rule or DEFAULT_RULES)]
     original, source = build_model(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
@@ -161,9 +167,9 @@ def plan_cmd(
                                   data_cfg=data_cfg, img_size=img_size, limit_val=limit_val,
                                   calib_images=bn_recalib_images, reconstruct_images=reconstruct_images,
                                   val_split=val_split, batch_size=batch_size, runs=runs, max_seconds=max_seconds,
-                                  notes=notes, on_step=lambda text: _step(status, notes, text), shrink=shrink,
-                                  retime_passes=retime_passes, retime_seconds=retime_seconds,
-                                  prune_ratios=ratios, prune_round_to=prune_round_to)
+                                  notes=notes, on_step=lambda text: _step(status, notes, text),
+                                  int8_calib_images=calib_images, shrink=shrink, retime_passes=retime_passes,
+                                  retime_seconds=retime_seconds, prune_ratios=ratios, prune_round_to=prune_round_to)
         except NoPayoff as exc:
             failure, result = exc, exc.result  # type: ignore[attr-defined]
     for name, why in result.skipped.items():

@@ -42,6 +42,13 @@ def report_cmd(
     = None,
     accuracy_converted: Annotated[Optional[float], typer.Option(help="Known top-1 of the converted model.")] = None,
     memory: Annotated[bool, typer.Option(help="Measure peak memory.")] = True,
+    int8: Annotated[bool, typer.Option("--int8", help="Also time the int8 backends (ort-int8, and ov-int8 where "
+                                       "OpenVINO is installed) when --backends is not given.")] = False,
+    data: Annotated[Optional[str], typer.Option("--data", help="Calibrate the int8 backends on training images of "
+                                                "this dataset and measure top-1 of both models in PyTorch (fp32) "
+                                                "and on each int8 backend, side by side.", show_default=False)] = None,
+    calib_images: Annotated[int, typer.Option(min=1, help="--data: training images that calibrate int8.")] = 300,
+    eval_images: Annotated[int, typer.Option(min=1, help="--data: test images the top-1 is measured on.")] = 1000,
     as_json: o.JsonOpt = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown on stdout instead of tables.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Also write a PNG plot to this file.")] = None,
@@ -70,11 +77,17 @@ def report_cmd(
         pair = resolve_pair(original, converted, rule, kwargs)
         if pair.note and size is None:
             err_console.print(pair.note, highlight=False)
+        run_size = size or pair.input_size or model_input_size(pair.original)
+        calibration, accuracy = None, None
+        if data is not None:
+            calibration, accuracy = _data_accuracy(pair, data, run_size, chosen, int8, calib_images, eval_images,
+                                                   threads, status)
         result = run_report(pair.original, pair.converted, names=pair.names,
-                            input_size=size or pair.input_size or model_input_size(pair.original), batch_sizes=sizes,
+                            input_size=run_size, batch_sizes=sizes,
                             backends=chosen, runs=runs, warmup=warmup, threads=threads, max_seconds=max_seconds,
                             deploy_method=deploy, accuracies=(accuracy_original, accuracy_converted), memory=memory,
-                            progress=lambda text: status.update(f"measuring: {text}..."))
+                            progress=lambda text: status.update(f"measuring: {text}..."), int8=int8,
+                            calibration=calibration, accuracy=accuracy)
     if as_json:
         typer.echo(result.to_json())
     elif markdown:
@@ -87,3 +100,27 @@ def report_cmd(
         from ..report.plot import plot_report
 
         err_console.print(f"wrote {plot_report(result, plot, overwrite=overwrite)}", highlight=False)
+
+
+def _data_accuracy(pair: object, data: str, size: tuple[int, int, int], chosen: list[str] | None, int8: bool,
+                   calib_images: int, eval_images: int, threads: int | None,
+                   status: object) -> tuple[object, dict[str, dict[str, float]]]:
+    """``--data``: the calibration of the int8 backends (training images, fed as the models are) and the top-1 of
+    both models in PyTorch and on each int8 backend timed, on ``eval_images`` test images."""
+    from ..data.config import resolve_data_config
+    from ..report.backends import default_backends, is_int8
+    from ..study.deployed import accuracy_on_runtimes, data_calibration
+
+    cfg = pair.data_config  # type: ignore[attr-defined]
+    if cfg is None:
+        cfg = resolve_data_config(pair.original, input_size=size)  # type: ignore[attr-defined]
+    elif tuple(cfg.input_size) != tuple(size):
+        cfg = cfg.with_size(size[1], size[2])
+    status.update(f"reading {calib_images} calibration images...")  # type: ignore[attr-defined]
+    calibration = data_calibration(data, cfg, calib_images)
+    runtimes = [b for b in (chosen if chosen is not None else default_backends(int8=int8)) if is_int8(b)]
+    models = {"original": pair.original, "converted": pair.converted}  # type: ignore[attr-defined]
+    accuracy = accuracy_on_runtimes(models, runtimes, data, cfg, limit=eval_images, calibration=calibration,
+                                    threads=threads,
+                                    on_step=lambda text: status.update(f"{text}..."))  # type: ignore[attr-defined]
+    return calibration, accuracy

@@ -4,13 +4,14 @@ Layout of ``OUT/``:
 
 - ``recipe.json``: timm model name and kwargs, where the weights came from, the data config (input size, resize,
   crop, mean and std: what every later command feeds the model), the rule text and its hash, package versions, the
-  replaced layers.
+  replaced layers (each with the ops it was built from and their versions).
 - ``model.safetensors``: the converted model's state dict.
 - ``original-removed.safetensors``: the original state of the replaced/absorbed layers, so that the original model
   (the fine-tuning teacher) is rebuilt exactly: untouched layers come from ``model.safetensors``.
 - ``finetuned.safetensors``: written by ``pfconvert finetune``; :func:`load` prefers it.
 
-:func:`load` rebuilds the model with ``timm.create_model``, replays the rules, and loads the weights strictly.
+:func:`load` rebuilds the model with ``timm.create_model``, replays the rules, and loads the weights strictly. An op
+whose version changed since the artifact was made is migrated or refused (:mod:`pfconvert.conversion.versions`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from torch import nn
 from .._files import atomic_write, ensure_writable, exclusive, write_text
 from ..data.config import DataConfig, resolve_data_config
 from ..errors import ArtifactError, CheckpointError, DataError, PfconvertError, one_line
-from ..rules.loading import parse_rules, rule_sha256
+from ..rules.loading import rule_sha256
 from .models import create_model, file_sha256, load_weights
 from .rewrite import convert
+from .versions import replay_rules
 
 __all__ = [
     "RECIPE_FILE", "WEIGHTS_FILE", "REMOVED_FILE", "FINETUNED_FILE", "RUN_FILES", "Recipe", "Artifact",
@@ -186,7 +188,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def save(model: nn.Module, record: Any, out: str | Path, overwrite: bool = False) -> Path:
-    """Write a converted model and its :class:`~pfconvert.convert.ConversionRecord` as an artifact directory.
+    """Write a converted model and its :class:`~pfconvert.conversion.rewrite.ConversionRecord` as an artifact directory.
 
     Raises:
         ArtifactError: ``out`` exists and is not empty (pass ``overwrite=True``), or the model has no timm name to
@@ -234,7 +236,7 @@ def _rebuild(recipe: Recipe, where: Path) -> nn.Module:
     if not recipe.model:
         raise ArtifactError(f"{where}: the recipe names no timm model to rebuild")
     model = create_model(recipe.model, **recipe.model_kwargs)
-    rules = parse_rules(recipe.rule_text, source=f"{where / RECIPE_FILE} (rule '{recipe.rule_name}')")
+    rules = replay_rules(recipe, where, source=f"{where / RECIPE_FILE} (rule '{recipe.rule_name}')")  # ops checked
     model, record = convert(model, rules, input_size=recipe.input_size, inplace=True, verify=False, allow_empty=True,
                             prune=False)
     if recipe.pruning is not None:  # the recorded shapes, not a new magnitude pruning of random weights

@@ -28,6 +28,7 @@ from ..ops.shrink import geometry_note
 from ..rules.loading import LoadedRules, load_rules
 from .models import ModelSource, build_model
 from .models import input_size as model_input_size
+from .versions import op_versions
 
 __all__ = ["Replacement", "ConversionRecord", "match_rules", "preview", "build_op", "apply_matches", "convert",
            "convert_pair"]
@@ -43,6 +44,8 @@ class Replacement:
     new: str
     absorbed: list[str] = field(default_factory=list)
     params_removed: int = 0
+    ops: dict[str, int] = field(default_factory=dict)
+    """The ops it was built from and their versions (``{"sequence": 1, "avg_pool": 1, "keep": 1}``)."""
     note: str = ""
     """What the replacement amounts to on the layer's traced input map, when worth saying (a pool that is an
     identity there, the taps a shrunk conv kept); see :func:`pfconvert.ops.shrink.geometry_note`."""
@@ -157,7 +160,7 @@ def _prepare(match: Match, model: nn.Module, flow: Dataflow) -> tuple[nn.Module,
     removed += sum(count_params(model.get_submodule(path)) for path in match.absorbed)
     shapes = [c.input_shape for c in flow.calls_of(site.path) or [site.call] if c.input_shape is not None]
     return op, Replacement(site.path, match.rule.name, site.describe(), describe_op(op), list(match.absorbed), removed,
-                           geometry_note(op, shapes) if site.kind == "conv2d" else "")
+                           op_versions(match.rule.replace), geometry_note(op, shapes) if site.kind == "conv2d" else "")
 
 
 def _check_branches(prepared: list[tuple[Match, nn.Module]], flow: Dataflow) -> None:

@@ -16,4 +16,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "read_idx": ".idx",
     "eval_loader": ".loaders",
     "build_transforms": ".transforms",
+    "calibration_images": ".calibration",
 })

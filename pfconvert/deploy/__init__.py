@@ -1,5 +1,7 @@
 """Deployment: fast CPU inference in PyTorch (:mod:`.methods`, the registry of deploy methods; :mod:`.cpu`, their
-builders; :mod:`.fold`, graph-free transforms) and ONNX export checked against PyTorch (:mod:`.onnx`)."""
+builders; :mod:`.fold`, graph-free transforms), ONNX export checked against PyTorch (:mod:`.onnx`), and the CPU
+inference runtimes users deploy on: ONNX Runtime and OpenVINO, fp32 or int8 (:mod:`.runtime`, :mod:`.openvino`,
+:mod:`.quantize`)."""
 
 from __future__ import annotations
 
@@ -18,4 +20,11 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "separate_pools": ".fold",
     "export_onnx": ".onnx",
     "check_onnx": ".onnx",
+    "deploy": ".runtime",
+    "build_runtime": ".runtime",
+    "RUNTIMES": ".runtime",
+    "export_openvino": ".openvino",
+    "Calibration": ".quantize",
+    "synthetic_calibration": ".quantize",
+    "quantize_ort": ".quantize",
 })

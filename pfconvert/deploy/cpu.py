@@ -40,7 +40,7 @@ Paths (``method``; a registry: :func:`register_method`, :func:`list_methods`):
   the fusion pass fails on), else ``jit``, else ``compile`` where a C++ compiler exists, else ``eager``.
 
 The deployed model computes what the eager model computes (up to float rounding from the folding): see
-``tests/test_deploy.py``. It is for inference only.
+``tests/integration/test_deploy.py``. It is for inference only.
 """
 
 from __future__ import annotations

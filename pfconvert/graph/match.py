@@ -1,7 +1,9 @@
 """Find the layers a rule set targets: module type and attribute predicates, never string patterns on code.
 
 Candidates are the modules that ran in a traced forward (see :mod:`pfconvert.graph.dataflow`), in call order. Each candidate
-is claimed by the first rule whose ``match`` holds; ``every_nth`` then thins each rule's matches.
+is claimed by the first rule whose ``match`` holds; ``every_nth`` then thins each rule's matches. What each ``match:``
+key tests is its predicate's (:mod:`pfconvert.rules.predicates`): this module gives them the :class:`Site` and the
+model's :class:`Layout`.
 
 Stages and blocks are read from qualified names: ``layer1.0`` (ResNet) is stage 0 block 0; ``stages.2.blocks.1`` and
 ``blocks.2.1`` (EfficientNet) are stage 2 block 1, as is ``s3.b2`` (RegNet, 1-based); ``blocks.5.attn`` (ViT, no stages) is stage 0 block 5.
@@ -9,7 +11,6 @@ Stages and blocks are read from qualified names: ``layer1.0`` (ResNet) is stage 
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,9 +23,9 @@ from .modules import is_activation, is_norm
 from .residual import BranchInfo, branch_info
 
 if TYPE_CHECKING:
-    from ..rules.schema import MatchSpec, Rule, RuleSet
+    from ..rules.schema import Rule, RuleSet
 
-__all__ = ["Site", "Match", "find_matches", "stage_block", "block_path", "site_kind"]
+__all__ = ["Site", "Match", "Layout", "find_matches", "stage_block", "block_path", "site_kind"]
 
 _LAYER_RE = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)(?:\.|$)")
 _REGNET_RE = re.compile(r"(?:^|\.)s(\d+)\.b(\d+)(?:\.|$)")  # timm RegNet: s1.b1 (1-based)
@@ -146,45 +147,6 @@ def _norm_channels(module: nn.Module) -> int | None:
     return shape[0] if isinstance(shape, (tuple, list)) and len(shape) == 1 else None
 
 
-def _globs(value: str, patterns: list[str] | None) -> bool:
-    return patterns is None or any(fnmatch.fnmatchcase(value, p) for p in patterns)
-
-
-def _holds(spec: MatchSpec, site: Site, block_counts: dict[str, int]) -> bool:
-    """Whether every field given in ``spec`` holds for ``site``."""
-    if spec.op != site.kind:
-        return False
-    if not _globs(site.path, spec.path) or not _globs(site.parent_type, spec.parent):
-        return False
-    if spec.exclude and any(fnmatch.fnmatchcase(site.path, p) for p in spec.exclude):
-        return False
-    if spec.path_regex is not None and re.search(spec.path_regex, site.path) is None:
-        return False
-    if spec.stages is not None and site.stage not in spec.stages:
-        return False
-    if spec.residual is not None and site.branch.residual != spec.residual:
-        return False
-    if spec.branch_role is not None and not site.branch.roles.intersection(spec.branch_role):
-        return False
-    if spec.blocks is not None:
-        _, _, prefix = stage_block(site.path)
-        n = block_counts.get(prefix or "", 0)
-        if site.block is None or not any(site.block == (b if b >= 0 else n + b) for b in spec.blocks):
-            return False
-    g = site.geometry
-    if g is None:
-        return True
-    checks = [
-        spec.depthwise is None or (g.depthwise if spec.depthwise else g.dense),
-        spec.groups is None or any(kind == "any" or getattr(g, kind) for kind in spec.groups),
-        spec.kernel_size is None or (g.kernel[0] == g.kernel[1] and g.kernel[0] in spec.kernel_size),
-        spec.stride is None or (g.stride[0] == g.stride[1] and g.stride[0] in spec.stride),
-        spec.dilation is None or (g.dilation[0] == g.dilation[1] and g.dilation[0] in spec.dilation),
-        spec.same_channels is None or (g.in_channels == g.out_channels) == spec.same_channels,
-    ]
-    return all(checks)
-
-
 def site_kind(module: nn.Module) -> str | None:
     """The kind of site a module is: ``conv2d``, ``attention``, or None (never replaced)."""
     if conv_geometry(module) is not None:
@@ -192,19 +154,38 @@ def site_kind(module: nn.Module) -> str | None:
     return "attention" if _is_attention(module) else None
 
 
-def _block_counts(model: nn.Module) -> dict[str, int]:
-    counts: dict[str, set[int]] = {}
-    for name, _ in model.named_modules():
-        _, block, prefix = stage_block(name)
-        if prefix is not None and block is not None:
-            counts.setdefault(prefix, set()).add(block)
-    return {p: max(b) + 1 for p, b in counts.items()}
+@dataclass(frozen=True)
+class Layout:
+    """The model's stages and blocks, for predicates that count from the end (``stages: -1``, ``blocks: -1``)."""
+
+    stage_count: int = 0
+    """Number of stages (the largest stage index read from any module path, plus one)."""
+    block_counts: dict[str, int] = field(default_factory=dict)
+    """Stage prefix (``layer2``, ``stages.1``) -> number of blocks in that stage."""
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Layout:
+        """Read from the model's module names."""
+        counts: dict[str, set[int]] = {}
+        stages: set[int] = set()
+        for name, _ in model.named_modules():
+            stage, block, prefix = stage_block(name)
+            if stage is not None:
+                stages.add(stage)
+            if prefix is not None and block is not None:
+                counts.setdefault(prefix, set()).add(block)
+        return cls(max(stages, default=-1) + 1, {p: max(b) + 1 for p, b in counts.items()})
+
+    def block_count(self, path: str) -> int:
+        """Number of blocks in the stage holding ``path`` (0 outside any stage)."""
+        return self.block_counts.get(stage_block(path)[2] or "", 0)
 
 
 def find_matches(model: nn.Module, ruleset: RuleSet, flow: Dataflow) -> list[Match]:
-    """Assign each candidate layer to the first rule that matches it, then apply each rule's ``every_nth``."""
+    """Assign each candidate layer to the first rule whose ``match`` holds (every predicate it gives, see
+    :mod:`pfconvert.rules.predicates`), then thin each rule's matches by its selections (``every_nth``)."""
     modules = dict(model.named_modules())
-    counts = _block_counts(model)
+    layout = Layout.of(model)
     seen: set[str] = set()
     per_rule: dict[str, list[Match]] = {r.name: [] for r in ruleset.rules}
     for call in flow.calls:
@@ -216,16 +197,12 @@ def find_matches(model: nn.Module, ruleset: RuleSet, flow: Dataflow) -> list[Mat
         seen.add(call.path)
         site = _site(modules, flow, call, kind)
         for rule in ruleset.rules:
-            if _holds(rule.match, site, counts):
+            if rule.match.holds(site, layout):
                 per_rule[rule.name].append(Match(rule, site, _absorbed(rule, site)))
                 break
     selected: list[Match] = []
     for rule in ruleset.rules:
-        found = per_rule[rule.name]
-        n, off = rule.match.every_nth, rule.match.offset
-        if n is not None:
-            found = [m for i, m in enumerate(found) if i >= off and (i - off) % n == 0]
-        selected.extend(found)
+        selected.extend(rule.match.select(per_rule[rule.name]))
     order = {c.path: c.index for c in flow.calls}
     return sorted(selected, key=lambda m: order[m.site.path])
 

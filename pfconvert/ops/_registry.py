@@ -9,7 +9,12 @@ builder that turns the spec and the matched layer into an ``nn.Module``. :func:`
 - ``in_sequence`` / ``top_level``: whether it may be a step of ``op: sequence`` / a rule's whole replacement;
 - ``counts``: how the aten ops it emits are counted (:class:`Count`), read by :mod:`pfconvert.report.counting`;
 - ``fast_kernels``: module classes to swap for a faster inference kernel at deploy time
-  (:func:`pfconvert.deploy.use_fast_kernels`).
+  (:func:`pfconvert.deploy.use_fast_kernels`);
+- ``version`` and ``migrations``: the version of the op's meaning (what a spec builds), recorded with every
+  replacement in an artifact; raise it whenever the same spec would build a different module (a new default, a
+  changed geometry rule), and give ``migrations[v]``, a function that rewrites a version-``v`` spec (a dict) into
+  a version-``v + 1`` spec of the same meaning, where one exists. Loading an artifact of an older version migrates
+  its specs, or refuses in one line (:mod:`pfconvert.conversion.versions`).
 
 Everything else is derived from the registrations: the rule schema's ``replace`` union and its error messages
 (:mod:`pfconvert.rules.schema`), the rule-language reference (:mod:`pfconvert.rules.language`) and the counting
@@ -88,6 +93,8 @@ class BuildContext:
 
 
 Builder = Callable[[Any, BuildContext], "nn.Module"]
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+"""Rewrites a spec (as a dict, ``op`` included) of one op version into the next version's spec of the same meaning."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,8 @@ class OpDef:
     counts: Mapping[str, Count] = field(default_factory=dict)
     fast_kernels: Mapping[type, Callable[[Any], Any]] = field(default_factory=dict)
     module: str = ""
+    version: int = 1
+    migrations: Mapping[int, Migration] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
@@ -126,7 +135,8 @@ def _tag(spec: type[OpSpec]) -> str:
 
 def register_op(spec: type[OpSpec], *, sites: Iterable[str] = ("conv2d",), passes_input: bool = False,
                 in_sequence: bool = True, top_level: bool = True, counts: Mapping[str, Count] | None = None,
-                fast_kernels: Mapping[type, Callable[[Any], Any]] | None = None) -> Callable[[Builder], Builder]:
+                fast_kernels: Mapping[type, Callable[[Any], Any]] | None = None, version: int = 1,
+                migrations: Mapping[int, Migration] | None = None) -> Callable[[Builder], Builder]:
     """Register the decorated builder ``(spec, ctx: BuildContext) -> nn.Module`` as the op ``spec`` tags.
 
     Example::
@@ -143,13 +153,15 @@ def register_op(spec: type[OpSpec], *, sites: Iterable[str] = ("conv2d",), passe
     unknown = kinds - set(SITE_KINDS)
     if unknown or not kinds:
         raise ValueError(f"op {name!r}: sites must be among {SITE_KINDS}, got {sorted(kinds)}")
+    if version < 1 or any(not 1 <= v < version for v in (migrations or {})):
+        raise ValueError(f"op {name!r}: version must be >= 1 and migrations keyed by earlier versions")
 
     def decorate(build: Builder) -> Builder:
         previous = _OPS.get(name)
         if previous is not None and previous.module != build.__module__:
             raise ValueError(f"op {name!r} is registered twice ({previous.module} and {build.__module__})")
         _OPS[name] = OpDef(name, spec, build, kinds, passes_input, in_sequence, top_level, dict(counts or {}),
-                           dict(fast_kernels or {}), build.__module__)
+                           dict(fast_kernels or {}), build.__module__, version, dict(migrations or {}))
         return build
 
     return decorate

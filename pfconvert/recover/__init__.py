@@ -1,5 +1,5 @@
-"""Recovery of a converted model's accuracy: least-squares reconstruction (:mod:`.reconstruct`), BatchNorm
-re-estimation (:mod:`.bn`), evaluation (:mod:`.evaluate`) and fine-tuning by distillation (:mod:`.finetune`)."""
+"""Recovery of a converted model's accuracy: least-squares reconstruction (:mod:`.refit`), BatchNorm
+re-estimation (:mod:`.bn`), evaluation (:mod:`.metrics`) and fine-tuning by distillation (:mod:`.finetune`)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .._deprecated import deprecated_alias
 from .dist import DistContext, all_reduce_sum
 from .precision import Precision
 
@@ -25,9 +26,11 @@ class EvalMetrics:
     loss: float
     count: int
 
-    def as_dict(self, prefix: str = "") -> dict[str, float | int]:
+    def to_dict(self, prefix: str = "") -> dict[str, float | int]:
         """The fields as a flat dict, keys prefixed (``val_top1``...)."""
         return {f"{prefix}{key}": value for key, value in asdict(self).items()}
+
+    as_dict = deprecated_alias("as_dict", "to_dict")
 
 
 @torch.no_grad()

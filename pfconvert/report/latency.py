@@ -22,7 +22,8 @@ from .backends import Runner, get_backend
 from .report import median_ms
 
 __all__ = ["LatencyConfig", "torch_threads", "measure", "time_rounds", "median_ms", "prepare_eager", "prepare_deployed",
-           "prepare_ort", "prepare_cuda", "prepare_cuda_amp", "ort_available", "cuda_available"]
+           "prepare_ort", "prepare_runtime", "runtime_available", "prepare_cuda", "prepare_cuda_amp", "ort_available",
+           "cuda_available"]
 
 
 @dataclass
@@ -39,6 +40,9 @@ class LatencyConfig:
             would be exceeded, but never fewer than ``min_runs``.
         min_runs: See ``max_seconds``.
         deploy_method: How the ``cpu`` backend deploys (:func:`pfconvert.deploy.optimize_for_cpu`'s ``method``).
+        calibration: Calibration inputs of the int8 backends (``ort-int8``, ``ov-int8``): a
+            :class:`pfconvert.deploy.quantize.Calibration`; None calibrates on random inputs (timing does not depend
+            on them; accuracy does, and is then unknown).
     """
 
     batch_sizes: Sequence[int] = (1, 32)
@@ -49,6 +53,7 @@ class LatencyConfig:
     max_seconds: float = 30.0
     min_runs: int = 5
     deploy_method: str = "auto"
+    calibration: Any = None
 
     def resolved_threads(self) -> int:
         """The thread count in effect."""
@@ -108,16 +113,57 @@ def ort_available() -> bool:
     return True
 
 
+def _onnx(model: nn.Module, config: LatencyConfig, cache: dict[str, Any]) -> bytes:
+    """The model's ONNX export (dynamic batch), made once per model and shared by the backends that run it."""
+    from ..deploy.onnx import export_onnx_bytes
+
+    shared = cache.setdefault("shared", {})
+    key = ("onnx", tuple(config.input_size))
+    if key not in shared:
+        shared[key] = export_onnx_bytes(model, config.input_size, dynamic_batch=True)
+    return shared[key]
+
+
 def prepare_ort(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
-    from ..deploy.onnx import export_onnx_bytes, ort_session
+    from ..deploy.onnx import ort_session
 
     if "session" not in cache:
-        data = export_onnx_bytes(model, config.input_size, dynamic_batch=True)
+        data = _onnx(model, config, cache)
         cache["session"] = ort_session(data, threads=config.resolved_threads())
     session = cache["session"]
     name = session.get_inputs()[0].name
     feed = {name: _cpu_input(batch_size, config).numpy()}
     return lambda: session.run(None, feed)
+
+
+def prepare_runtime(runtime: str) -> Callable[[nn.Module, int, LatencyConfig, dict[str, Any]], Runner]:
+    """The ``prepare`` of a :mod:`pfconvert.deploy.runtime` backend (``ort-int8``, ``ov``, ``ov-int8``): the model is
+    exported (and quantized) once per model, then compiled for each batch size (OpenVINO: a static shape)."""
+
+    def prepare(model: nn.Module, batch_size: int, config: LatencyConfig, cache: dict[str, Any]) -> Runner:
+        from ..deploy.runtime import build_runtime
+
+        if "runtime" not in cache:
+            cache["runtime"] = build_runtime(model, runtime, config.input_size, config.calibration,
+                                             onnx_model=_onnx(model, config, cache))
+        cache.pop("runner", None)  # the previous batch size's compiled model, freed first
+        cache["runner"] = run = cache["runtime"].runner(config.resolved_threads(), batch_size)
+        x = _cpu_input(batch_size, config).numpy()
+        run(x)
+        return lambda: run(x)
+
+    return prepare
+
+
+def runtime_available(runtime: str) -> Callable[[], bool]:
+    """Whether the packages of a :mod:`pfconvert.deploy.runtime` backend are installed."""
+
+    def available() -> bool:
+        from ..deploy.runtime import runtime_available as installed
+
+        return installed(runtime)
+
+    return available
 
 
 def _cuda(amp: bool) -> Callable[[nn.Module, int, LatencyConfig, dict[str, Any]], Runner]:
@@ -193,10 +239,11 @@ def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: La
     resolved = [get_backend(name) for name in backends]
     results = Timings()
     modes = {name: model.training for name, model in models.items()}
+    shared: dict[str, dict[str, Any]] = {name: {} for name in models}  # per model, across backends (an ONNX export)
     try:
         with torch_threads(config.threads):
             for backend in resolved:
-                caches: dict[str, dict[str, Any]] = {name: {} for name in models}
+                caches: dict[str, dict[str, Any]] = {name: {"shared": shared[name]} for name in models}
                 for batch_size in config.batch_sizes:
                     if progress is not None:
                         progress(f"{backend.label}, batch {batch_size}")

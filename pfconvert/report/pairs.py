@@ -27,6 +27,8 @@ class ModelPair:
     names: tuple[str, str]
     input_size: tuple[int, int, int] | None = None
     note: str | None = None
+    data_config: Any = None
+    """The artifact's data config (:class:`pfconvert.data.DataConfig`) when the pair is one artifact, else None."""
 
 
 def _is_artifact(ref: str) -> bool:
@@ -63,7 +65,7 @@ def resolve_pair(original: str, converted: str | None = None, rule: str | None =
             art = load_artifact(original)
             name = art.recipe.model or "original"
             return ModelPair(build_original(art.recipe, art.path), art.model, (name, f"{name}+{art.recipe.rule_name}"),
-                             *_input(art))
+                             *_input(art), data_config=artifact_data_config(art.path, art.recipe, art.model)[0])
         if rule is None:
             raise PfconvertError(f"'{original}' is a model name: give a CONVERTED model (name or artifact directory) "
                                  "or --rule RULE to convert it on the fly")

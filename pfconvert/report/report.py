@@ -1,7 +1,7 @@
 """The efficiency report as data: counts, memory, measured latency with an honest verdict per backend and batch size.
 
 This module holds no measuring and no rendering: :mod:`pfconvert.report.run` fills a :class:`Report`,
-:mod:`pfconvert.report.render` draws it with rich, and :meth:`Report.to_dict` / :meth:`Report.to_markdown` give the
+:mod:`pfconvert.cli._report_render` draws it with rich, and :meth:`Report.to_dict` / :meth:`Report.to_markdown` give the
 machine-readable and README forms.
 
 A speed-up is ``original latency / converted latency`` (above 1: the converted model is faster), measured in the same
@@ -144,6 +144,29 @@ class Report:
     memory_note: str
     machine: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Top-1 per way of running the models (``PyTorch fp32``, ``OpenVINO CPU int8 (NNCF PTQ)``...):
+    ``{"original": top-1, "converted": top-1}``, measured on the user's data when given."""
+
+    def deployed(self) -> list[LatencyRow]:
+        """Per batch size, the row of the fastest backend for the original: the runtime a user deploys with, and
+        what the conversion gains there (the headline figure)."""
+        best: dict[int, LatencyRow] = {}
+        for row in self.latency:
+            if row.batch_size not in best or row.original_ms < best[row.batch_size].original_ms:
+                best[row.batch_size] = row
+        return [best[bs] for bs in sorted(best)]
+
+    def deployed_lines(self) -> list[str]:
+        """The headline: per batch size, the fastest backend measured for the original, and the speed-up there."""
+        lines = []
+        for row in self.deployed():
+            change = (f"{row.speedup:.2f}x faster" if row.verdict == FASTER else
+                      f"SLOWER ({row.latency_ratio:.2f}x the time)" if row.verdict == SLOWER else
+                      f"no measurable change ({row.speedup:.2f}x, noise +-{row.margin:.0%})")
+            lines.append(f"Deployed, batch {row.batch_size}: {change} on {row.backend_label}, the fastest of the "
+                         f"backends measured for the original ({row.original_ms:.2f} ms -> {row.converted_ms:.2f} ms)")
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (latency rows carry ``latency_ratio`` too)."""
@@ -153,6 +176,8 @@ class Report:
         for key in ("original", "converted"):
             data[key]["peak_memory"] = {str(b): v for b, v in data[key]["peak_memory"].items()}
         data["input_size"] = list(self.input_size)
+        data["deployed"] = [{"batch_size": r.batch_size, "backend": r.backend, "backend_label": r.backend_label,
+                             "speedup": r.speedup, "verdict": r.verdict} for r in self.deployed()]
         return data
 
     def to_json(self) -> str:
@@ -189,12 +214,16 @@ class Report:
             out.append(f"| peak memory, batch {bs} | {human(a, 'B')} | {human(b, 'B')} | {change(a, b)} |")
         if o.accuracy is not None and c.accuracy is not None:
             out.append(f"| top-1 | {o.accuracy:.2f} | {c.accuracy:.2f} | {c.accuracy - o.accuracy:+.2f} |")
+        for label, top1 in self.accuracy.items():
+            a, b = top1["original"], top1["converted"]
+            out.append(f"| top-1, {label} | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
         out += ["", "| backend | batch | original ms | converted ms | speed-up | verdict |",
                 "|---|---:|---:|---:|---:|---|"]
         for r in self.latency:
             mark = f"**{r.verdict}**" if r.verdict == SLOWER else r.verdict
             out.append(f"| {r.backend_label} | {r.batch_size} | {r.original_ms:.2f} | {r.converted_ms:.2f} "
                        f"| {r.speedup:.2f}x | {mark} |")
+        out += ["", *(f"**{line}**" for line in self.deployed_lines())] if self.latency else []
         out += ["", f"- {self.convention}", f"- {self.memory_note}",
                 "- Latency: median of interleaved runs after warm-up; speed-up = original / converted; changes "
                 "within the noise margin are reported as 'same'."]

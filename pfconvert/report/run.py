@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
-from .backends import backend_label, default_backends, get_backend
+from .backends import backend_label, default_backends, get_backend, is_int8
 from .counting import CONVENTION, count_macs, count_params
 from .latency import LatencyConfig, measure
 from .machine import machine_info
@@ -39,6 +39,9 @@ def run_report(
     accuracies: tuple[float | None, float | None] = (None, None),
     memory: bool = True,
     progress: Callable[[str], None] | None = None,
+    int8: bool = False,
+    calibration: Any = None,
+    accuracy: dict[str, dict[str, float]] | None = None,
 ) -> Report:
     """Compare an original and a converted model: params, MACs, pool ops, peak memory, latency per backend.
 
@@ -60,11 +63,15 @@ def run_report(
         accuracies: Top-1 of (original, converted) when known (shown and plotted).
         memory: Measure peak memory.
         progress: Called with short status texts.
+        int8: With ``backends`` None, also time the int8 backends (``ort-int8``, ``ov-int8``).
+        calibration: Calibration inputs of the int8 backends (:class:`pfconvert.deploy.quantize.Calibration`); None:
+            random inputs (the report says so: the int8 accuracy is then unknown).
+        accuracy: Top-1 per way of running the models, measured by the caller (shown side by side).
 
     Returns:
         The :class:`Report`.
     """
-    names_backends = list(backends) if backends is not None else default_backends()
+    names_backends = list(backends) if backends is not None else default_backends(int8=int8)
     for name in names_backends:
         get_backend(name)  # fail on an unknown or unavailable backend before the long part
     say = progress or (lambda _: None)
@@ -72,14 +79,19 @@ def run_report(
     mem_batches = list(batch_sizes) if memory else []
     stats = [_stats(m, n, input_size, mem_batches, a) for m, n, a in zip((original, converted), names, accuracies)]
     config = LatencyConfig(batch_sizes=tuple(batch_sizes), input_size=input_size, runs=runs, warmup=warmup,
-                           threads=threads, max_seconds=max_seconds, deploy_method=deploy_method)
+                           threads=threads, max_seconds=max_seconds, deploy_method=deploy_method,
+                           calibration=calibration)
     timings = measure({"original": original, "converted": converted}, names_backends, config, progress=say)
     rows = []
     for (backend_name, bs), times in timings.items():
         label = backend_label(backend_name, timings.methods.get((backend_name, bs), config.deploy_method))
         rows.append(compare_timings(backend_name, label, bs, times["original"], times["converted"]))
     notes = [f"Backends: {'; '.join(f'{get_backend(b).label} = {get_backend(b).description}' for b in names_backends)}"]
+    if any(is_int8(b) for b in names_backends):
+        notes.append(calibration.describe() if calibration is not None else
+                     "int8 calibrated on random inputs (no --data given): the int8 accuracy is unknown; pass --data "
+                     "to calibrate on your images and measure it")
     return Report(stats[0], stats[1], tuple(input_size), config.resolved_threads(), rows,
                   convention=CONVENTION, memory_note=MEMORY_NOTE,
-                  machine=machine_info(config.resolved_threads()), notes=notes)
+                  machine=machine_info(config.resolved_threads()), notes=notes, accuracy=dict(accuracy or {}))
 

@@ -1,7 +1,7 @@
 """Rule schema and loading: built-in rule names or YAML files, validated into a :class:`~.schema.RuleSet`.
 
-Importing this package is cheap (no torch); the schema (:mod:`.schema`) is built from the op registry on the first
-validation.
+Importing this package is cheap (no torch); the schema (:mod:`.schema`) is built from the op and predicate registries
+(:mod:`.predicates`) on the first validation.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ A rule file is a YAML mapping::
         replace: {op: max_pool}
         absorb: [norm, act]
 
-Rules apply in order and the first rule that matches a layer wins. ``match`` says which layers a rule targets,
+Rules apply in order and the first rule that matches a layer wins. ``match`` says which layers a rule targets (its
+fields are the registered predicates: :mod:`pfconvert.rules.predicates`),
 ``replace`` what is put there (one of the registered ops: :mod:`pfconvert.ops`; the ``replace`` union below is built
 from the registry), and ``absorb`` which layers that directly follow the matched one (its norm, then its activation)
 are removed with it. Unknown keys are errors. ``docs/rule-language.md`` is generated from these models.
@@ -18,85 +19,60 @@ are removed with it. Unknown keys are errors. ``docs/rule-language.md`` is gener
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Literal, Union
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from ..ops._registry import SITE_KINDS, get_op, list_ops
+from ..ops._registry import get_op, list_ops
 from ..ops.sequence import SequenceSpec
+from .predicates._registry import list_predicates, predicate_fields, takes_list
 
-__all__ = ["MatchSpec", "ReplaceSpec", "StepSpec", "Rule", "PruneSpec", "RuleSet"]
+if TYPE_CHECKING:
+    from ..graph.match import Layout, Match, Site
 
-IntList = Annotated[list[int], Field(min_length=1)]
-
+__all__ = ["MatchSpec", "MatchBase", "ReplaceSpec", "StepSpec", "Rule", "PruneSpec", "RuleSet"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _as_list(value: object) -> object:
-    """Let a scalar stand for a one-element list (``kernel_size: 3`` == ``kernel_size: [3]``)."""
-    if value is None or isinstance(value, list):
-        return value
-    return [value]
+class MatchBase(_Strict):
+    """The behaviour of :class:`MatchSpec`, whose fields come from the predicate registry."""
 
-
-class MatchSpec(_Strict):
-    """What a rule targets. Every field is optional; all given fields must hold."""
-
-    op: Literal[SITE_KINDS] = Field(  # type: ignore[valid-type]
-        "conv2d", description="layer kind: `conv2d` (any `nn.Conv2d` subclass, incl. timm's Conv2dSame/StdConv2d, and "
-        "CondConv2d) or `attention` (timm `Attention` token mixers of ViT-style blocks)")
-    depthwise: bool | None = Field(None, description="true: `groups == in_channels` (and out a multiple of in); "
-                                   "false: `groups == 1`")
-    groups: list[Literal["dense", "grouped", "depthwise", "any"]] | None = Field(
-        None, description="filter grouping, one or a list: `dense` (`groups == 1`), `grouped` (1 < groups, not "
-        "depthwise: ResNeXt, RegNet), `depthwise` (as `depthwise: true`) or `any`")
-    kernel_size: IntList | None = Field(None, description="allowed square kernel sizes")
-    stride: IntList | None = Field(None, description="allowed strides")
-    dilation: IntList | None = Field(None, description="allowed dilations")
-    same_channels: bool | None = Field(None, description="require `in_channels == out_channels`")
-    residual: bool | None = Field(None, description="true: the layer lies in a residual branch (between a fork and "
-                                  "the addition that joins it, in the traced dataflow); false: it does not")
-    branch_role: list[Literal["spatial", "first", "last", "only"]] | None = Field(
-        None, description="the conv's role in the smallest residual branch holding it, one or a list: `spatial` (the "
-        "branch also holds a pointwise conv on its feature map, before or after it: a bottleneck's or DarkNet block's "
-        "3x3, an inverted residual's depthwise conv), `first` / `last` (first / last of two or more k x k convs: a BasicBlock's conv1 / conv2), "
-        "`only` (the branch's single k x k conv)")
-    path: list[str] | None = Field(None, description="fnmatch globs on the qualified module name (`layer*.conv2`); "
-                                   "any may match")
-    path_regex: str | None = Field(None, description="a regular expression searched in the qualified name")
-    exclude: list[str] | None = Field(None, description="fnmatch globs of qualified names never matched")
-    parent: list[str] | None = Field(None, description="fnmatch globs on the class name of the parent module "
-                                     "(`Bottleneck`)")
-    stages: list[int] | None = Field(None, description="0-based stage indices (`layer1` -> 0, `stages.0` / "
-                                     "`blocks.0` -> 0)")
-    blocks: list[int] | None = Field(None, description="0-based block indices within a stage (negative counts from "
-                                     "the end)")
-    every_nth: int | None = Field(None, ge=1, description="keep every n-th match of this rule (in forward order), "
-                                  "starting at `offset`")
-    offset: int = Field(0, ge=0, description="first match index kept by `every_nth`")
-
-    _lists = field_validator("groups", "branch_role", "kernel_size", "stride", "dilation", "path", "exclude", "parent",
-                             "stages", "blocks", mode="before")(_as_list)
-
-    @field_validator("kernel_size", "stride", "dilation")
+    @model_validator(mode="before")
     @classmethod
-    def _positive(cls, values: list[int] | None) -> list[int] | None:
-        if values is not None and any(v < 1 for v in values):
-            raise ValueError("must be positive integers")
-        return values
+    def _scalars_as_lists(cls, data: Any) -> Any:
+        """Let a scalar stand for a one-element list (``kernel_size: 3`` == ``kernel_size: [3]``)."""
+        if not isinstance(data, dict):
+            return data
+        lists = _list_fields()
+        return {k: [v] if k in lists and v is not None and not isinstance(v, list) else v for k, v in data.items()}
 
-    @field_validator("path_regex")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression ({exc})") from None
-        return value
+    def holds(self, site: Site, layout: Layout) -> bool:
+        """Whether every predicate this spec gives holds for ``site`` (called by the matcher for each site)."""
+        return all(pred.holds(getattr(self, pred.name), site, layout) for pred in list_predicates()
+                   if pred.check is not None and getattr(self, pred.name) is not None)
+
+    def select(self, matches: Sequence[Match]) -> list[Match]:
+        """This rule's matches (in forward order) thinned by the selections it gives (``every_nth``)."""
+        kept = list(matches)
+        for pred in list_predicates():
+            if pred.select is not None and getattr(self, pred.name) is not None:
+                kept = pred.select(self, kept)
+        return kept
+
+
+@functools.cache
+def _list_fields() -> frozenset[str]:
+    return frozenset(name for name, (annotation, _) in predicate_fields().items() if takes_list(annotation))
+
+
+MatchSpec = create_model("MatchSpec", __base__=MatchBase, __module__=__name__,  # type: ignore[call-overload]
+                         **predicate_fields())
+MatchSpec.__doc__ = """What a rule targets. Every field is optional; all given fields must hold. The fields are the
+registered predicates (:mod:`pfconvert.rules.predicates`), one module each."""
 
 
 def _union(specs: tuple[type, ...]) -> object:

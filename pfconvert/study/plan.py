@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 from torch import nn
 
+from .._deprecated import renamed_kwargs
 from ..conversion.rewrite import apply_matches, match_rules
 from ..conversion.shrinking import SHRINK_RULE, shrinkable_layers, with_shrink
 from ..data.config import DataConfig
@@ -107,8 +108,8 @@ class Candidate:
     def add_rounds(self, batch_size: int, original_s: Sequence[float], candidate_s: Sequence[float],
                    backend: str = "", label: str = "") -> None:
         """Pool more interleaved rounds (seconds) with this candidate's earlier ones at ``batch_size`` and redo its
-        figures there: the medians, the ratio's noise margin and the verdict (:func:`pfconvert.report.report.
-        compare_timings`)."""
+        figures there: the medians, the ratio's noise margin and the verdict
+        (:func:`pfconvert.report.report.compare_timings`)."""
         from ..report.report import compare_timings
 
         before, mine = self.samples.setdefault(batch_size, ([], []))
@@ -497,22 +498,25 @@ def _group_order(name: str) -> tuple[int, int]:
     return (0, int(name.split()[1])) if name.startswith("stage ") else (1, 0)
 
 
+@renamed_kwargs(calib_images="bn_recalib_images")
 def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, backend: str = "cpu",
                  batch_sizes: Sequence[int] = (1, 32), max_drop: float = 1.0, data_cfg: DataConfig | None = None,
-                 img_size: int | None = None, limit_val: int | None = 2000, calib_images: int = 512,
+                 img_size: int | None = None, limit_val: int | None = 2000, bn_recalib_images: int = 512,
                  reconstruct_images: int = 256, val_split: float = 0.1, batch_size: int = 64, runs: int = 10,
                  max_seconds: float = 20.0, deploy_method: str = "auto", on_step: Callable[[str], None] | None = None,
-                 notes: list[str] | None = None, shrink: bool = True, retime_passes: int = 3,
-                 retime_seconds: float = 120.0, prune_ratios: Sequence[float] = (),
+                 notes: list[str] | None = None, int8_calib_images: int = 300, shrink: bool = True,
+                 retime_passes: int = 3, retime_seconds: float = 120.0, prune_ratios: Sequence[float] = (),
                  prune_round_to: int = 8) -> PlanResult:
     """:func:`plan_conversion` on real data and a real backend.
 
     Accuracy: top-1 on (a fixed subset of) the validation split carved from the training images (never the test
     split), each candidate first reconstructed (least-squares refit of the layers reading its replacements, on
-    ``reconstruct_images`` training images) and its BatchNorm re-estimated (on ``calib_images`` training images).
+    ``reconstruct_images`` training images) and its BatchNorm re-estimated (on ``bn_recalib_images`` training images).
     Latency: the backend (``cpu``: the deployed PyTorch path, ``cpu-eager``, ``ort``, ``cuda``...) at each batch size,
     the original and every candidate in the same interleaved rounds (``runs`` rounds, at most ``max_seconds`` per
-    batch size; each re-timing pass of the close calls the same). ``shrink``, ``retime_passes`` and
+    batch size; each re-timing pass of the close calls the same). On an int8 backend (``ort-int8``, ``ov-int8``) the
+    original and every candidate are scored as deployed: quantized on ``int8_calib_images`` training images, then
+    evaluated on the runtime (an int8 candidate is scored in int8). ``shrink``, ``retime_passes``,
     ``retime_seconds``, ``prune_ratios`` and ``prune_round_to`` as :func:`plan_conversion` (pruned candidates get
     BatchNorm re-estimation, no reconstruction). Other arguments as :func:`pfconvert.study.sensitivity_on_data`.
 
@@ -529,11 +533,13 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     if reconstruct_images < 0:
         raise DataError(f"reconstruct_images must be 0 (off) or more, got {reconstruct_images}")
     tools = validation_tools(model, data, data_cfg=data_cfg, img_size=img_size, limit_val=limit_val,
-                             calib_images=calib_images, val_split=val_split, batch_size=batch_size, notes=notes)
+                             bn_recalib_images=bn_recalib_images, val_split=val_split, batch_size=batch_size,
+                             notes=notes)
     size = tools.input_size
     batches = tools.calib_batches(reconstruct_images) if reconstruct_images else []
     label = backend_label(backend, deploy_method)
     methods: list[str] = []
+    score, calibration = _scorer(backend, tools, size, int8_calib_images, data, notes)
 
     def prepare(variant: nn.Module) -> None:
         if batches:
@@ -542,7 +548,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
 
     def time_models(models: dict[str, nn.Module]) -> dict[int, dict[str, list[float]]]:
         cfg = LatencyConfig(batch_sizes=tuple(batch_sizes), input_size=size, runs=runs, warmup=2,
-                            max_seconds=max_seconds, deploy_method=deploy_method)
+                            max_seconds=max_seconds, deploy_method=deploy_method, calibration=calibration)
         with warnings.catch_warnings():  # a deploy fallback (llga -> jit) is said once, in the backend label
             warnings.simplefilter("ignore", RuntimeWarning)
             timings = measure(models, [backend], cfg,
@@ -557,7 +563,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
         return result
 
     try:
-        return relabel(plan_conversion(model.eval(), rules, size, tools.top1, time_models,
+        return relabel(plan_conversion(model.eval(), rules, size, score, time_models,
                                        lambda m: count_macs(m, size).macs, backend=backend, backend_label=label,
                                        batch_sizes=batch_sizes, max_drop=max_drop, prepare=prepare, on_step=on_step,
                                        shrink=shrink, retime_passes=retime_passes, retime_seconds=retime_seconds,
@@ -566,6 +572,32 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     except NoPayoff as exc:
         relabel(exc.result)  # type: ignore[attr-defined]
         raise
+
+
+def _scorer(backend: str, tools: Any, size: tuple[int, int, int], count: int, data: str,
+            notes: list[str] | None) -> tuple[Callable[[nn.Module], float], Any]:
+    """How candidates are scored on ``backend``: PyTorch's top-1 (fp32 runtimes compute the same within 1e-4), or,
+    on an int8 backend, the top-1 of the model quantized on ``count`` training images and run on that runtime."""
+    from ..report.backends import is_int8
+
+    if not is_int8(backend):
+        return tools.top1, None
+    import torch
+
+    from ..deploy.quantize import Calibration
+    from ..deploy.runtime import deploy
+
+    if count < 1:
+        raise DataError(f"int8 calibration images must be at least 1, got {count}")
+    images = torch.cat(tools.calib_batches(count))
+    calibration = Calibration.from_tensor(images, f"{len(images)} training images of {data}")
+    if notes is not None:
+        notes.append(f"{calibration.describe()}; the original and every candidate are scored in int8 on {backend}")
+
+    def score(m: nn.Module) -> float:
+        return tools.top1(deploy(m, backend, size, calibration))
+
+    return score, calibration
 
 
 def plot_plan(result: PlanResult, path: str | Path) -> Path:

@@ -16,6 +16,7 @@ import torch
 import yaml
 from torch import nn
 
+from .._deprecated import renamed_kwargs
 from ..conversion.rewrite import apply_matches, match_rules
 from ..data.config import DataConfig
 from ..data.loaders import eval_loader
@@ -188,7 +189,8 @@ def sensitivity_on_data(model: nn.Module, rules: LoadedRules, data: str, *, data
     from ..report.report import median_ms
 
     tools = validation_tools(model, data, data_cfg=data_cfg, img_size=img_size, limit_val=limit_val,
-                             calib_images=bn_recalib_images, val_split=val_split, batch_size=batch_size, notes=notes)
+                             bn_recalib_images=bn_recalib_images, val_split=val_split, batch_size=batch_size,
+                             notes=notes)
     size = tools.input_size
     methods: list[str] = []
 
@@ -217,11 +219,12 @@ class ValidationTools:
     calib_batches: Callable[[int], list[torch.Tensor]]
 
 
+@renamed_kwargs(calib_images="bn_recalib_images")
 def validation_tools(model: nn.Module, data: str, *, data_cfg: DataConfig | None = None, img_size: int | None = None,
-                     limit_val: int | None = 2000, calib_images: int = 512, val_split: float = 0.1,
+                     limit_val: int | None = 2000, bn_recalib_images: int = 512, val_split: float = 0.1,
                      batch_size: int = 64, notes: list[str] | None = None) -> ValidationTools:
     """Open the validation split (carved from the training images, never the test split: a study's choices are model
-    selection) and ``calib_images`` other training images, prepared as ``model``'s input.
+    selection) and ``bn_recalib_images`` other training images, prepared as ``model``'s input.
 
     Raises:
         DataError: bad limits, or the data's classes differ from the model's.
@@ -235,8 +238,8 @@ def validation_tools(model: nn.Module, data: str, *, data_cfg: DataConfig | None
 
     if limit_val is not None and limit_val < 1:
         raise DataError(f"limit_val must be at least 1 image (or None for all), got {limit_val}")
-    if calib_images < 0:
-        raise DataError(f"calibration images must be 0 (off) or more, got {calib_images}")
+    if bn_recalib_images < 0:
+        raise DataError(f"bn_recalib_images must be 0 (off) or more, got {bn_recalib_images}")
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     if img_size is not None and img_size < 8:
@@ -255,11 +258,11 @@ def validation_tools(model: nn.Module, data: str, *, data_cfg: DataConfig | None
     _, eval_tf = build_transforms(data_cfg, "none")
     mode = data_cfg.image_mode
     val.mode, val.transform = mode, eval_tf
-    calib = open_split(source, "train", calib_images or None, seed=1, val_fraction=val_split)
+    calib = open_split(source, "train", bn_recalib_images or None, seed=1, val_fraction=val_split)
     calib.mode, calib.transform = mode, eval_tf
     if notes is not None:
         notes += [f"data: {val.description}: {len(val)} images; BatchNorm re-estimated on {len(calib)} other "
-                  "training images" if calib_images else f"data: {val.description}: {len(val)} images",
+                  "training images" if bn_recalib_images else f"data: {val.description}: {len(val)} images",
                   f"input: {data_cfg.describe()}", *([note] if note else [])]
     precision = resolve_precision(torch.device("cpu"))
     loader = eval_loader(val, batch_size)
@@ -268,7 +271,7 @@ def validation_tools(model: nn.Module, data: str, *, data_cfg: DataConfig | None
         return evaluate(m, loader, precision).top1
 
     def recalibrate(m: nn.Module) -> None:
-        if calib_images > 0:
+        if bn_recalib_images > 0:
             recalibrate_batchnorm(m, eval_loader(calib, batch_size), precision, len(calib))
 
     def calib_batches(n: int) -> list[torch.Tensor]:

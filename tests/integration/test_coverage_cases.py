@@ -5,9 +5,7 @@ Real timm models are built on the meta device (shapes only, no compute); value c
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -277,13 +275,10 @@ def test_fastvit_depth_multiplier_convs_repeat_channels() -> None:
 # ------------------------------------------------------------------------------------------- the benchmark itself
 
 
-def _coverage_module() -> object:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "coverage.py"
-    spec = importlib.util.spec_from_file_location("pf_coverage", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["pf_coverage"] = module
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+def _coverage_module() -> Any:
+    import benchmarks.coverage
+
+    return benchmarks.coverage
 
 
 @pytest.mark.slow
@@ -312,6 +307,7 @@ def test_residual_suite_classifies_models() -> None:
     assert cov.probe_model("mobilenetv2_050", paths="meta", suite="residual").status == "no-target"
     text = cov.summarize([basic, bottleneck, repvgg], 3, suite="residual")
     assert "with a replaceable k x k conv in a residual branch" in text and "repvgg_a0 [meta, ]" in text
-    table = sys.modules["_residual_suite"].family_table([basic, bottleneck], {"resnet18": "resnet",
-                                                                             "resnext26ts": "byobnet"})
+    from benchmarks._residual_suite import family_table
+
+    table = family_table([basic, bottleneck], {"resnet18": "resnet", "resnext26ts": "byobnet"})
     assert "| resnet | 1 | `basic-max` | 1 | 5 |" in table and "| byobnet | 1 | `bottleneck-max` | 1 |" in table

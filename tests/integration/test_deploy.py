@@ -164,9 +164,26 @@ def test_optimize_for_cpu_compile_matches_eager(x: torch.Tensor) -> None:
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
 
 
-def test_auto_resolves_to_a_concrete_method() -> None:
-    assert resolve_method("auto") in ("llga", "jit", "compile", "eager")
+def test_auto_resolves_to_the_first_available_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` is the first method of AUTO_ORDER this machine has: availability decides, not the order alone."""
+    import dataclasses
+
+    from pfconvert.deploy import methods
+
+    def only(*names: str) -> None:
+        for name, method in list(methods._METHODS.items()):
+            monkeypatch.setitem(methods._METHODS, name, dataclasses.replace(
+                method, is_available=lambda name=name: name in names))
+
     assert resolve_method("eager") == "eager"
+    only("jit", "compile", "eager")
+    assert resolve_method("auto") == "jit"
+    only("compile", "eager")
+    assert resolve_method("auto") == "compile"
+    only()
+    assert resolve_method("auto") == "eager"
+    monkeypatch.undo()
+    assert resolve_method("auto") == next(m for m in methods.AUTO_ORDER if methods._METHODS[m].is_available())
 
 
 @pytest.mark.slow

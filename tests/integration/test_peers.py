@@ -45,8 +45,7 @@ def test_pruning_a_converted_model_keeps_the_pools_channels() -> None:
 
     import pfconvert
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from peers import prune
+    from benchmarks.peers import prune
 
     size = (3, 32, 32)
     converted, _ = pfconvert.convert("resnet26", "r50-max", input_size=size, num_classes=10)
@@ -86,8 +85,7 @@ def test_peers_accuracy_tables_every_student_of_the_depthwise_case(ft_fmnist_dir
 
 def _fake_timing(monkeypatch: pytest.MonkeyPatch, latency: Callable[[float], float]) -> None:
     """peers.prune returns the ratio itself, and peers.latency_ratios times each 'model' (a ratio) as ``latency``."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import peers
+    from benchmarks import peers
 
     monkeypatch.setattr(peers, "prune", lambda model, ratio, size: ratio)
     monkeypatch.setattr(peers, "latency_ratios", lambda candidates, target, config, backend="cpu": {
@@ -96,7 +94,7 @@ def _fake_timing(monkeypatch: pytest.MonkeyPatch, latency: Callable[[float], flo
 
 def test_latency_match_refines_a_curve_the_fit_misses(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_timing(monkeypatch, lambda r: 2.0 * (1 - r) ** 4)  # matched at ratio 1 - 0.5 ** 0.25 = 0.159
-    from peers import match_latency
+    from benchmarks.peers import match_latency
 
     logs: list[str] = []
     ratio, _, rel = match_latency(None, None, (3, 32, 32), 0.2, None, log=logs.append)  # type: ignore[arg-type]
@@ -111,7 +109,7 @@ def test_latency_match_across_a_step_returns_the_closest_timed_ratio(monkeypatch
         return 1.8 * (1 - r) ** 2 + (0.2 if r < 0.3 else -0.1)
 
     _fake_timing(monkeypatch, latency)
-    from peers import match_latency
+    from benchmarks.peers import match_latency
 
     logs: list[str] = []
     ratio, _, rel = match_latency(None, None, (3, 32, 32), 0.25, None, log=logs.append)  # type: ignore[arg-type]

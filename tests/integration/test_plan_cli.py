@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from conftest import FASHION_MNIST
 from typer.testing import CliRunner
 
 from pfconvert.cli.app import _register, app
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--data", "fashion-mnist", "--num-classes", "10", "--img-size", "32", "--limit-val", "64",
+TINY = ["--data", str(FASHION_MNIST), "--num-classes", "10", "--img-size", "32", "--limit-val", "64",
         "--bn-recalib-images", "32", "--reconstruct-images", "16", "--runs", "3", "--max-seconds", "2",
         "--batch-sizes", "1,4", "--retime-passes", "1", "--backend", "cpu-eager", "-r", "dw-hybrid"]
-
-
-@pytest.fixture(autouse=True)
-def _fashion_mnist() -> None:
-    from pathlib import Path
-
-    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
-        pytest.fail("Debian's dataset-fashion-mnist is required (apt-get install dataset-fashion-mnist)")
 
 
 def test_plan_prints_the_table_and_writes_what_it_chose_or_refuses(tmp_path) -> None:

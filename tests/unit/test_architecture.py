@@ -105,7 +105,7 @@ from pfconvert.cli._render import rules_table
 from pfconvert.rules import list_rules
 rules_table(list_rules())
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "torchvision", "onnx", "onnxruntime",
-                                                                "matplotlib", "fvcore", "numpy"))
+                                                                "matplotlib", "fvcore", "numpy", "openvino", "nncf"))
 print(json.dumps(heavy))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

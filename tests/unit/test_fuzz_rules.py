@@ -13,14 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pfconvert.errors import RuleError
+from pfconvert.ops import list_ops
 from pfconvert.rules import builtin_names, parse_rules
-from pfconvert.rules.loading import builtin_text
+from pfconvert.rules.loading import MAX_ALIASES, builtin_text
+from pfconvert.rules.predicates import list_predicates, predicate_fields
+from pfconvert.rules.schema import Rule, RuleSet
 
-KEYS = ["name", "description", "rules", "match", "replace", "absorb", "op", "depthwise", "kernel_size", "stride",
-        "dilation", "same_channels", "path", "path_regex", "exclude", "parent", "stages", "blocks", "every_nth",
-        "offset", "padding", "count_include_pad", "groups", "steps", "expand", "p", "norm", "act"]
-WORDS = ["conv2d", "attention", "max_pool", "avg_pool", "lp_pool", "identity", "shift", "sequence", "keep", "eff_max",
-         "pool", "inherit", "norm", "act", "layer*", "(", "Bottleneck"]
+KEYS = sorted({*RuleSet.model_fields, *Rule.model_fields, *predicate_fields(),
+               *(name for op in list_ops() for name in op.spec.model_fields), "norm", "act"})
+"""Every key of the rule language: the rule set's and rules', every registered predicate's and op's fields."""
+WORDS = list(dict.fromkeys([*(op.name for op in list_ops()), *(p.example for p in list_predicates()), "conv2d",
+                             "attention", "inherit", "norm", "act", "layer*", "(", "Bottleneck"]))
+"""Values that make a field valid (each op's name, each predicate's example) or nearly so."""
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True),
                     st.sampled_from(WORDS), st.text(max_size=12))
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
@@ -76,9 +80,28 @@ def test_arbitrary_text(text: str) -> None:
     _check(text)
 
 
+def _refused(text: str, reason: str) -> None:
+    with _deadline(10), pytest.raises(RuleError, match=reason) as info:
+        parse_rules(text, source="fuzz.yaml")
+    assert "\n" not in str(info.value) and str(info.value).startswith("fuzz.yaml")
+
+
+def _aliased_rules(n: int) -> str:
+    """A valid rule file of ``n + 1`` rules, the last ``n`` of which alias the first one's ``match``."""
+    rules = ["{name: r0, match: &m {op: conv2d}, replace: {op: identity}}"]
+    rules += [f"{{name: r{i}, match: *m, replace: {{op: identity}}}}" for i in range(1, n + 1)]
+    return "name: x\nrules:\n" + "".join(f"  - {rule}\n" for rule in rules)
+
+
 def test_alias_bombs_and_python_tags_are_refused() -> None:
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{k}: &{k} [{', '.join([f'*{p}'] * 9)}]\n" for p, k in zip("abcdefgh", "bcdefghi")) + "name: x\nrules: *i\n"
-    _check(bomb)
-    _check("name: x\nrules: [" + ", ".join(["*a"] * 200) + "]\na: &a {name: r}\n")
-    _check("!!python/object/apply:os.system ['echo pwned']\n")
+    _refused(bomb, f"more than {MAX_ALIASES} aliases")
+    _refused("a: &a {name: r}\nname: x\nrules: [" + ", ".join(["*a"] * 200) + "]\n", "aliases; write the rules out")
+    _refused("!!python/object/apply:os.system ['echo pwned']\n", "malformed YAML")
+
+
+def test_the_alias_limit_is_exact() -> None:
+    """Up to MAX_ALIASES aliases is a rule file like any other; one more is refused, however harmless."""
+    assert len(parse_rules(_aliased_rules(MAX_ALIASES), source="fuzz.yaml").ruleset.rules) == MAX_ALIASES + 1
+    _refused(_aliased_rules(MAX_ALIASES + 1), f"more than {MAX_ALIASES} aliases")

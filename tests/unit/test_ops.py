@@ -125,6 +125,7 @@ def test_every_registered_op_is_complete() -> None:
         assert typing.get_args(op.spec.model_fields["op"].annotation) == (op.name,)
         assert get_op(op.name) is op and op.sites and op.summary and op.module.startswith("pfconvert.ops.")
         assert op.top_level or op.in_sequence
+        assert op.version >= 1 and all(1 <= v < op.version and callable(f) for v, f in op.migrations.items())
         for aten, kind in op.counts.items():
             assert counted.setdefault(aten, kind) is kind, f"{aten} counted two ways"
         for name, field in op.spec.model_fields.items():

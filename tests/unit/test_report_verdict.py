@@ -49,9 +49,14 @@ def test_really_slower_model_is_never_called_faster() -> None:
 
 
 def test_slightly_slower_is_not_faster_even_when_noisy() -> None:
-    for seed in range(20):
-        row = compare_timings("cpu", "CPU", 1, _noisy(10.0, 0.5, 6, seed), _noisy(10.5, 0.5, 6, seed + 7))
-        assert row.verdict != FASTER or row.speedup > 1 + row.margin
+    """5% slower under +-50% noise: some runs' medians look up to 1.7x faster, yet none is called faster; with
+    +-0.5% noise the same 5% is called slower."""
+    rows = [compare_timings("cpu", "CPU", 1, _noisy(10.0, 0.5, 6, seed), _noisy(10.5, 0.5, 6, seed + 7))
+            for seed in range(20)]
+    assert max(row.speedup for row in rows) > 1.5  # the noise makes the converted model look faster...
+    assert {row.verdict for row in rows} <= {SAME, SLOWER}  # ...and the verdict does not fall for it
+    quiet = compare_timings("cpu", "CPU", 1, _noisy(10.0, 0.005, 20, 1), _noisy(10.5, 0.005, 20, 2))
+    assert quiet.verdict == SLOWER and quiet.margin == pytest.approx(MIN_MARGIN)
 
 
 def test_equal_models_with_noise_are_same() -> None:

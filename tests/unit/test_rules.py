@@ -9,7 +9,8 @@ import pytest
 from pfconvert.errors import RuleError
 from pfconvert.ops.pool import MaxPoolSpec
 from pfconvert.ops.sequence import SequenceSpec
-from pfconvert.rules import list_rules, load_rules, parse_rules
+from pfconvert.rules import builtin_names, list_rules, load_rules, parse_rules
+from pfconvert.rules.loading import builtin_text
 
 GOOD = """
 name: mine
@@ -21,14 +22,54 @@ rules:
 """
 
 
+MEANT_FOR = {
+    "maxpool": "mobilenetv2_050", "maxpool-keepnorm": "mobilenetv2_050", "avgpool": "mobilenetv2_050",
+    "identity": "mobilenetv2_050", "shift": "mobilenetv2_050", "dw-hybrid": "mobilenetv2_050",
+    "dw-hybrid-keepnorm": "mobilenetv2_050", "r50-max": "resnet26", "r50-hybrid": "resnet26",
+    "bottleneck-max": "resnet26", "bottleneck-hybrid": "resnet26", "basic-max": "resnet18",
+    "basic-max-last": "resnet18", "vit-max": "vit_tiny_patch16_224", "vit-pool": "vit_tiny_patch16_224",
+}
+"""The model family each built-in rule file is written for (a tiny member of it); a new built-in needs an entry."""
+
+
 def test_builtin_rules_are_listed_and_valid() -> None:
     names = {info.name: info for info in list_rules()}
-    assert {"maxpool", "avgpool", "identity", "shift", "r50-max", "r50-hybrid"} <= set(names)
+    assert set(names) == set(MEANT_FOR), "every built-in rule file needs a model in MEANT_FOR"
     assert all(info.description for info in names.values())
     hybrid = load_rules("r50-hybrid").ruleset.rules
     assert [r.match.stride for r in hybrid] == [[1], [2]]
     assert isinstance(hybrid[1].replace, SequenceSpec)
     assert [s.op for s in hybrid[1].replace.steps] == ["avg_pool", "keep"]
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_every_builtin_rule_file_validates_and_applies_to_its_model(name: str) -> None:
+    """Each built-in validates (its listing agrees with it) and, previewed on a model it is meant for, replaces at
+    least one layer with every one of its rules (each op is built and shape-checked)."""
+    import timm
+
+    from pfconvert import preview
+
+    loaded = load_rules(name)
+    info = next(i for i in list_rules() if i.name == name)
+    assert loaded.name == name == info.name and len(loaded.ruleset.rules) == info.num_rules
+    assert loaded.text == builtin_text(name)
+    model_name = MEANT_FOR[name]
+    kwargs = {"img_size": 32} if model_name.startswith("vit") else {}
+    model = timm.create_model(model_name, pretrained=False, num_classes=10, **kwargs).eval()
+    done = preview(model, loaded, input_size=(3, 32, 32))
+    assert done, f"{name} replaces nothing in {model_name}"
+    assert {r.rule for r in done} == {r.name for r in loaded.ruleset.rules}
+
+
+def test_a_broken_builtin_fails_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built-ins go through the same validation as any file: a bad key in one is a one-line RuleError."""
+    import pfconvert.rules.loading as loading
+
+    text = builtin_text("maxpool").replace("depthwise: true", "depthwize: true")
+    monkeypatch.setattr(loading, "builtin_text", lambda name: text)
+    with pytest.raises(RuleError, match="built-in rule 'maxpool'.*match.depthwize.*unknown key"):
+        load_rules("maxpool")
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "examples" / "fashion_mnist" / "rules")

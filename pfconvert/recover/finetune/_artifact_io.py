@@ -1,4 +1,5 @@
-"""The one place where fine-tuning touches :mod:`pfconvert.artifact` (so a renamed helper is fixed here only)."""
+"""The one place where fine-tuning touches :mod:`pfconvert.conversion.artifact` (so a renamed helper is fixed
+here only)."""
 
 from __future__ import annotations
 

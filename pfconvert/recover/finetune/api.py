@@ -2,7 +2,7 @@
 
 Example::
 
-    from pfconvert.finetune import FinetuneConfig, finetune
+    from pfconvert import FinetuneConfig, finetune
     result = finetune("out/mnv2-maxpool", FinetuneConfig(data="fashion-mnist", epochs=2, img_size=64))
     print(result.best)
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..._deprecated import deprecated_alias
 from ..._files import exclusive
 from ..._progress import Phases
 from ...conversion.artifact import artifact_data_config, read_summary
@@ -105,18 +106,22 @@ class EvalReport:
     data_config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"artifact": self.artifact, "weights": self.weights, "data": self.data, "split": self.split,
                 "split_description": self.split_description, "input_size": list(self.input_size),
-                "data_config": self.data_config, "metrics": {k: v.as_dict() for k, v in self.metrics.items()}}
+                "data_config": self.data_config, "metrics": {k: v.to_dict() for k, v in self.metrics.items()}}
+
+    as_dict = deprecated_alias("as_dict", "to_dict")
 
 
 def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test", weights: str = "auto",
                       batch_size: int = 128, img_size: int | None = None, limit: int | None = None,
                       workers: int = 2, device: str = "auto", original: bool = False, seed: int = 0,
                       val_split: float | None = None, progress: Phases | None = None,
-                      on_note: Callable[[str], None] | None = None) -> EvalReport:
+                      on_note: Callable[[str], None] | None = None,
+                      deploy: Callable[[str, torch.nn.Module, Any], list[tuple[str, torch.nn.Module]]] | None = None
+                      ) -> EvalReport:
     """Top-1/top-5 of an artifact's model (fine-tuned weights when present) on a split of ``data``.
 
     The images are fed as the model was fine-tuned (``finetune.json``) or, before any fine-tune, as recorded at
@@ -126,7 +131,7 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
         artifact_dir: the artifact.
         data: an image folder, a .tar, ``hfds/NAME``, an IDX dir or ``"fashion-mnist"``.
         split: ``"test"`` (the figures), ``"val"`` (the split fine-tuning selected on) or ``"train"``.
-        weights: ``auto``, ``converted`` or ``finetuned`` (see :func:`pfconvert.artifact.load_artifact`).
+        weights: ``auto``, ``converted`` or ``finetuned`` (see :func:`pfconvert.conversion.artifact.load_artifact`).
         batch_size: images per batch.
         img_size: input size (default: the data config's).
         limit: evaluate a fixed random subset of this many images.
@@ -138,6 +143,9 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
             that ``val`` and ``train`` are the fine-tune's splits.
         progress: receives a phase per evaluated model.
         on_note: called with each line of :attr:`EvalReport.notes` (the input and split) before evaluating.
+        deploy: ``(name, model, data config) -> [(label, deployed model), ...]``: each model is also evaluated as
+            deployed (on a runtime, e.g. OpenVINO int8), its metrics stored under ``"NAME on LABEL"`` next to the
+            PyTorch ones (see :func:`pfconvert.deploy.runtime.deploy`). Called on the CPU model, before evaluating.
     """
     if split not in SPLITS:
         raise ArtifactError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
@@ -168,6 +176,10 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
         loader = eval_loader(dataset, batch_size, workers, ctx.rank, ctx.world_size, ctx.device.type == "cuda")
         memory_format = torch.channels_last if precision.channels_last else torch.preserve_format
         metrics = {}
+        if deploy is not None:  # each model, then each of its deployments (built on the CPU model, before it moves)
+            models = {key: value for name, model in models.items()
+                      for key, value in [(name, model), *((f"{name} on {label}", deployed)
+                                                          for label, deployed in deploy(name, model, data_cfg))]}
         for name, model in models.items():
             model = model.to(ctx.device, memory_format=memory_format)
             with progress.phase(f"evaluating the {name} model", len(loader.sampler), "images") as advance:  # type: ignore

@@ -25,7 +25,7 @@ RESUME_FREE_FIELDS = frozenset(
 
 
 class FinetuneConfig(BaseModel):
-    """Settings of :func:`pfconvert.finetune.finetune`; the CLI flags map one to one onto these fields."""
+    """Settings of :func:`pfconvert.recover.finetune.api.finetune`; the CLI flags map one to one onto these fields."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 

@@ -1,6 +1,6 @@
 """The training engine: student/teacher placement, timm optimizer + scheduler, AMP scaler, EMA, DDP, one step.
 
-:func:`build_engine` assembles the pieces from a :class:`~pfconvert.finetune.config.FinetuneConfig` using timm's
+:func:`build_engine` assembles the pieces from a :class:`~pfconvert.recover.finetune.config.FinetuneConfig` using timm's
 factories (``create_optimizer_v2``, ``create_scheduler_v2`` stepped per update with warm-up, ``ModelEmaV3``);
 :func:`train_step` runs one optimisation step; :func:`engine_state` / :func:`load_engine_state` give the part of a
 checkpoint that belongs to the engine. Nothing here loops over data, prints or writes files.

@@ -1,7 +1,7 @@
 """The training loop as a generator of events (after spaCy's ``train_while_improving``).
 
 :func:`train_loop` yields a :class:`StepEvent` after every optimisation step and an :class:`EpochEvent` after every
-epoch. It never prints, logs or saves: the consumer (:mod:`pfconvert.finetune.runner`) does that, and may stop
+epoch. It never prints, logs or saves: the consumer (:mod:`pfconvert.recover.finetune.runner`) does that, and may stop
 at any event; :class:`RunState` is then consistent and checkpointing it allows an exact resume. The loop returns when
 the last epoch is done or ``max_steps`` is reached.
 """
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._deprecated import deprecated_alias
 from ...data.loaders import eval_loader
 from ...errors import TrainingError
 from ...graph.modules import non_finite_weights
@@ -54,10 +55,12 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     start: FinetuneStart = field(default_factory=FinetuneStart)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Checkpointable form: primitives and tensors only (the loss sums of the current epoch copied to the CPU)."""
         state = {f.name: getattr(self, f.name) for f in fields(self)}
         return {**state, "loss_sums": self.loss_sums.detach().cpu().clone(), "start": self.start.to_dict()}
+
+    as_dict = deprecated_alias("as_dict", "to_dict")
 
     def planned(self, config: FinetuneConfig) -> tuple[int, int]:
         """``(total steps, epochs)`` of the run: the last epoch is partial when ``train_images`` ends it early."""
@@ -172,7 +175,7 @@ def _finish_epoch(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ct
     record: dict[str, Any] = {
         "event": "epoch", "epoch": done, "step": run.global_step,
         **{f"train_{name}": value / steps for name, value in zip(LOSS_NAMES, totals.tolist())},
-        **(val.as_dict("val_") if val is not None else {}), "lr": engine.lr, "seconds": run.epoch_seconds,
+        **(val.to_dict("val_") if val is not None else {}), "lr": engine.lr, "seconds": run.epoch_seconds,
         "images_per_s": images / run.epoch_seconds if run.epoch_seconds > 0 else 0.0,
     }
     is_best = val is not None and val.top1 > run.best_top1

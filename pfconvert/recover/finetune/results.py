@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..._deprecated import deprecated_alias
 from ..._files import atomic_write
 from ...conversion.artifact import SUMMARY_FILE
 from .start import FinetuneStart
@@ -47,13 +48,15 @@ class FinetuneResult:
     splits: dict[str, str] = field(default_factory=dict)
     """What the ``train`` and ``val`` splits were (``val`` chose the best epoch; figures belong to ``test``)."""
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``start`` in its stored layout: :meth:`FinetuneStart.to_dict`)."""
         return {**{f.name: getattr(self, f.name) for f in fields(self)}, "start": self.start.to_dict()}
 
+    as_dict = deprecated_alias("as_dict", "to_dict")
+
     def to_json(self) -> str:
         """Indented JSON."""
-        return json.dumps(self.as_dict(), indent=2, default=str) + "\n"
+        return json.dumps(self.to_dict(), indent=2, default=str) + "\n"
 
 
 def write_summary(result: FinetuneResult, directory: Path) -> Path:

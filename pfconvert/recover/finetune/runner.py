@@ -1,7 +1,7 @@
 """Runs a fine-tuning job: checks, BatchNorm re-estimation, the loop, checkpoints, logs, signals, summary.
 
 :func:`run_finetune` works on plain modules (student, teacher) and an output directory, so it serves artifacts
-(:func:`pfconvert.finetune.finetune`) and any pair of timm models alike. Only rank 0 writes files or reports.
+(:func:`pfconvert.finetune`) and any pair of timm models alike. Only rank 0 writes files or reports.
 
 Files in ``out_dir``: ``checkpoints/last.pt`` (at the start, every epoch, and on Ctrl-C / ``max_steps``),
 ``checkpoints/best.pt`` (the best validation top-1, the start included: a run that only makes the model worse leaves
@@ -344,7 +344,7 @@ class _Job:
         rng = dist.all_gather_objects(capture_rng(), self.ctx)
         path = self.ckpt_dir / LAST_FILE
         if self.ctx.is_main:
-            save_checkpoint({"config": self.config.model_dump_json(), "run": self.run_state.as_dict(),
+            save_checkpoint({"config": self.config.model_dump_json(), "run": self.run_state.to_dict(),
                              "engine": engine_state(self.engine), "rng": rng, "world_size": self.ctx.world_size,
                              "identity": self.identity}, path)
         dist.barrier(self.ctx)

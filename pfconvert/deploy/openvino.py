@@ -1,0 +1,243 @@
+"""OpenVINO: a model converted to OpenVINO (fp32, or int8 by NNCF post-training quantization), compiled for the CPU,
+and exported as IR (``.xml`` + ``.bin``) checked against PyTorch.
+
+The model goes to OpenVINO through the ONNX file pfconvert already exports (:func:`pfconvert.deploy.onnx.
+export_onnx_bytes`, ``ov.convert_model`` on it), so ONNX Runtime and OpenVINO run the same graph. int8 is NNCF's
+``nncf.quantize`` on the OpenVINO model with calibration inputs (:class:`~pfconvert.deploy.quantize.Calibration`).
+Compiled models run with ``PERFORMANCE_HINT=LATENCY``, ``INFERENCE_NUM_THREADS`` threads and fp32 inference
+precision (OpenVINO would otherwise run fp32 layers in bf16 on CPUs with AMX, and "fp32" would not be fp32).
+
+Both packages are optional (``pip install 'pfconvert[openvino]'``); they are imported on first use, never when the
+command line starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ExportError, one_line
+from ._deps import installed, require
+from .quantize import Calibration, check_calibration
+
+__all__ = ["openvino_available", "nncf_available", "to_openvino", "quantize_openvino", "compile_openvino",
+           "OpenVINOExportResult", "export_openvino", "top1_agreement"]
+
+
+def openvino_available() -> bool:
+    """Whether openvino is installed (checked without importing it)."""
+    return installed("openvino")
+
+
+def nncf_available() -> bool:
+    """Whether openvino and nncf (int8) are installed."""
+    return installed("openvino") and installed("nncf")
+
+
+def _ov() -> Any:
+    return require("openvino", "the OpenVINO backend")
+
+
+def to_openvino(model: nn.Module, input_size: tuple[int, int, int], onnx_model: bytes | None = None) -> Any:
+    """The model as an ``openvino.Model`` with a dynamic batch dimension, converted from its ONNX export.
+
+    Args:
+        model: The PyTorch model (exported in eval mode; its mode is restored).
+        input_size: (C, H, W).
+        onnx_model: An ONNX export of ``model`` with a dynamic batch, when the caller has one already.
+    """
+    ov = _ov()
+    if onnx_model is None:
+        from .onnx import export_onnx_bytes
+
+        onnx_model = export_onnx_bytes(model, input_size, dynamic_batch=True)
+    try:
+        return ov.convert_model(io.BytesIO(onnx_model))
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types
+        raise ExportError(f"OpenVINO could not convert the ONNX export: {type(exc).__name__}: {one_line(exc, 200)}"
+                          ) from None
+
+
+@contextlib.contextmanager
+def _progress_to_stderr() -> Iterator[None]:
+    """NNCF draws its progress bars on stdout; stdout is for data."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def quantize_openvino(ov_model: Any, calibration: Calibration, input_size: tuple[int, int, int] | None = None) -> Any:
+    """NNCF post-training int8 quantization (``nncf.quantize``, its defaults) of an ``openvino.Model``, calibrated on
+    every input of ``calibration`` (one sample each).
+
+    Raises:
+        ExportError: nncf is not installed, the calibration inputs do not fit, or NNCF fails.
+    """
+    if input_size is not None:
+        check_calibration(calibration, input_size)
+    nncf = require("nncf", "int8 quantization for OpenVINO (NNCF)")
+    import logging
+
+    nncf.set_log_level(logging.ERROR)
+    try:
+        with _progress_to_stderr():
+            return nncf.quantize(ov_model, nncf.Dataset(list(calibration.samples())), subset_size=len(calibration))
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"NNCF int8 quantization failed: {type(exc).__name__}: {one_line(exc, 200)}") from None
+
+
+def compile_openvino(ov_model: Any, threads: int | None = None, batch_size: int | None = None) -> Any:
+    """Compile for the CPU (latency hint, fp32 precision, ``threads`` inference threads).
+
+    Args:
+        ov_model: An ``openvino.Model`` (not modified).
+        threads: Inference threads (None: OpenVINO's choice).
+        batch_size: Fix the batch dimension to this size (static shapes compile to faster kernels); None keeps
+            the model's (dynamic) batch.
+    """
+    ov = _ov()
+    if batch_size is not None:
+        ov_model = ov_model.clone()
+        shape = list(ov_model.inputs[0].get_partial_shape())
+        shape[0] = batch_size
+        ov_model.reshape({ov_model.inputs[0]: ov.PartialShape(shape)})
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    try:
+        return ov.Core().compile_model(ov_model, "CPU", config)
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"OpenVINO could not compile the model for the CPU: {type(exc).__name__}: "
+                          f"{one_line(exc, 200)}") from None
+
+
+def _reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return model(x).float().cpu().numpy()
+    finally:
+        model.train(was_training)
+
+
+def top1_agreement(reference: np.ndarray, other: np.ndarray) -> float:
+    """Share of rows whose arg-max agrees."""
+    return float(np.mean(reference.argmax(-1) == other.argmax(-1)))
+
+
+@dataclass
+class OpenVINOExportResult:
+    """What :func:`export_openvino` wrote and how it was checked.
+
+    Attributes:
+        xml, bin: The IR files.
+        int8: Quantized with NNCF.
+        max_abs_diff: fp32: max abs difference vs PyTorch on a random batch (None when not checked).
+        tolerance: fp32: the accepted difference.
+        agreement: int8: share of the check images on which the int8 and the PyTorch top-1 agree.
+        check_images: How many images ``agreement`` is over, and what they are (``check_source``).
+        calibration: What calibrated the int8 model (None for fp32).
+    """
+
+    xml: Path
+    bin: Path
+    int8: bool
+    max_abs_diff: float | None = None
+    tolerance: float | None = None
+    agreement: float | None = None
+    min_agreement: float | None = None
+    check_images: int = 0
+    check_source: str = ""
+    calibration: str | None = None
+    calibration_synthetic: bool = False
+
+    @property
+    def size_bytes(self) -> int:
+        """Size of the ``.xml`` and ``.bin`` together."""
+        return self.xml.stat().st_size + self.bin.stat().st_size
+
+
+def export_openvino(model: nn.Module, out: str | Path, input_size: tuple[int, int, int], *, int8: bool = False,
+                    calibration: Calibration | None = None, check_inputs: torch.Tensor | None = None,
+                    check_source: str = "", check: bool = True, tolerance: float = 1e-3,
+                    min_agreement: float = 0.9, dynamic_batch: bool = True,
+                    overwrite: bool = False) -> OpenVINOExportResult:
+    """Write ``model`` as OpenVINO IR (``out`` = ``NAME.xml``, with ``NAME.bin`` next to it) and check it.
+
+    fp32 is checked numerically (max abs difference vs PyTorch on a seeded random batch of 2, at most
+    ``tolerance``). int8 (``int8=True``, NNCF with ``calibration``, random inputs when None) is checked by the top-1
+    agreement of the int8 model with PyTorch on ``check_inputs`` (images of the user's data, other than the
+    calibration images): below ``min_agreement`` the export fails. Without check images the agreement is
+    measured on random inputs and reported, never failed on (the int8 accuracy is then unknown).
+
+    Raises:
+        ExportError: a target exists (and not ``overwrite``), openvino / nncf are missing, the conversion fails, or
+            the check fails (the files are kept for inspection; the message says where).
+    """
+    ov = _ov()
+    xml = Path(out)
+    if xml.suffix != ".xml":
+        raise ExportError(f"--out {xml}: an OpenVINO IR is a .xml file (with its .bin next to it); give a name "
+                          "such as model.xml")
+    binary = xml.with_suffix(".bin")
+    for path in (xml, binary):
+        if path.is_dir():
+            raise ExportError(f"{path} is a directory; give a file name such as {path / 'model.xml'}")
+        if path.exists() and not overwrite:
+            raise ExportError(f"{path} already exists; choose another --out or pass --overwrite")
+    ov_model = to_openvino(model, input_size)
+    if int8:
+        from .quantize import synthetic_calibration
+
+        calibration = calibration if calibration is not None else synthetic_calibration(input_size)
+        ov_model = quantize_openvino(ov_model, calibration, input_size)
+    if not dynamic_batch:
+        ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([1, *input_size])})
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{xml.stem}.", dir=xml.parent) as tmp:
+        ov.save_model(ov_model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
+        shutil.move(str(Path(tmp) / "model.bin"), binary)  # the weights first: the .xml names a complete model
+        shutil.move(str(Path(tmp) / "model.xml"), xml)
+    result = OpenVINOExportResult(xml, binary, int8, calibration=calibration.source if int8 and calibration else None,
+                                  calibration_synthetic=bool(int8 and calibration and calibration.synthetic))
+    if not check:
+        return result
+    compiled = compile_openvino(ov.Core().read_model(str(xml)))
+    if not int8:
+        x = torch.randn((2 if dynamic_batch else 1, *input_size), generator=torch.Generator().manual_seed(0))
+        got = compiled(x.numpy())[0]
+        ref = _reference(model, x)
+        result.max_abs_diff = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
+        result.tolerance = tolerance
+        if not result.max_abs_diff <= tolerance:
+            raise ExportError(f"OpenVINO output differs from PyTorch by {result.max_abs_diff:.3g} (max abs) > "
+                              f"tolerance {tolerance:g}; the export is kept at {xml} for inspection")
+        return result
+    given = check_inputs is not None
+    x = check_inputs if given else torch.randn((64, *input_size), generator=torch.Generator().manual_seed(1))
+    ref = _reference(model, x)
+    batch = 1 if not dynamic_batch else 64
+    got = np.concatenate([compiled(x[i:i + batch].numpy())[0] for i in range(0, len(x), batch)])
+    result.agreement = top1_agreement(ref, got)
+    result.check_images = len(x)
+    result.check_source = check_source if given else f"{len(x)} random inputs (no --data: the int8 accuracy is unknown)"
+    result.min_agreement = min_agreement if given else None
+    if given and result.agreement < min_agreement:
+        raise ExportError(f"the int8 model agrees with PyTorch on the top-1 of {result.agreement:.1%} of "
+                          f"{len(x)} images, below --min-agreement {min_agreement:.0%}; the export is kept at {xml} "
+                          "for inspection (calibrate on more images with --calib-images, or check the model's "
+                          "accuracy with `pfconvert eval --backend ov-int8`)")
+    return result

@@ -1,0 +1,150 @@
+"""int8 post-training quantization inputs and ONNX Runtime's static QDQ path.
+
+A :class:`Calibration` holds the inputs that calibrate the activation ranges: images of the user's data, prepared
+as the model is fed (built by :func:`pfconvert.data.calibration_images`), or, when there is no data, seeded random
+inputs (:func:`synthetic_calibration`), in which case the int8 model's accuracy is unknown and every caller says so.
+
+:func:`quantize_ort` is ONNX Runtime's own static quantization (``onnxruntime.quantization.quantize_static``, QDQ
+format, int8 weights per channel and int8 activations, MinMax calibration) through a ``CalibrationDataReader``; the
+OpenVINO path (NNCF) is in :mod:`pfconvert.deploy.openvino`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ExportError, one_line
+from ._deps import require
+
+__all__ = ["Calibration", "DEFAULT_CALIB_IMAGES", "SYNTHETIC_IMAGES", "synthetic_calibration", "check_calibration",
+           "quantize_ort"]
+
+DEFAULT_CALIB_IMAGES = 300
+"""Calibration images by default (``--calib-images``): NNCF's default subset size is 300."""
+SYNTHETIC_IMAGES = 32
+"""Random inputs used to calibrate when no data is given (enough to set ranges; the accuracy is unknown anyway)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Inputs that calibrate an int8 model: ``inputs`` (N, C, H, W) float32, as the model is fed.
+
+    Attributes:
+        inputs: The calibration inputs.
+        source: What they are, for the user ("300 training images of fashion-mnist (seeded subset)").
+        synthetic: True when they are random inputs, not images: the int8 accuracy is then unknown.
+    """
+
+    inputs: np.ndarray
+    source: str
+    synthetic: bool = False
+
+    @classmethod
+    def from_tensor(cls, images: torch.Tensor, source: str) -> Calibration:
+        """From a batch of prepared images."""
+        return cls(np.ascontiguousarray(images.detach().cpu().float().numpy()), source, synthetic=False)
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of the inputs."""
+        c, h, w = self.inputs.shape[1:]
+        return int(c), int(h), int(w)
+
+    def samples(self) -> Iterator[np.ndarray]:
+        """One (1, C, H, W) array per input."""
+        for i in range(len(self)):
+            yield self.inputs[i:i + 1]
+
+    def describe(self) -> str:
+        """One line: what calibrated the int8 model, and whether its accuracy is known."""
+        if self.synthetic:
+            return (f"int8 calibrated on {self.source} (no --data given): the int8 accuracy is unknown; pass --data "
+                    "to calibrate on your images")
+        return f"int8 calibrated on {self.source}"
+
+
+def synthetic_calibration(input_size: tuple[int, int, int], count: int = SYNTHETIC_IMAGES,
+                          seed: int = 0) -> Calibration:
+    """``count`` seeded standard-normal inputs (roughly the statistics of normalised images)."""
+    x = torch.randn((count, *input_size), generator=torch.Generator().manual_seed(seed))
+    return Calibration(x.numpy(), f"{count} random inputs", synthetic=True)
+
+
+def check_calibration(calibration: Calibration, input_size: tuple[int, int, int]) -> None:
+    """Raise when the calibration inputs do not have the model's input size."""
+    if calibration.input_size != tuple(input_size):
+        raise ExportError(f"calibration inputs are {'x'.join(map(str, calibration.input_size))} but the model takes "
+                          f"{'x'.join(map(str, input_size))}; prepare the calibration images at the model's input")
+    if len(calibration) == 0:
+        raise ExportError("no calibration inputs; pass --calib-images 1 or more")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logger = logging.getLogger()
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # onnxruntime.quantization logs through the root logger
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
+def quantize_ort(onnx_model: bytes, calibration: Calibration, *, per_channel: bool = True) -> bytes:
+    """Quantize an fp32 ONNX model (bytes, one input) with ONNX Runtime's static QDQ quantization.
+
+    Args:
+        onnx_model: The fp32 model (e.g. from :func:`pfconvert.deploy.onnx.export_onnx_bytes`).
+        calibration: The calibration inputs (one forward each, batch 1).
+        per_channel: Per-channel weight scales (ONNX Runtime's recommendation for CNNs).
+
+    Returns:
+        The QDQ model as bytes.
+
+    Raises:
+        ExportError: onnxruntime lacks the quantization tools, or the quantization fails.
+    """
+    require("onnxruntime", "int8 quantization with ONNX Runtime")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.items = calibration.samples()
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            item = next(self.items, None)
+            return None if item is None else {self.name: item}
+
+    import onnx
+
+    name = onnx.load_model_from_string(onnx_model).graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="pfconvert-ort-int8-") as tmp:
+        src, pre, out = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(onnx_model)
+        try:
+            with _quiet():
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+                quantize_static(str(pre), str(out), Reader(name), quant_format=QuantFormat.QDQ,
+                                per_channel=per_channel, activation_type=QuantType.QInt8,
+                                weight_type=QuantType.QInt8)
+        except Exception as exc:  # noqa: BLE001 - the quantizer raises many types; all mean "it failed"
+            raise ExportError(f"ONNX Runtime int8 quantization failed: {type(exc).__name__}: {one_line(exc, 200)}"
+                              ) from None
+        return out.read_bytes()

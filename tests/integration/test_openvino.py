@@ -1,0 +1,176 @@
+"""Deploying where CPU users deploy: OpenVINO fp32 / int8 (NNCF) and ONNX Runtime int8 (static QDQ), checked against
+PyTorch; the new backends in report, plan and eval; the one-line error when OpenVINO is not installed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from conftest import FASHION_MNIST
+from helpers import run_cli
+
+import pfconvert
+from pfconvert.data.config import resolve_data_config
+from pfconvert.deploy.openvino import export_openvino, top1_agreement
+from pfconvert.deploy.quantize import Calibration, synthetic_calibration
+from pfconvert.deploy.runtime import Deployed, deploy
+from pfconvert.errors import ExportError
+
+SIZE = (3, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def resnet() -> torch.nn.Module:
+    return timm.create_model("resnet18", num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def images(resnet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Fashion-MNIST images prepared as the model is fed: 32 training images (calibration), 48 validation ones."""
+    from pfconvert.data.calibration import calibration_images
+
+    cfg = resolve_data_config(resnet, input_size=SIZE)
+    train, source = calibration_images(FASHION_MNIST, cfg, 32)
+    val, _ = calibration_images(FASHION_MNIST, cfg, 48, split="val")
+    assert train.shape == (32, *SIZE) and "train" in source
+    return {"train": train, "val": val}
+
+
+@pytest.mark.slow
+def test_openvino_fp32_export_matches_pytorch(resnet: torch.nn.Module, tmp_path: Path) -> None:
+    import openvino as ov
+
+    result = export_openvino(resnet, tmp_path / "m.xml", SIZE)
+    assert result.xml.is_file() and result.bin.is_file() and not result.int8
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-3
+    x = torch.randn((3, *SIZE), generator=torch.Generator().manual_seed(5))  # read back, another input and batch
+    got = ov.Core().compile_model(str(result.xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x.numpy())[0]
+    with torch.no_grad():
+        ref = resnet(x).numpy()
+    assert np.abs(got - ref).max() < 1e-3
+    with pytest.raises(ExportError, match="already exists"):
+        export_openvino(resnet, tmp_path / "m.xml", SIZE)
+
+
+@pytest.mark.slow
+def test_openvino_int8_export_agrees_with_pytorch_on_most_images(resnet: torch.nn.Module, images: dict,
+                                                                 tmp_path: Path) -> None:
+    calibration = Calibration.from_tensor(images["train"], "32 Fashion-MNIST training images")
+    result = export_openvino(resnet, tmp_path / "q.xml", SIZE, int8=True, calibration=calibration,
+                             check_inputs=images["val"], check_source="48 validation images", min_agreement=0.8)
+    assert result.int8 and result.check_images == 48 and result.agreement is not None and result.agreement >= 0.8
+    import openvino as ov
+
+    got = ov.Core().compile_model(str(result.xml), "CPU")(images["val"].numpy())[0]  # the file, read back
+    with torch.no_grad():
+        ref = resnet(images["val"]).numpy()
+    assert abs(float(np.mean(got.argmax(1) == ref.argmax(1))) - result.agreement) < 0.05
+    assert result.bin.stat().st_size < 0.5 * 11_000_000 * 4  # int8 weights: well under the fp32 size
+    xml = result.xml.read_text()
+    assert "FakeQuantize" in xml or "FakeConvert" in xml or "u8" in xml or "i8" in xml
+    with pytest.raises(ExportError, match="below --min-agreement"):  # the check can fail
+        export_openvino(resnet, tmp_path / "q2.xml", SIZE, int8=True, calibration=calibration,
+                        check_inputs=images["val"], min_agreement=1.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["ov", "ort", "ov-int8", "ort-int8"])
+def test_deployed_runtimes_compute_what_pytorch_computes(resnet: torch.nn.Module, images: dict, runtime: str) -> None:
+    calibration = Calibration.from_tensor(images["train"], "calibration")
+    deployed = deploy(resnet, runtime, SIZE, calibration, threads=1)
+    assert isinstance(deployed, Deployed) and deployed.label
+    x = images["val"]
+    with torch.no_grad():
+        ref, got = resnet(x).numpy(), deployed(x).numpy()
+    assert got.shape == ref.shape
+    if runtime.endswith("int8"):
+        assert top1_agreement(ref, got) >= 0.8
+        assert np.abs(got - ref).max() > 1e-6  # quantized: not the fp32 model
+    else:
+        assert np.abs(got - ref).max() < 1e-3
+
+
+@pytest.mark.slow
+def test_report_times_the_new_backends_and_names_the_deployed_one() -> None:
+    original = timm.create_model("test_efficientnet", num_classes=10).eval()
+    converted, _ = pfconvert.convert(original, "maxpool", input_size=(3, 32, 32))
+    report = pfconvert.run_report(original, converted, input_size=(3, 32, 32), batch_sizes=(1, 2),
+                                  backends=["ov", "ov-int8", "ort-int8"], runs=3, warmup=1, max_seconds=1.0,
+                                  memory=False, threads=1)
+    labels = {(r.backend, r.batch_size): r.backend_label for r in report.latency}
+    assert labels[("ov-int8", 2)] == "OpenVINO CPU int8 (NNCF PTQ)" and ("ort-int8", 1) in labels
+    assert any("random inputs" in n and "accuracy is unknown" in n for n in report.notes)
+    deployed = report.deployed()
+    assert [r.batch_size for r in deployed] == [1, 2]
+    for row in deployed:  # the backend where the original is fastest, named in the headline
+        assert row.original_ms == min(r.original_ms for r in report.latency if r.batch_size == row.batch_size)
+    assert "Deployed, batch 1:" in report.to_markdown() and json.loads(report.to_json())["deployed"]
+
+
+@pytest.mark.slow
+def test_eval_reports_fp32_and_int8_side_by_side(ft_artifact: Path, ft_fmnist_dir: Path, capsys, monkeypatch) -> None:
+    code, out, err = run_cli(["eval", str(ft_artifact), "--data", str(ft_fmnist_dir), "--img-size", "32", "--limit",
+                              "32", "--workers", "0", "--original", "--backend", "ov-int8,ort-int8",
+                              "--calib-images", "16", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    metrics = json.loads(out)["metrics"]
+    assert set(metrics) == {"student", "student on OpenVINO CPU int8 (NNCF PTQ)",
+                            "student on ONNX Runtime CPU int8 (static QDQ)", "original",
+                            "original on OpenVINO CPU int8 (NNCF PTQ)",
+                            "original on ONNX Runtime CPU int8 (static QDQ)"}
+    assert all(m["count"] == 32 for m in metrics.values())
+    assert "int8 calibrated on 16 images of train" in err
+
+
+def test_eval_refuses_an_unknown_runtime_in_one_line(ft_artifact: Path, capsys, monkeypatch) -> None:
+    code, _, err = run_cli(["eval", str(ft_artifact), "--data", "fashion-mnist", "--backend", "tensorrt"], capsys,
+                           monkeypatch)
+    assert code == 1 and "--backend 'tensorrt'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_plan_scores_int8_candidates_in_int8() -> None:
+    from pfconvert.study.plan import _scorer
+
+    seen: list[torch.nn.Module] = []
+
+    class Tools:
+        def top1(self, m: torch.nn.Module) -> float:
+            seen.append(m)
+            return 50.0
+
+        def calib_batches(self, n: int) -> list[torch.Tensor]:
+            return [torch.randn(n, 3, 32, 32)]
+
+    model = timm.create_model("test_efficientnet", num_classes=10).eval()
+    notes: list[str] = []
+    score, calibration = _scorer("cpu", Tools(), (3, 32, 32), 8, "data", notes)
+    assert calibration is None and score(model) == 50.0 and seen[-1] is model  # fp32: scored in PyTorch
+    score, calibration = _scorer("ov-int8", Tools(), (3, 32, 32), 8, "data", notes)
+    assert len(calibration) == 8 and "scored in int8 on ov-int8" in notes[-1]
+    assert score(model) == 50.0
+    assert isinstance(seen[-1], Deployed) and seen[-1].prepared.runtime == "ov-int8"
+
+
+@pytest.mark.parametrize("argv", [["export", "{artifact}", "--format", "openvino"],
+                                  ["report", "{artifact}", "--backends", "ov-int8"],
+                                  ["eval", "{artifact}", "--data", "fashion-mnist", "--backend", "ov"],
+                                  ["plan", "test_efficientnet", "--data", "fashion-mnist", "--backend", "ov"]])
+def test_missing_openvino_is_a_one_line_error_naming_the_extra(argv: list[str], ft_artifact: Path, capsys,
+                                                               monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError, as when not installed
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    code, out, err = run_cli([a.replace("{artifact}", str(ft_artifact)) for a in argv], capsys, monkeypatch)
+    assert code == 1 and out == ""
+    assert "pip install 'pfconvert[openvino]'" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_synthetic_calibration_says_the_accuracy_is_unknown() -> None:
+    calibration = synthetic_calibration((3, 8, 8), 4)
+    assert calibration.synthetic and calibration.inputs.shape == (4, 3, 8, 8)
+    assert "accuracy is unknown" in calibration.describe()
