@@ -227,8 +227,9 @@ class TimmSamples(ImageSamples):
         label; Hugging Face: the dataset's own fingerprint with the indices and labels."""
         reader, mark = self.dataset.reader, Fingerprint("timm").add(self.classes, self.labels)
         if isinstance(reader, FolderReader):
+            start = len(os.path.join(reader.root, ""))  # the samples' paths are the root joined with the rest
             for i in self.indices:
-                mark.add(os.path.relpath(reader.samples[i][0], reader.root), reader.sizes[i])
+                mark.add(reader.samples[i][0][start:], reader.sizes[i])
         elif isinstance(reader, ReaderImageInTar):
             for i in self.indices:
                 member = reader.samples[i][0]
@@ -331,9 +332,12 @@ def _open(source: DataSource, split: str, reference: _Reference, val_fraction: f
     base = _read(source, "train", reference, "train")
     order = torch.randperm(len(base), generator=torch.Generator().manual_seed(10_007 + seed)).tolist()
     cut = max(1, round(val_fraction * len(base)))
-    val, train = base.subset(sorted(order[:cut])), base.subset(sorted(order[cut:]))
-    _check_disjoint(val, "val", train, "train")  # one file linked twice into train/ would land in both
-    carved = val if split == "val" else train
+    val, train = sorted(order[:cut]), sorted(order[cut:])
+    identities, paths = base.files()
+    if identities:  # one file linked twice into train/ could land in both parts
+        check_disjoint("val", [identities[i] for i in val], [paths[i] for i in val], "train",
+                       [identities[i] for i in train], [paths[i] for i in train])
+    carved = base.subset(val if split == "val" else train)
     share = f"{val_fraction:.0%} of the training images (seed {seed})"
     carved.description = f"val: {share}" if split == "val" else f"train: the other {1 - val_fraction:.0%}"
     return carved

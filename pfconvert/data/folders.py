@@ -52,7 +52,7 @@ class FolderReader(Reader):
 
     def __init__(self, root: str | Path) -> None:
         super().__init__()
-        self.root = str(root)
+        self.root = str(Path(root))  # normalised: every sample path is this, a separator, and the rest
         self._extensions = get_img_extensions(as_set=True)
         self._seen: dict[Identity, Path] = {}
         self.skipped: Counter[str] = Counter()
