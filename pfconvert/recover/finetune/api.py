@@ -21,6 +21,7 @@ from ..._deprecated import deprecated_alias
 from ..._files import exclusive
 from ..._progress import Phases
 from ...conversion.artifact import artifact_data_config, read_summary
+from ...data.checks import check_limit
 from ...data.datasets import SPLITS, open_split, resolve_source
 from ...data.loaders import eval_loader
 from ...data.transforms import build_transforms
@@ -134,7 +135,7 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
         weights: ``auto``, ``converted`` or ``finetuned`` (see :func:`pfconvert.conversion.artifact.load_artifact`).
         batch_size: images per batch.
         img_size: input size (default: the data config's).
-        limit: evaluate a fixed random subset of this many images.
+        limit: evaluate a fixed random subset of this many images (at least 1; None: all).
         workers: loader worker processes.
         device: ``auto``, ``cpu``, ``cuda``...
         original: also evaluate the original (unconverted) model.
@@ -149,6 +150,7 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
     """
     if split not in SPLITS:
         raise ArtifactError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    limit = check_limit(limit)
     path = Path(artifact_dir)
     student, recipe, weights_file = load_student(path, weights=weights)
     models = {"student": student} | ({"original": load_teacher(recipe, path)} if original else {})
@@ -162,10 +164,15 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
     try:
         precision = resolve_precision(ctx.device)
         split_seed = carve_seed if split in ("train", "val") else seed  # train and val: the fine-tune's carve
-        dataset = open_split(resolve_source(data), split, limit, split_seed, val_fraction=val_split)
+        recorded = _finetune_classes(summary)
+        dataset = open_split(resolve_source(data), split, limit, split_seed, classes=recorded, val_fraction=val_split,
+                             classes_of="the fine-tuned model (finetune.json)")
         num_classes = infer_num_classes(student, data_cfg.input_size)
         if len(dataset.classes) != num_classes:
-            raise DataError(f"the model has {num_classes} classes but {data} has {len(dataset.classes)}")
+            empty = dataset.empty_classes()
+            hollow = f" (class folder(s) {', '.join(map(repr, empty[:5]))} hold no images)" if empty else ""
+            raise DataError(f"the model has {num_classes} classes but the {split} split of {data} has "
+                            f"{len(dataset.classes)}{hollow}; evaluate on data with the model's classes")
         dataset.mode = data_cfg.image_mode
         data_cfg, note = data_cfg.for_images(dataset.image_size())
         notes = [f"input: {data_cfg.describe()} ({origin})", *([note] if note else []),
@@ -188,6 +195,14 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
         teardown(ctx)
     return EvalReport(str(path), weights_file.name, str(data), split, data_cfg.input_size, metrics,
                       dataset.description, data_cfg.to_dict(), notes)
+
+
+def _finetune_classes(summary: dict[str, Any]) -> tuple[str, ...] | None:
+    """The class names the artifact was fine-tuned on (``finetune.json``), or None when it does not record them."""
+    classes = summary.get("classes")
+    if isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes):
+        return tuple(classes)
+    return None
 
 
 def _finetune_split(summary: dict[str, Any]) -> tuple[float, int]:

@@ -29,6 +29,7 @@ __all__ = [
     "SeededDataset",
     "SkipSampler",
     "prepare_data",
+    "check_resume_data",
     "train_loader",
     "steps_per_epoch",
     "recalibration_loader",
@@ -45,6 +46,9 @@ class DataBundle:
     val: ImageSamples
     data_cfg: DataConfig
     notes: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+    """The training split's :meth:`~pfconvert.data.datasets.ImageSamples.fingerprint` (checkpoints record it, and
+    ``--resume`` refuses other data: :func:`check_resume_data`)."""
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -65,8 +69,10 @@ def prepare_data(config: FinetuneConfig, data_cfg: DataConfig, num_classes: int,
     val = open_split(source, "val", config.limit_val, config.seed, classes=train.classes,
                      val_fraction=config.val_split)
     if len(train.classes) != num_classes:
+        empty = train.empty_classes()
+        hollow = f" (class folder(s) {', '.join(map(repr, empty[:5]))} hold no images)" if empty else ""
         raise DataError(
-            f"the model has {num_classes} classes but {source.root} has {len(train.classes)}; "
+            f"the model has {num_classes} classes but {source.root} has {len(train.classes)}{hollow}; "
             f"convert the model with --num-classes {len(train.classes)}"
         )
     if len(train) < config.batch_size * world_size:
@@ -79,7 +85,16 @@ def prepare_data(config: FinetuneConfig, data_cfg: DataConfig, num_classes: int,
     train.transform, val.transform = build_transforms(data_cfg, config.augment)
     notes = [f"{train.description}: {len(train)} images; {val.description}: {len(val)} images",
              f"input: {data_cfg.describe()}", *([note] if note else [])]
-    return DataBundle(source, train, val, data_cfg, notes)
+    return DataBundle(source, train, val, data_cfg, notes, train.fingerprint())
+
+
+def check_resume_data(saved: str | None, bundle: DataBundle) -> None:
+    """Refuse to resume a run on other training data than it was trained on (``saved``: the fingerprint its
+    checkpoint recorded; None for checkpoints written before fingerprints were)."""
+    if saved is not None and saved != bundle.fingerprint:
+        raise DataError(f"{bundle.source.name} is not the data the saved run trained on (the training images' names, "
+                        "sizes, pixels or labels differ); resume with the same --data (and limits), or start again "
+                        "with --overwrite")
 
 
 @contextmanager

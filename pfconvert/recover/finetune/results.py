@@ -47,6 +47,8 @@ class FinetuneResult:
     """How images became the input in this run (``DataConfig.to_dict``): later commands use it by default."""
     splits: dict[str, str] = field(default_factory=dict)
     """What the ``train`` and ``val`` splits were (``val`` chose the best epoch; figures belong to ``test``)."""
+    classes: list[str] = field(default_factory=list)
+    """The class names, label i = ``classes[i]``: ``eval`` requires the same classes of any data it is given."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``start`` in its stored layout: :meth:`FinetuneStart.to_dict`)."""

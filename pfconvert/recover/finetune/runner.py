@@ -42,7 +42,7 @@ from .checkpoint import (
 )
 from .config import FinetuneConfig
 from .engine import Engine, build_engine, engine_state, load_engine_state
-from .loaders import DataBundle, prepare_data, recalibration_loader, steps_per_epoch
+from .loaders import DataBundle, check_resume_data, prepare_data, recalibration_loader, steps_per_epoch
 from .loop import EpochEvent, NonFiniteLossError, RunState, StepEvent, check_finite, total_steps, train_loop
 from .progress import Reporter
 from .results import METRICS_FILE, FinetuneResult, MetricsLog, write_summary
@@ -233,6 +233,8 @@ class _Job:
         self._check_out_dir(resume, overwrite)
         state = self._load_resume_state() if resume else None
         self.bundle = self._prepare_data()
+        if state is not None:
+            check_resume_data(state.get("data"), self.bundle)
         for note in [*self.bundle.notes, *(self.notes if not resume else [])]:  # before the long start phases
             self.reporter.note(note)
         _seed_everything(self.config.seed + self.ctx.rank)
@@ -346,7 +348,8 @@ class _Job:
         if self.ctx.is_main:
             save_checkpoint({"config": self.config.model_dump_json(), "run": self.run_state.to_dict(),
                              "engine": engine_state(self.engine), "rng": rng, "world_size": self.ctx.world_size,
-                             "identity": self.identity}, path)
+                             "identity": self.identity, "data": self.bundle.fingerprint if self.bundle else None},
+                            path)
         dist.barrier(self.ctx)
         self.saved_step = self.run_state.global_step
         return path
@@ -444,6 +447,7 @@ class _Job:
             config=self.config.model_dump(), data_config=self.data_cfg.to_dict(),
             splits={"train": self.bundle.train.description, "val": self.bundle.val.description}
             if self.bundle is not None else {},
+            classes=list(self.bundle.classes) if self.bundle is not None else [],
         )
 
     def run(self, resume: bool, overwrite: bool) -> FinetuneResult:
