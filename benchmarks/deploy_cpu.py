@@ -20,16 +20,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from pfconvert.report.backends import backend_label, list_backends
 from pfconvert.report.latency import LatencyConfig, measure
 from pfconvert.report.machine import describe_machine, machine_info
 from pfconvert.report.report import SLOWER, compare_timings
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, int_list, write_page  # noqa: E402
-from speed import _build  # noqa: E402  (the original and its conversions; identity timed as the ceiling)
+try:
+    from ._results import add_docs_flag, int_list, write_page  # imported as benchmarks.deploy_cpu (tests, python -m)
+    from .speed import _build  # the original and its conversions; identity timed as the ceiling
+except ImportError:
+    from _results import add_docs_flag, int_list, write_page  # run as a script: its directory is sys.path[0]
+    from speed import _build
 
 CASES = {"mobilenetv2_100": ["maxpool", "dw-hybrid", "identity"], "efficientnet_lite0": ["maxpool", "dw-hybrid"],
          "resnet50": ["r50-max", "r50-hybrid"], "convnext_tiny": ["maxpool", "dw-hybrid"], "resnet34": ["basic-max"]}
