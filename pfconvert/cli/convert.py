@@ -28,7 +28,11 @@ def convert_cmd(
     pretrained: o.PretrainedOpt = False,
     pretrained_file: o.PretrainedFileOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Artifact directory (default: ./MODEL-RULE).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace the contents of an existing --out directory.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing artifact in --out (only the files pfconvert "
+                                            "wrote; a folder that is not an artifact is refused).")] = False,
+    new_head: Annotated[bool, typer.Option("--new-head", help="With --checkpoint or --pretrained-file: re-initialise "
+                                           "the classifier (at --num-classes) instead of loading it; the rest is "
+                                           "still loaded strictly.")] = False,
     num_classes: o.NumClassesOpt = None,
     in_chans: o.InChansOpt = None,
     kwarg: o.KwargOpt = None,
@@ -56,7 +60,7 @@ def convert_cmd(
     from ..rules.loading import load_rules
 
     rules = load_rules(rule)  # an unknown rule fails before torch is imported
-    ensure_writable(target, overwrite)  # fail before the conversion, not after it
+    ensure_writable(target, overwrite, marker="recipe.json")  # fail before the conversion, not after it
     from ..conversion.artifact import save
     from ..conversion.rewrite import convert_pair
     from ..report.counting import count_macs
@@ -64,7 +68,8 @@ def convert_cmd(
     with err_console.status(f"converting {model} with rule '{rules.name}'..."):
         original, converted, record = convert_pair(model, rules, checkpoint=checkpoint, input_size=size,
                                                    allow_empty=allow_empty, pretrained=pretrained,
-                                                   pretrained_file=pretrained_file, data=data, **kwargs)
+                                                   pretrained_file=pretrained_file, new_head=new_head, data=data,
+                                                   **kwargs)
         header(record)
         before, after = count_macs(original, record.input_size), count_macs(converted, record.input_size)
         save(converted, record, target, overwrite=overwrite)

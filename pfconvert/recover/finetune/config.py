@@ -79,6 +79,14 @@ class FinetuneConfig(BaseModel):
                             "chosen among the validated ones)")
     eval_teacher: bool = Field(True, description="validate the teacher once before training")
 
+    def __init__(self, **values: Any) -> None:
+        """Validate the settings; a bad one is a one-line :class:`~pfconvert.errors.TrainingError` (which field,
+        what is wrong), not pydantic's multi-line report."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _setting_error(exc) from None
+
     @model_validator(mode="before")
     @classmethod
     def _legacy(cls, values: Any) -> Any:
@@ -102,12 +110,14 @@ def make_config(**values: Any) -> FinetuneConfig:
     Raises:
         TrainingError: a value is out of range or a name is unknown.
     """
-    try:
-        return FinetuneConfig(**{key: value for key, value in values.items() if value is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "config"
-        raise TrainingError(f"invalid fine-tuning setting {field}: {first['msg']}") from exc
+    return FinetuneConfig(**{key: value for key, value in values.items() if value is not None})
+
+
+def _setting_error(exc: ValidationError) -> TrainingError:
+    """The first problem of a validation error, in one line."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "config"
+    return TrainingError(f"invalid fine-tuning setting {field}: {first['msg']}")
 
 
 def merge_for_resume(saved: FinetuneConfig, overrides: dict[str, Any]) -> FinetuneConfig:
