@@ -247,8 +247,8 @@ def save(model: nn.Module, record: Any, out: str | Path, overwrite: bool = False
     if record.model_name is None:
         raise ArtifactError("only timm models can be saved as artifacts (the recipe rebuilds them by name); "
                             "for other models save model.state_dict() and replay pfconvert.convert on load")
-    _check_rebuildable(model, record)
     ensure_writable(out, overwrite, marker=RECIPE_FILE)
+    _check_rebuildable(model, record)
     created = [parent for parent in (out, *out.parents) if not os.path.lexists(parent)]
     try:
         out.mkdir(parents=True, exist_ok=True)
