@@ -24,7 +24,19 @@ RESUME_FREE_FIELDS = frozenset(
 )
 
 
-class FinetuneConfig(BaseModel):
+class _OneLineErrors(type(BaseModel)):  # type: ignore[misc]
+    """Construction (``FinetuneConfig(lr=...)``) reports a bad setting as a one-line
+    :class:`~pfconvert.errors.TrainingError` (which field, what is wrong), not pydantic's multi-line report;
+    ``model_validate*`` keep raising pydantic's ``ValidationError`` for callers that read it."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            raise _setting_error(exc) from None
+
+
+class FinetuneConfig(BaseModel, metaclass=_OneLineErrors):
     """Settings of :func:`pfconvert.finetune.finetune`; the CLI flags map one to one onto these fields."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -78,14 +90,6 @@ class FinetuneConfig(BaseModel):
     eval_every: int = Field(1, ge=1, description="validate every N epochs and after the last one (the best epoch is "
                             "chosen among the validated ones)")
     eval_teacher: bool = Field(True, description="validate the teacher once before training")
-
-    def __init__(self, **values: Any) -> None:
-        """Validate the settings; a bad one is a one-line :class:`~pfconvert.errors.TrainingError` (which field,
-        what is wrong), not pydantic's multi-line report."""
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            raise _setting_error(exc) from None
 
     @model_validator(mode="before")
     @classmethod
