@@ -239,7 +239,7 @@ def _file_overlay(name: str, state: dict[str, torch.Tensor], kwargs: dict[str, A
     classifier re-initialised afterwards.
     """
     build = dict(kwargs)
-    overlay: dict[str, Any] = {"state_dict": state}
+    overlay: dict[str, Any] = {"state_dict": state, "source": ""}  # these tensors, not the Hub's (hf-hub: names)
     if new_head:
         heads, classes = _file_classifier(name, state)
         if classes is None:
