@@ -86,8 +86,12 @@ class Recipe:
     so weights swapped in from another artifact or damaged are refused (recipes older than it have none)."""
 
     def to_json(self) -> str:
-        """The recipe as indented JSON."""
-        return json.dumps(asdict(self), indent=2) + "\n"
+        """The recipe as indented JSON (a recipe from before weight hashes were recorded reads back as it was written,
+        so its :meth:`fingerprint`, which fine-tuning checkpoints record, stays the same)."""
+        data = asdict(self)
+        if not data["weights"]:
+            del data["weights"]
+        return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def from_file(cls, path: Path) -> "Recipe":

@@ -333,9 +333,11 @@ def test_swapped_or_stray_weight_files_are_refused(converted: tuple, tmp_path: P
         pfconvert.load(b)
     recipe = json.loads((c / "recipe.json").read_text())
     del recipe["weights"]  # an artifact written before hashes were recorded still loads
-    (c / "recipe.json").write_text(json.dumps(recipe))
+    (c / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     (c / FINETUNED_FILE).unlink()
     pfconvert.load(c)
+    old = Recipe.from_file(c / "recipe.json")  # and reads back as written: its fingerprint (resume's check) is kept
+    assert old.to_json() == (c / "recipe.json").read_text()
 
 
 def test_non_float_weights_are_refused_but_integer_buffers_load(tmp_path: Path) -> None:
