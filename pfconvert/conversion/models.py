@@ -428,8 +428,12 @@ def _read_error(path: Path, exc: BaseException) -> str:
     if name == "SafetensorError" or path.suffix == ".safetensors":
         return (f"cannot read checkpoint {path}: not a complete .safetensors file ({one_line(exc, 120)}); it is "
                 "truncated or damaged: download or save it again")
-    return (f"cannot read checkpoint {path}: {one_line(exc, 120)}; expected a .safetensors file or a torch state "
-            "dict saved with torch.save (a truncated or damaged file reads like this: download or save it again)")
+    first = one_line(exc, 160).split(". ")[0].rstrip(".")  # torch's zip errors go on about miniz internals
+    if "zip archive" in first or name in ("EOFError", "BadZipFile"):
+        return (f"cannot read checkpoint {path}: not a complete torch file ({first}); it is truncated or damaged: "
+                "download or save it again")
+    return (f"cannot read checkpoint {path}: {first}; expected a .safetensors file or a torch state dict saved with "
+            "torch.save (a truncated or damaged file reads like this: download or save it again)")
 
 
 def _check_dtypes(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
