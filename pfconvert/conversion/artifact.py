@@ -200,8 +200,9 @@ def save_weights(state_or_model: nn.Module | dict[str, torch.Tensor], path: str 
         try:
             save_file(tensors, str(temp), metadata={"format": "pt", **(metadata or {})})
         except SafetensorError as exc:  # its I/O errors (a full disk) come as SafetensorError: an OSError for callers
-            raise OSError(errno.ENOSPC if "StorageFull" in str(exc) or "No space" in str(exc) else errno.EIO,
-                          one_line(exc)) from None
+            full = "StorageFull" in str(exc) or "No space" in str(exc)
+            raise OSError(errno.ENOSPC if full else errno.EIO, os.strerror(errno.ENOSPC) if full else one_line(exc),
+                          str(path)) from None
 
     atomic_write(path, write)
 
@@ -265,7 +266,7 @@ def save(model: nn.Module, record: Any, out: str | Path, overwrite: bool = False
                 (folder / LOCK_FILE).unlink(missing_ok=True)
                 folder.rmdir()
         if isinstance(exc, OSError):
-            where = f" ({short(exc.filename)})" if exc.filename else ""
+            where = f" ({short(exc.filename)})" if exc.filename and TRANSIENT_PREFIX not in str(exc.filename) else ""
             raise ArtifactError(f"cannot write the artifact {short(out)}{where}: {os_reason(exc)} (nothing was "
                                 "changed)") from None
         raise
