@@ -309,24 +309,30 @@ def misfit_message(source: str, missing: list[str], unexpected: list[str],
         parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: {shapes[k][0]} in the file, {shapes[k][1]} in the "
                      "model)")
     in_head = [k for k in [*missing, *unexpected, *shapes] if any(k.startswith(f"{h}.") for h in heads)]
-    everything = len(missing) + len(unexpected) + len(shapes)
+    def body(keys: Any) -> list[str]:
+        return [k for k in keys if not any(k.startswith(f"{h}.") for h in heads)]
+
+    head_shapes = [k for k in shapes if k not in body(shapes)]
+    missing, unexpected, other_shapes = body(missing), body(unexpected), body(shapes)  # outside the classifier
+    hints = []
     if fix is not None:
-        hint = fix
-    elif heads and in_head and len(in_head) == everything and shapes:
-        classes = next(iter(shapes.values()))[0][0]
-        hint = (f"the file's classifier has {classes} classes: pass --num-classes {classes} to load it, or "
-                "--new-head (library: new_head=True) to train a new classifier on the rest")
-    elif heads and in_head and len(in_head) == everything:
-        hint = ("only the classifier differs: pass --new-head (library: new_head=True) to re-initialise it, or "
-                "--num-classes to match the file")
-    elif shapes:
-        hint = "the shapes differ: check the model name and --in-chans / --kwarg values against the file's model"
-    elif missing and unexpected:
-        hint = "the file holds another model's weights: check the model name"
-    elif missing:
-        hint = "the file lacks these layers (a partial or truncated save?): give complete weights of this model"
-    else:
-        hint = "the file holds layers this model does not have: check the model name and --kwarg values"
+        hints.append(fix)
+    elif head_shapes:
+        classes = shapes[head_shapes[0]][0][0]
+        hints.append(f"the file's classifier has {classes} classes: pass --num-classes {classes} to load it, or "
+                     "--new-head (library: new_head=True) to train a new classifier on the rest")
+    elif in_head and not (missing or unexpected or other_shapes):
+        hints.append("only the classifier differs: pass --new-head (library: new_head=True) to re-initialise it, or "
+                     "--num-classes to match the file")
+    if fix is None and other_shapes:
+        hints.append("the shapes differ: check the model name and --in-chans / --kwarg values against the file's model")
+    elif fix is None and missing and unexpected:
+        hints.append("the file holds another model's weights: check the model name")
+    elif fix is None and missing:
+        hints.append("the file lacks these layers (a partial or truncated save?): give complete weights of this model")
+    elif fix is None and unexpected:
+        hints.append("the file holds layers this model does not have: check the model name and --kwarg values")
+    hint = "; ".join(hints)
     return f"weights file {source} does not fit the model: {'; '.join(parts)}; {hint}"
 
 
