@@ -119,6 +119,6 @@ def _shown(value: Any) -> str:
         return "None"
     kind = type(value).__name__
     if not isinstance(value, (str, int, float, bool, PurePath, dict, list, tuple)):
-        return f"a {kind}"
+        return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
     text = repr(value).splitlines()[0] if repr(value) else ""
     return f"{kind} {text[:40] + '...' if len(text) > 40 else text}"
