@@ -17,13 +17,14 @@ and loading), :mod:`pfconvert.graph` (tracing and matching), :mod:`pfconvert.ops
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Any
 
 from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__getattr__, __dir__, _exported = lazy_exports(__name__, {
+_lazy_getattr, __dir__, _exported = lazy_exports(__name__, {
     "convert": ".conversion.rewrite",
     "convert_pair": ".conversion.rewrite",
     "preview": ".conversion.rewrite",
@@ -37,6 +38,7 @@ __getattr__, __dir__, _exported = lazy_exports(__name__, {
     "list_rules": ".rules.loading",
     "load_rules": ".rules.loading",
     "PfconvertError": ".errors",
+    "UsageError": ".errors",
     "finetune": ".recover.finetune.api",
     "evaluate_artifact": ".recover.finetune.api",
     "FinetuneConfig": ".recover.finetune.config",
@@ -47,13 +49,26 @@ __getattr__, __dir__, _exported = lazy_exports(__name__, {
 })
 __all__ = [*_exported, "__version__"]
 
+
+def __getattr__(name: str) -> Any:
+    """The exported name, imported on first use; functions check their arguments' types first
+    (:func:`pfconvert._api.checked`: a wrong type is a one-line :class:`~pfconvert.errors.UsageError`)."""
+    value = _lazy_getattr(name)
+    if callable(value) and not isinstance(value, type):
+        from ._api import checked
+
+        value = checked(value)
+        setattr(sys.modules[__name__], name, value)
+    return value
+
+
 if TYPE_CHECKING:  # the names __getattr__ serves, for type checkers and IDEs
     from .conversion.artifact import build_original, load, load_artifact, save  # noqa: F401
     from .conversion.models import create_model  # noqa: F401
     from .conversion.rewrite import ConversionRecord, Replacement, convert, convert_pair, preview  # noqa: F401
     from .deploy.cpu import optimize_for_cpu  # noqa: F401
     from .deploy.onnx import export_onnx  # noqa: F401
-    from .errors import PfconvertError  # noqa: F401
+    from .errors import PfconvertError, UsageError  # noqa: F401
     from .recover.finetune.api import evaluate_artifact, finetune  # noqa: F401
     from .recover.finetune.config import FinetuneConfig  # noqa: F401
     from .report.counting import count_macs  # noqa: F401

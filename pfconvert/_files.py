@@ -8,13 +8,16 @@ a link at the target itself, not the file the link points to.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "write_text", "ensure_writable", "LOCK_FILE", "exclusive", "quiet_fd"]
+__all__ = ["atomic_write", "write_text", "ensure_writable", "os_reason", "short", "LOCK_FILE", "TRANSIENT_PREFIX",
+           "exclusive", "quiet_fd"]
 
 LOCK_FILE = ".pfconvert.lock"
 
@@ -41,18 +44,75 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], *, fsync: bo
     return path
 
 
-def ensure_writable(out: str | Path, overwrite: bool = False) -> None:
+def os_reason(exc: OSError, what: str = "--out") -> str:
+    """Why an operating-system call failed, and what to do about it, in a few words (no errno noise)."""
+    reason = (exc.strerror or type(exc).__name__).rstrip(".")
+    hint = {errno.ENOSPC: "free some space or choose another " + what,
+            errno.EDQUOT: "free some space or choose another " + what,
+            errno.EACCES: f"it is not writable by you: choose another {what}",
+            errno.EPERM: f"it is not writable by you: choose another {what}",
+            errno.EROFS: f"the file system is read-only: choose another {what}",
+            errno.ENAMETOOLONG: f"choose a shorter {what}",
+            errno.ELOOP: "a link points in a loop or where pfconvert does not follow links: remove it",
+            errno.EISDIR: "a folder stands where a file is expected: remove or rename it",
+            errno.ENOTDIR: f"a file stands where a folder is expected: choose another {what}",
+            errno.EEXIST: f"choose another {what}"}.get(exc.errno or 0, "")
+    return reason.lower() if not hint else f"{reason.lower()}; {hint}"
+
+
+def short(path: str | Path, limit: int = 100) -> str:
+    """``path`` as text, elided in the middle when longer than ``limit`` characters (a 4,000-character name would
+    fill the user's terminal)."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit // 2 - 2]}...{text[-(limit // 2 - 2):]}"
+
+
+TRANSIENT_PREFIX = ".pfconvert-"
+"""Temporary folders pfconvert builds an artifact in (``.pfconvert-XXXX.tmp``): removed when a write ends, left only
+by a hard kill; they, and the lock file, do not make a folder anyone's."""
+
+
+def _transient(entry: Path) -> bool:
+    return entry.name == LOCK_FILE or (entry.name.startswith(TRANSIENT_PREFIX) and entry.name.endswith(".tmp"))
+
+
+def ensure_writable(out: str | Path, overwrite: bool = False, marker: str | None = None) -> None:
     """Refuse an existing output that is a file or a non-empty folder unless ``overwrite`` (nothing the user had is
     overwritten silently).
 
+    With ``marker`` (``recipe.json``: ``out`` is an artifact folder), an existing *file* is refused even with
+    ``overwrite``, and so is a non-empty folder that does not hold ``marker``: ``overwrite`` replaces what pfconvert
+    wrote into its own folder, never a folder of the user's.
+
     Raises:
-        ArtifactError: the output exists and ``overwrite`` is not set.
+        ArtifactError: the output exists and may not be replaced, or cannot even be looked at (too long a name, no
+            permission...).
     """
     from .errors import ArtifactError
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ArtifactError(f"output {out} already exists and is not empty; choose another --out or pass --overwrite")
+    try:
+        if out.is_symlink() and not out.exists():
+            raise ArtifactError(f"output {short(out)} is a link to nothing; remove it or choose another --out")
+        if out.exists() and not out.is_dir():
+            if marker is not None:
+                raise ArtifactError(f"output {short(out)} is a file, not a folder (an artifact is a folder); choose "
+                                    "another --out (the file is kept)")
+            if not overwrite:
+                raise ArtifactError(f"output {short(out)} already exists and is not empty; choose another --out or "
+                                    "pass --overwrite")
+            return
+        entries = [entry for entry in out.iterdir() if not _transient(entry)] if out.is_dir() else []
+    except OSError as exc:
+        raise ArtifactError(f"cannot use output {short(out)}: {os_reason(exc)}") from None
+    if not entries:
+        return
+    if not overwrite:
+        raise ArtifactError(f"output {short(out)} already exists and is not empty; choose another --out or pass "
+                            "--overwrite")
+    if marker is not None and not (out / marker).is_file():
+        raise ArtifactError(f"output {short(out)} is not a pfconvert artifact (it has no {marker}) and is not empty; "
+                            "--overwrite only replaces an artifact's own files: choose a new or empty folder")
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -66,7 +126,9 @@ def exclusive(folder: str | Path, holder: str) -> Iterator[None]:
     it when the process ends, however it ends.
 
     Raises:
-        ArtifactError: another process holds the lock (the message names its PID and what it is doing).
+        ArtifactError: another process holds the lock (the message names its PID and what it is doing), or the lock
+            cannot be taken: the folder is read-only, or something not pfconvert's stands at the lock's name (a link,
+            a folder, a hard link to another file); one line each.
     """
     try:
         import fcntl
@@ -76,15 +138,29 @@ def exclusive(folder: str | Path, holder: str) -> Iterator[None]:
     from .errors import ArtifactError
 
     path = Path(folder) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO) or path.is_symlink():
+            raise ArtifactError(f"{short(path)} is not pfconvert's lock file (a link, a folder or a device stands "
+                                "there); remove it and run again") from None
+        raise ArtifactError(f"cannot lock {short(folder)} ({LOCK_FILE}): {os_reason(exc, 'folder')}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # a hard link: writing the PID would change another file
+        os.close(fd)
+        raise ArtifactError(f"{short(path)} is not pfconvert's lock file (not a regular file of its own); remove it "
+                            "and run again")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             raise ArtifactError(f"{folder} is in use by PID {other}; wait for it to finish or stop it") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} ({holder})\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} ({holder})\n".encode(), 0)
+        except OSError as exc:
+            raise ArtifactError(f"cannot lock {short(folder)} ({LOCK_FILE}): {os_reason(exc, 'folder')}") from None
         yield
     finally:
         os.close(fd)

@@ -17,6 +17,7 @@ __all__ = [
     "DataError",
     "TrainingError",
     "ExportError",
+    "UsageError",
     "one_line",
 ]
 
@@ -55,6 +56,10 @@ class TrainingError(PfconvertError):
 
 class ExportError(PfconvertError):
     """A model cannot be exported, or the export does not compute what the PyTorch model computes."""
+
+
+class UsageError(PfconvertError, TypeError):
+    """A library function was called with an argument of the wrong type (also a :class:`TypeError`)."""
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

@@ -25,6 +25,8 @@ def source_line(source: ModelSource) -> str:
                "pretrained": f"timm pretrained ({source.detail or 'Hub'})",
                "pretrained-file": f"timm pretrained, from {source.detail}",
                "checkpoint": f"checkpoint {source.detail}"}.get(source.weights, source.weights)
+    if getattr(source, "new_head", False):
+        weights += ", new classifier (randomly initialised)"
     return f"model: {name}, weights: {weights}"
 
 

@@ -28,7 +28,11 @@ def convert_cmd(
     pretrained: o.PretrainedOpt = False,
     pretrained_file: o.PretrainedFileOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Artifact directory (default: ./MODEL-RULE).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace the contents of an existing --out directory.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing artifact in --out (only the files pfconvert "
+                                            "wrote; a folder that is not an artifact is refused).")] = False,
+    new_head: Annotated[bool, typer.Option("--new-head", help="With --checkpoint or --pretrained-file: re-initialise "
+                                           "the classifier (at --num-classes) instead of loading it; the rest is "
+                                           "still loaded strictly.")] = False,
     num_classes: o.NumClassesOpt = None,
     in_chans: o.InChansOpt = None,
     kwarg: o.KwargOpt = None,
@@ -67,7 +71,7 @@ def convert_cmd(
         if not 0.0 < prune < 1.0:
             raise RuleError(f"--prune must be between 0 and 1 (exclusive), got {prune}")
         rules = with_prune(rules, prune)
-    ensure_writable(target, overwrite)  # fail before the conversion, not after it
+    ensure_writable(target, overwrite, marker="recipe.json")  # fail before the conversion, not after it
     from ..conversion.artifact import save
     from ..conversion.rewrite import convert_pair
     from ..report.counting import count_macs
@@ -75,7 +79,8 @@ def convert_cmd(
     with err_console.status(f"converting {model} with rule '{rules.name}'..."):
         original, converted, record = convert_pair(model, rules, checkpoint=checkpoint, input_size=size,
                                                    allow_empty=allow_empty, pretrained=pretrained,
-                                                   pretrained_file=pretrained_file, data=data, **kwargs)
+                                                   pretrained_file=pretrained_file, new_head=new_head, data=data,
+                                                   **kwargs)
         header(record)
         before, after = count_macs(original, record.input_size), count_macs(converted, record.input_size)
         save(converted, record, target, overwrite=overwrite)

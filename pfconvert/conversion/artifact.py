@@ -8,7 +8,13 @@ Layout of ``OUT/``:
 - ``model.safetensors``: the converted model's state dict.
 - ``original-removed.safetensors``: the original state of the replaced/absorbed layers, so that the original model
   (the fine-tuning teacher) is rebuilt exactly: untouched layers come from ``model.safetensors``.
-- ``finetuned.safetensors``: written by ``pfconvert finetune``; :func:`load` prefers it.
+- ``finetuned.safetensors``: written by ``pfconvert finetune``; :func:`load` prefers it. Its safetensors metadata
+  names the conversion it was trained from (the recipe's fingerprint), so a file copied in from another artifact is
+  refused.
+
+:func:`save` builds the files in a temporary folder inside ``OUT`` and moves them into place last (the recipe after
+the weights): a full disk or an interrupt leaves what was there before, never weights without a recipe. It replaces
+only what pfconvert wrote, and only in an artifact (a folder with ``recipe.json``).
 
 :func:`load` rebuilds the model with ``timm.create_model``, replays the rules, and loads the weights strictly. An op
 whose version changed since the artifact was made is migrated or refused (:mod:`pfconvert.conversion.versions`).
@@ -16,9 +22,13 @@ whose version changed since the artifact was made is migrated or refused (:mod:`
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,9 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._files import atomic_write, ensure_writable, exclusive, write_text
+from .._files import LOCK_FILE, TRANSIENT_PREFIX, atomic_write, ensure_writable, exclusive, os_reason, short, write_text
 from ..data.config import DataConfig, resolve_data_config
-from ..errors import ArtifactError, CheckpointError, DataError, PfconvertError, one_line
+from ..errors import ArtifactError, CheckpointError, DataError, PfconvertError, UsageError, one_line
 from ..rules.loading import rule_sha256
 from .models import create_model, file_sha256, load_weights
 from .rewrite import convert
@@ -38,7 +48,7 @@ from .versions import replay_rules
 __all__ = [
     "RECIPE_FILE", "WEIGHTS_FILE", "REMOVED_FILE", "FINETUNED_FILE", "RUN_FILES", "Recipe", "Artifact",
     "save", "load", "load_artifact", "build_original", "save_weights", "read_weights", "artifact_data_config",
-    "read_summary",
+    "read_summary", "CONVERSION_KEY", "finetuned_metadata",
 ]
 
 RECIPE_FILE = "recipe.json"
@@ -76,10 +86,19 @@ class Recipe:
     pruning: dict[str, Any] | None = None
     """Channel pruning after the rules: ratio, rounding and every reshaped module's channel counts and tensor shapes
     (:class:`pfconvert.conversion.pruning.Pruning`); :func:`load` gives the rebuilt model these shapes."""
+    weights: dict[str, str] = field(default_factory=dict)
+    """The SHA-256 of each weights file written with the recipe (``model.safetensors``...): :func:`load` checks it,
+    so weights swapped in from another artifact or damaged are refused (recipes older than it have none)."""
 
     def to_json(self) -> str:
-        """The recipe as indented JSON."""
-        return json.dumps(asdict(self), indent=2) + "\n"
+        """The recipe as indented JSON (a recipe from before weight hashes were recorded reads back as it was written,
+        so its :meth:`fingerprint`, which fine-tuning checkpoints record, stays the same)."""
+        data = asdict(self)
+        if not data["weights"]:
+            del data["weights"]
+        if data["pruning"] is None:
+            del data["pruning"]
+        return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def from_file(cls, path: Path) -> "Recipe":
@@ -160,8 +179,19 @@ def _versions() -> dict[str, str]:
     return {"pfconvert": __version__, "torch": torch.__version__.split("+")[0], "timm": timm.__version__}
 
 
-def save_weights(state_or_model: nn.Module | dict[str, torch.Tensor], path: str | Path) -> None:
-    """Write a state dict (or a model's) as safetensors atomically (:func:`pfconvert._files.atomic_write`)."""
+CONVERSION_KEY = "pfconvert.conversion"
+"""safetensors metadata key of fine-tuned weights: the fingerprint of the recipe they were trained from."""
+
+
+def save_weights(state_or_model: nn.Module | dict[str, torch.Tensor], path: str | Path,
+                 metadata: dict[str, str] | None = None) -> None:
+    """Write a state dict (or a model's) as safetensors atomically (:func:`pfconvert._files.atomic_write`), with
+    ``metadata`` in its header.
+
+    Raises:
+        OSError: the file cannot be written (disk full, read-only...): the caller says where, in one line.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -172,63 +202,168 @@ def save_weights(state_or_model: nn.Module | dict[str, torch.Tensor], path: str 
         ident = (value.untyped_storage().data_ptr(), value.storage_offset()) if value.numel() else (id(value), 0)
         tensors[key] = value.detach().cpu().clone() if ident in seen else value.detach().cpu().contiguous()
         seen.setdefault(ident, key)
-    atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata={"format": "pt"}))
+
+    def write(temp: Path) -> None:
+        try:
+            save_file(tensors, str(temp), metadata={"format": "pt", **(metadata or {})})
+        except SafetensorError as exc:  # its I/O errors (a full disk) come as SafetensorError: an OSError for callers
+            full = "StorageFull" in str(exc) or "No space" in str(exc)
+            raise OSError(errno.ENOSPC if full else errno.EIO, os.strerror(errno.ENOSPC) if full else one_line(exc),
+                          str(path)) from None
+
+    atomic_write(path, write)
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file, with a one-line error when it is missing or corrupt."""
+def read_weights(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, with a one-line error when it is missing or corrupt, or (``sha256`` given, as the
+    recipe records it) when it is not the file the artifact was written with."""
     from safetensors.torch import load_file
 
+    if sha256 is not None and path.is_file():
+        try:
+            actual = file_sha256(path)
+        except OSError as exc:
+            raise ArtifactError(f"cannot read weights {path}: {os_reason(exc, 'artifact')}") from None
+        if actual != sha256:
+            raise ArtifactError(f"{path} is not the file this artifact was written with (its SHA-256 differs from "
+                                f"{RECIPE_FILE}'s): it was replaced, e.g. by another artifact's, or damaged; convert "
+                                "again with `pfconvert convert --overwrite`")
     try:
         return load_file(str(path))
     except FileNotFoundError:
         raise ArtifactError(f"artifact weights missing: {path}") from None
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
-        raise ArtifactError(f"cannot read weights {path}: {exc}") from None
+        raise ArtifactError(f"cannot read weights {path}: {one_line(exc)}") from None
 
 
 def save(model: nn.Module, record: Any, out: str | Path, overwrite: bool = False) -> Path:
     """Write a converted model and its :class:`~pfconvert.conversion.rewrite.ConversionRecord` as an artifact directory.
 
+    The files are built in a temporary folder inside ``out`` and moved into place at the end, the recipe last, so a
+    failure (a full disk, an interrupt) leaves ``out`` as it was. With ``overwrite``, an existing artifact's own
+    files are replaced (and the results of fine-tuning its earlier model removed); anything else in it is kept.
+
     Raises:
-        ArtifactError: ``out`` exists and is not empty (pass ``overwrite=True``), or the model has no timm name to
-            rebuild from.
+        ArtifactError: ``out`` exists and is not empty (pass ``overwrite=True``), is a file, or is a folder that is
+            not an artifact (``overwrite`` never replaces one); the model has no timm name to rebuild from, or its
+            kwargs cannot be recorded; the files cannot be written (one line: which, and why).
     """
+    from .rewrite import ConversionRecord
+
+    if not isinstance(model, nn.Module) or not isinstance(record, ConversionRecord):
+        wrong = model if not isinstance(model, nn.Module) else record
+        got = "None" if wrong is None else f"a {type(wrong).__name__}"
+        raise UsageError(f"pfconvert.save(model, record, out) takes the model and ConversionRecord that "
+                         f"pfconvert.convert returned, not {got}")
     out = Path(out)
     if record.model_name is None:
         raise ArtifactError("only timm models can be saved as artifacts (the recipe rebuilds them by name); "
                             "for other models save model.state_dict() and replay pfconvert.convert on load")
-    ensure_writable(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    with exclusive(out, "pfconvert convert"):
-        _write(model, record, out)
+    ensure_writable(out, overwrite, marker=RECIPE_FILE)
+    _check_rebuildable(model, record)
+    created = [parent for parent in (out, *out.parents) if not os.path.lexists(parent)]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with exclusive(out, "pfconvert convert"):
+            ensure_writable(out, overwrite, marker=RECIPE_FILE)  # again, now that no other pfconvert can write it
+            _write(model, record, out)
+    except BaseException as exc:
+        for folder in created:  # folders this call made: removed again (they hold only its lock by now)
+            with contextlib.suppress(OSError):
+                (folder / LOCK_FILE).unlink(missing_ok=True)
+                folder.rmdir()
+        if isinstance(exc, OSError):
+            where = f" ({short(exc.filename)})" if exc.filename and TRANSIENT_PREFIX not in str(exc.filename) else ""
+            raise ArtifactError(f"cannot write the artifact {short(out)}{where}: {os_reason(exc)} (nothing was "
+                                "changed)") from None
+        raise
     return out
 
 
+def _check_rebuildable(model: nn.Module, record: Any) -> None:
+    """The recipe must rebuild this model: its kwargs JSON-recordable and, for a module the caller built, the model
+    timm rebuilds from them of the same shapes (checked on the meta device: no memory, no compute)."""
+    try:
+        json.dumps(record.model_kwargs)
+    except (TypeError, ValueError):
+        bad = next(k for k, v in record.model_kwargs.items() if not _jsonable(v))
+        raise ArtifactError(f"model kwarg {bad}={record.model_kwargs[bad]!r} cannot be recorded in {RECIPE_FILE} "
+                            "(not a JSON value), so load could not rebuild the model; build it with JSON values "
+                            "(e.g. act_layer='relu')") from None
+    if record.source is None or record.source.weights != "module":
+        return
+    try:
+        with torch.device("meta"):
+            rebuilt = create_model(record.model_name, **record.model_kwargs).state_dict()
+    except PfconvertError as exc:
+        raise ArtifactError(f"cannot save: timm cannot rebuild {record.model_name} from the kwargs the model records "
+                            f"({exc})") from None
+    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have.update({k: tuple(v.shape) for k, v in record.removed_state.items()})
+    for key, value in rebuilt.items():
+        if have.get(key, tuple(value.shape)) != tuple(value.shape) or key not in have:
+            kwargs = ", ".join(f"{k}={v!r}" for k, v in record.model_kwargs.items()) or "no kwargs"
+            raise ArtifactError(f"cannot save: timm.create_model('{record.model_name}', {kwargs}) does not rebuild "
+                                f"this model ({key}: {have.get(key, 'absent')} here, {tuple(value.shape)} rebuilt), so "
+                                "load could not read the artifact; build the model with timm.create_model(name, "
+                                "**kwargs), or convert by name: pfconvert.convert(name, rule, num_classes=...)")
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _write(model: nn.Module, record: Any, out: Path) -> None:
-    """Replace the artifact in ``out`` (its lock held): a new recipe and weights, and no results of an earlier
-    model (fine-tuning checkpoints, logs, fine-tuned weights, exports) left to be mistaken for this one's."""
+    """Replace the artifact in ``out`` (its lock held): the new files are written in a temporary folder in ``out``,
+    then the results of an earlier model (fine-tuning checkpoints, logs, fine-tuned weights, exports) are removed,
+    so as not to be mistaken for this one's, and the new files moved into place, the recipe last."""
+    staging = Path(tempfile.mkdtemp(prefix=TRANSIENT_PREFIX, suffix=".tmp", dir=out))
+    try:
+        save_weights(model, staging / WEIGHTS_FILE)
+        save_weights(record.removed_state, staging / REMOVED_FILE)
+        ck = Path(record.checkpoint) if record.checkpoint else None
+        recipe = Recipe(
+            model=record.model_name, model_kwargs=record.model_kwargs, checkpoint=record.checkpoint,
+            rule_name=record.rules.name, rule_text=record.rules.text, rule_sha256=record.rules.sha256,
+            input_size=tuple(record.input_size), replaced=[r.to_dict() for r in record.replacements],
+            versions=_versions(), params_before=record.params_before, params_after=record.params_after,
+            checkpoint_sha256=file_sha256(ck) if ck is not None and ck.is_file() else None,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            source=record.source.to_dict() if record.source is not None else None,
+            data_config=record.data_config.to_dict() if record.data_config is not None else None,
+            weights={name: file_sha256(staging / name) for name in (WEIGHTS_FILE, REMOVED_FILE)},
+            pruning=getattr(record, "pruning", None),
+        )
+        write_text(staging / RECIPE_FILE, recipe.to_json())
+        _remove_run_files(out)
+        for name in (WEIGHTS_FILE, REMOVED_FILE, RECIPE_FILE):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_run_files(out: Path) -> None:
+    """Remove what fine-tuning and export wrote into an artifact (:data:`RUN_FILES`): only pfconvert's files,
+    never a folder's other contents nor what a link points to."""
+    from ..recover.finetune.checkpoint import BEST_FILE, LAST_FILE
+
     for name in RUN_FILES:
         stale = out / name
-        if stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale)
-        else:
-            stale.unlink(missing_ok=True)
-    ck = Path(record.checkpoint) if record.checkpoint else None
-    recipe = Recipe(
-        model=record.model_name, model_kwargs=record.model_kwargs, checkpoint=record.checkpoint,
-        rule_name=record.rules.name, rule_text=record.rules.text, rule_sha256=record.rules.sha256,
-        input_size=tuple(record.input_size), replaced=[r.to_dict() for r in record.replacements],
-        versions=_versions(), params_before=record.params_before, params_after=record.params_after,
-        checkpoint_sha256=file_sha256(ck) if ck is not None and ck.is_file() else None,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        source=record.source.to_dict() if record.source is not None else None,
-        data_config=record.data_config.to_dict() if record.data_config is not None else None,
-        pruning=getattr(record, "pruning", None),
-    )
-    save_weights(model, out / WEIGHTS_FILE)
-    save_weights(record.removed_state, out / REMOVED_FILE)
-    write_text(out / RECIPE_FILE, recipe.to_json())
+        if name == "checkpoints" and stale.is_dir() and not stale.is_symlink():
+            for entry in stale.iterdir():
+                ours = entry.name in (LAST_FILE, BEST_FILE) or (entry.name.startswith((f".{LAST_FILE}.",
+                                                                                       f".{BEST_FILE}."))
+                                                                 and entry.name.endswith(".tmp"))
+                if ours and not entry.is_dir():
+                    entry.unlink()
+            with contextlib.suppress(OSError):
+                stale.rmdir()  # only when nothing else is left in it
+        elif stale.is_symlink() or stale.is_file():
+            stale.unlink()
 
 
 def _rebuild(recipe: Recipe, where: Path) -> nn.Module:
@@ -267,12 +402,46 @@ def load_artifact(path: str | Path, weights: str = "auto") -> Artifact:
     file = path / (FINETUNED_FILE if weights == "finetuned" else WEIGHTS_FILE)
     if weights == "auto" and (path / FINETUNED_FILE).is_file():
         file = path / FINETUNED_FILE
+    if file.name == FINETUNED_FILE:
+        _check_finetuned(file, recipe)
     model = _rebuild(recipe, path)
     try:
-        load_weights(model, read_weights(file), source=str(file))
+        load_weights(model, read_weights(file, recipe.weights.get(file.name)), source=str(file), fix=_MISFIT_FIX)
     except CheckpointError as exc:
         raise ArtifactError(str(exc)) from None
     return Artifact(model=model, recipe=recipe, path=path, weights_file=file)
+
+
+_MISFIT_FIX = ("the weights are not this recipe's (copied from another artifact?) or the installed timm builds the "
+               "model differently: convert again with `pfconvert convert --overwrite`")
+
+
+def _check_finetuned(file: Path, recipe: Recipe) -> None:
+    """Fine-tuned weights must come from this artifact's conversion: their metadata names it (the recipe's
+    fingerprint); files from before that record carry no name and are accepted with their ``finetune.json``."""
+    from safetensors import safe_open
+
+    if not file.is_file():
+        return  # read_weights says it is missing
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            tag = (handle.metadata() or {}).get(CONVERSION_KEY)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise ArtifactError(f"cannot read weights {file}: {one_line(exc)}") from None
+    if tag is None and (file.parent / SUMMARY_FILE).is_file():
+        return
+    if tag != recipe.fingerprint():
+        why = ("it was fine-tuned from another conversion (copied from another artifact, or the artifact was "
+               "converted again since)" if tag else
+               f"nothing says it was fine-tuned from this artifact (no {SUMMARY_FILE}, no record in the file)")
+        raise ArtifactError(f"{file} does not belong to this artifact: {why}; remove it, or load the converted "
+                            "weights (weights='converted', --weights converted)")
+
+
+def finetuned_metadata(path: str | Path) -> dict[str, str]:
+    """The safetensors metadata fine-tuned weights of the artifact at ``path`` are written with: the conversion
+    they come from (:func:`load` checks it)."""
+    return {CONVERSION_KEY: Recipe.from_file(Path(path) / RECIPE_FILE).fingerprint()}
 
 
 def read_summary(path: str | Path) -> dict[str, Any]:
@@ -318,13 +487,14 @@ def build_original(recipe: Recipe, path: str | Path) -> nn.Module:
     if not recipe.model:
         raise ArtifactError(f"{path}: the recipe names no timm model to rebuild")
     model = create_model(recipe.model, **recipe.model_kwargs)
-    converted = read_weights(path / WEIGHTS_FILE)
+    converted = read_weights(path / WEIGHTS_FILE, recipe.weights.get(WEIGHTS_FILE))
     own = model.state_dict()
     # a pruned layer's converted tensors have other shapes: its original ones are in the removed state
     state = {k: v for k, v in converted.items() if k in own and v.shape == own[k].shape}
-    state.update({k: v for k, v in read_weights(path / REMOVED_FILE).items() if k in own})
+    state.update({k: v for k, v in read_weights(path / REMOVED_FILE, recipe.weights.get(REMOVED_FILE)).items()
+                  if k in own})
     try:
-        load_weights(model, state, source=f"{path} (original weights)")
+        load_weights(model, state, source=f"{path} (original weights)", fix=_MISFIT_FIX)
     except PfconvertError as exc:
         raise ArtifactError(str(exc)) from None
     return model

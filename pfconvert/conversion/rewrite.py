@@ -26,7 +26,7 @@ from ..graph.residual import emptied_branches, is_trainable
 from ..ops import build_replacement, describe_op
 from ..ops.shrink import geometry_note
 from ..rules.loading import LoadedRules, load_rules
-from .models import ModelSource, build_model
+from .models import RESERVED_KWARGS, ModelSource, build_model
 from .models import input_size as model_input_size
 from .versions import op_versions
 
@@ -264,6 +264,7 @@ def convert(
     prune: bool = True,
     pretrained: bool = False,
     pretrained_file: str | Path | None = None,
+    new_head: bool = False,
     data: dict[str, Any] | None = None,
     **model_kwargs: Any,
 ) -> tuple[nn.Module, ConversionRecord]:
@@ -277,6 +278,8 @@ def convert(
         input_size: (C, H, W) of the traced forward; defaults to the model's pretrained config.
         pretrained: For a model name, load timm's pretrained weights (Hub or its local cache).
         pretrained_file: For a model name, timm's pretrained weights from this local file.
+        new_head: With ``checkpoint`` or ``pretrained_file``: re-initialise the classifier instead of loading it
+            (both files are otherwise loaded strictly; see :func:`pfconvert.create_model`).
         data: Overrides of the model's data config (``interpolation``, ``crop_pct``, ``crop_mode``, ``mean``,
             ``std``; :func:`pfconvert.data.resolve_data_config`), recorded with the conversion.
         allow_empty: Return the model unchanged instead of raising when no layer matches.
@@ -299,29 +302,44 @@ def convert(
     source: ModelSource | None
     if isinstance(model_or_name, str):
         model, source = build_model(model_or_name, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
-                                    **model_kwargs)
+                                    new_head=new_head, **model_kwargs)
     elif isinstance(model_or_name, nn.Module):
-        if checkpoint is not None or model_kwargs or pretrained or pretrained_file is not None:
+        if checkpoint is not None or model_kwargs or pretrained or pretrained_file is not None or new_head:
             raise ConversionError("checkpoint, pretrained weights and model kwargs apply to model names only; load "
                                   "weights into your module first")
         model = model_or_name if inplace else copy.deepcopy(model_or_name)
-        cfg = getattr(model, "pretrained_cfg", None) or {}
-        arch = cfg.get("architecture") if isinstance(cfg, dict) else None
-        source = ModelSource(arch, arch, {}, "module") if arch else None
+        source = _module_source(model)
     else:
         raise ConversionError(f"expected a timm model name or an nn.Module, got {type(model_or_name).__name__}")
     return model, _convert(model, rules, source, input_size, data, allow_empty, verify, prune)
 
 
+def _module_source(model: nn.Module) -> ModelSource | None:
+    """Where a module the caller built came from, as far as timm says: its architecture and the kwargs it was
+    created with (``timm.create_model`` records them; a model built from its class records none, and then its class
+    count and input channels stand for them). :func:`pfconvert.save` checks that they rebuild the model."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    arch = cfg.get("architecture") if isinstance(cfg, dict) else None
+    if not arch:
+        return None
+    recorded = getattr(model, "_model_args", None)
+    if isinstance(recorded, dict):
+        kwargs = {k: v for k, v in recorded.items() if k not in RESERVED_KWARGS and k != "pretrained_model_args"}
+    else:
+        kwargs = {k: getattr(model, k) for k in ("num_classes", "in_chans") if isinstance(getattr(model, k, None), int)}
+    return ModelSource(arch, arch, kwargs, "module")
+
+
 def convert_pair(name: str, rule: str | Path | LoadedRules = "maxpool", *, checkpoint: str | Path | None = None,
                  input_size: tuple[int, int, int] | None = None, allow_empty: bool = False, pretrained: bool = False,
-                 pretrained_file: str | Path | None = None, data: dict[str, Any] | None = None,
+                 pretrained_file: str | Path | None = None, new_head: bool = False,
+                 data: dict[str, Any] | None = None,
                  **model_kwargs: Any) -> tuple[nn.Module, nn.Module, ConversionRecord]:
     """Build timm model ``name`` and convert a copy: ``(original, converted, record)``, both with the same weights
     outside the replaced layers (what ``pfconvert convert`` measures and saves). Arguments as :func:`convert`."""
     rules = _rules(rule)
     original, source = build_model(name, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
-                                   **model_kwargs)
+                                   new_head=new_head, **model_kwargs)
     converted = copy.deepcopy(original)
     record = _convert(converted, rules, source, input_size, data, allow_empty, True)
     return original, converted, record

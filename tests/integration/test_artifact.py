@@ -12,7 +12,8 @@ from helpers import tiny_input
 from safetensors.torch import save_file
 
 import pfconvert
-from pfconvert.conversion.artifact import FINETUNED_FILE, RECIPE_FILE, build_original, load_artifact, save_weights
+from pfconvert.conversion.artifact import (FINETUNED_FILE, RECIPE_FILE, build_original, finetuned_metadata, load_artifact,
+                                          save_weights)
 from pfconvert.conversion.models import create_model
 from pfconvert.errors import ArtifactError, CheckpointError, ModelError
 
@@ -65,7 +66,7 @@ def test_finetuned_weights_are_preferred(artifact: tuple[Path, torch.nn.Module, 
                                          tmp_path: Path) -> None:
     out, _, converted = artifact
     state = {k: v + 1 if v.is_floating_point() else v for k, v in converted.state_dict().items()}
-    save_weights(state, out / FINETUNED_FILE)
+    save_weights(state, out / FINETUNED_FILE, metadata=finetuned_metadata(out))  # as fine-tuning writes it
     try:
         assert torch.equal(pfconvert.load(out).fc.weight, state["fc.weight"])
         assert torch.equal(pfconvert.load(out, weights="converted").fc.weight, converted.fc.weight)
@@ -93,6 +94,11 @@ def test_bad_artifacts(tmp_path: Path, artifact: tuple[Path, torch.nn.Module, to
     out = artifact[0]
     (broken / RECIPE_FILE).write_text((out / RECIPE_FILE).read_text())
     (broken / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ArtifactError, match="is not the file this artifact was written with"):
+        pfconvert.load(broken)  # the recipe records the weights' SHA-256
+    recipe = json.loads((broken / RECIPE_FILE).read_text())
+    del recipe["weights"]  # a recipe from before hashes were recorded: the file is read, and found corrupt
+    (broken / RECIPE_FILE).write_text(json.dumps(recipe))
     with pytest.raises(ArtifactError, match="cannot read weights"):
         pfconvert.load(broken)
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 import pfconvert
 from pfconvert._files import LOCK_FILE, exclusive
+from pfconvert.conversion.artifact import finetuned_metadata, save_weights
 
 pytestmark = pytest.mark.slow  # each case loads models or data: the full run has them, `-m "not slow"` skips them
 
@@ -182,7 +183,7 @@ def test_non_finite_weights_are_refused_on_load_and_convert(world: dict[str, Pat
     state = load_file(str(world["art"] / "model.safetensors"))
     key = next(k for k, v in state.items() if v.is_floating_point() and k.endswith("weight"))
     state[key] = torch.full_like(state[key], float("nan"))
-    save_file(state, str(world["art"] / "finetuned.safetensors"))
+    save_weights(state, world["art"] / "finetuned.safetensors", metadata=finetuned_metadata(world["art"]))
     code, _, err = run_cli(["eval", str(world["art"]), "--data", str(world["data"])], capsys, monkeypatch)
     assert code == 1 and "NaN or infinite values in 1 of" in err and key in err
     original = pfconvert.create_model("test_efficientnet", num_classes=10).state_dict()
@@ -266,8 +267,7 @@ def test_a_tampered_checkpoint_is_a_one_line_error(damage: str, world: dict[str,
 def test_a_predictable_temp_name_planted_as_a_link_is_not_followed(world: dict[str, Path],
                                                                    capsys: pytest.CaptureFixture[str],
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    out = world["root"] / "o"
-    out.mkdir()
+    out = Path(shutil.copytree(world["art"], world["root"] / "o"))  # an artifact: --overwrite replaces its files
     for name in (".recipe.json.tmp", ".model.safetensors.tmp"):
         (out / name).symlink_to(world["victim"])
     code, _, err = run_cli(["convert", "test_efficientnet", "--num-classes", "10", "--out", str(out), "--overwrite"],

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 import pfconvert
 from pfconvert.conversion.models import build_model, resolve_model_name
-from pfconvert.errors import ModelError
+from pfconvert.errors import CheckpointError, ModelError
 
 REPO = "timm/test_efficientnet.r160_in1k"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -80,11 +80,14 @@ def test_pretrained_file_goes_through_timms_loader_and_is_recorded(tmp_path: Pat
     _, state = _hub_cache(tmp_path)
     file = tmp_path / "weights.safetensors"
     save_file(state, str(file))
-    model, record = pfconvert.convert("test_efficientnet", "maxpool", pretrained_file=file, num_classes=10)
+    with pytest.raises(CheckpointError, match="the file's classifier has 1000 classes: pass --num-classes 1000"):
+        pfconvert.convert("test_efficientnet", "maxpool", pretrained_file=file, num_classes=10)  # no silent new head
+    model, record = pfconvert.convert("test_efficientnet", "maxpool", pretrained_file=file, num_classes=10,
+                                      new_head=True)
     kept = "conv_stem.weight"
     assert torch.equal(model.state_dict()[kept], state[kept])  # loaded: not random init
-    assert model.classifier.out_features == 10  # timm adapted the classifier to num_classes
-    assert record.source is not None and record.source.weights == "pretrained-file"
+    assert model.classifier.out_features == 10  # a new classifier, asked for
+    assert record.source is not None and record.source.weights == "pretrained-file" and record.source.new_head
     assert record.source.sha256 and record.source.detail == str(file.resolve())
     art = pfconvert.save(model, record, tmp_path / "art")
     saved = json.loads((art / "recipe.json").read_text())["source"]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ...conversion.artifact import FINETUNED_FILE, RECIPE_FILE, Recipe, build_original, load_artifact, save_weights
+from ...conversion.artifact import (FINETUNED_FILE, RECIPE_FILE, Recipe, build_original, finetuned_metadata,
+                                   load_artifact, save_weights)
 
 __all__ = ["FINETUNED_FILE", "RECIPE_FILE", "Recipe", "load_student", "load_teacher", "save_finetuned"]
 
@@ -25,7 +26,8 @@ def load_teacher(recipe: Recipe, path: Path) -> nn.Module:
 
 
 def save_finetuned(model: nn.Module, path: Path) -> Path:
-    """Write the fine-tuned student weights atomically as ``path/finetuned.safetensors``; returns the file."""
+    """Write the fine-tuned student weights atomically as ``path/finetuned.safetensors`` (their metadata names the
+    artifact's conversion: :func:`pfconvert.load` refuses them in another artifact); returns the file."""
     target = Path(path) / FINETUNED_FILE
-    save_weights(model, target)
+    save_weights(model, target, metadata=finetuned_metadata(path))
     return target

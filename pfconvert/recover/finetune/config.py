@@ -24,7 +24,19 @@ RESUME_FREE_FIELDS = frozenset(
 )
 
 
-class FinetuneConfig(BaseModel):
+class _OneLineErrors(type(BaseModel)):  # type: ignore[misc]
+    """Construction (``FinetuneConfig(lr=...)``) reports a bad setting as a one-line
+    :class:`~pfconvert.errors.TrainingError` (which field, what is wrong), not pydantic's multi-line report;
+    ``model_validate*`` keep raising pydantic's ``ValidationError`` for callers that read it."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            raise _setting_error(exc) from None
+
+
+class FinetuneConfig(BaseModel, metaclass=_OneLineErrors):
     """Settings of :func:`pfconvert.recover.finetune.api.finetune`; the CLI flags map one to one onto these fields."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -102,12 +114,14 @@ def make_config(**values: Any) -> FinetuneConfig:
     Raises:
         TrainingError: a value is out of range or a name is unknown.
     """
-    try:
-        return FinetuneConfig(**{key: value for key, value in values.items() if value is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "config"
-        raise TrainingError(f"invalid fine-tuning setting {field}: {first['msg']}") from exc
+    return FinetuneConfig(**{key: value for key, value in values.items() if value is not None})
+
+
+def _setting_error(exc: ValidationError) -> TrainingError:
+    """The first problem of a validation error, in one line."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "config"
+    return TrainingError(f"invalid fine-tuning setting {field}: {first['msg']}")
 
 
 def merge_for_resume(saved: FinetuneConfig, overrides: dict[str, Any]) -> FinetuneConfig:
