@@ -56,6 +56,9 @@ WEIGHTS_FILE = "model.safetensors"
 REMOVED_FILE = "original-removed.safetensors"
 FINETUNED_FILE = "finetuned.safetensors"
 SUMMARY_FILE = "finetune.json"
+CHECKPOINT_FILES = ("last.pt", "best.pt")
+"""The fine-tuning checkpoints in ``checkpoints/`` (``pfconvert.recover.finetune.checkpoint``'s LAST_FILE and
+BEST_FILE, named here because conversion sits below recovery)."""
 RUN_FILES = (FINETUNED_FILE, "checkpoints", "metrics.jsonl", SUMMARY_FILE, "model.onnx")
 """What fine-tuning and export add to an artifact: results of its model, stale once the artifact is re-created."""
 FORMAT = "pfconvert-artifact/1"
@@ -349,15 +352,12 @@ def _write(model: nn.Module, record: Any, out: Path) -> None:
 def _remove_run_files(out: Path) -> None:
     """Remove what fine-tuning and export wrote into an artifact (:data:`RUN_FILES`): only pfconvert's files,
     never a folder's other contents nor what a link points to."""
-    from ..recover.finetune.checkpoint import BEST_FILE, LAST_FILE
-
     for name in RUN_FILES:
         stale = out / name
         if name == "checkpoints" and stale.is_dir() and not stale.is_symlink():
             for entry in stale.iterdir():
-                ours = entry.name in (LAST_FILE, BEST_FILE) or (entry.name.startswith((f".{LAST_FILE}.",
-                                                                                       f".{BEST_FILE}."))
-                                                                 and entry.name.endswith(".tmp"))
+                temporary = entry.name.startswith(tuple(f".{n}." for n in CHECKPOINT_FILES))
+                ours = entry.name in CHECKPOINT_FILES or (temporary and entry.name.endswith(".tmp"))
                 if ours and not entry.is_dir():
                     entry.unlink()
             with contextlib.suppress(OSError):

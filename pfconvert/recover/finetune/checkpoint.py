@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..._files import atomic_write
+from ...conversion.artifact import CHECKPOINT_FILES
 from ...errors import CheckpointError
 from .config import FinetuneConfig
 
@@ -34,8 +35,7 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "pfconvert.finetune.v1"
 CHECKPOINT_DIR = "checkpoints"
-LAST_FILE = "last.pt"
-BEST_FILE = "best.pt"
+LAST_FILE, BEST_FILE = CHECKPOINT_FILES  # named by the artifact, whose --overwrite removes exactly these
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
