@@ -85,10 +85,11 @@ def ensure_writable(out: str | Path, overwrite: bool = False, marker: str | None
     wrote into its own folder, never a folder of the user's.
 
     Raises:
-        ArtifactError: the output exists and may not be replaced, or cannot even be looked at (too long a name, no
-            permission...).
+        OutputExistsError: the output exists and may not be replaced (an :class:`~pfconvert.errors.ArtifactError`).
+        ArtifactError: the output cannot even be looked at (too long a name, no permission...), or is a link to
+            nothing.
     """
-    from .errors import ArtifactError
+    from .errors import ArtifactError, OutputExistsError
 
     out = Path(out)
     try:
@@ -96,11 +97,11 @@ def ensure_writable(out: str | Path, overwrite: bool = False, marker: str | None
             raise ArtifactError(f"output {short(out)} is a link to nothing; remove it or choose another --out")
         if out.exists() and not out.is_dir():
             if marker is not None:
-                raise ArtifactError(f"output {short(out)} is a file, not a folder (an artifact is a folder); choose "
-                                    "another --out (the file is kept)")
+                raise OutputExistsError(f"output {short(out)} is a file, not a folder (an artifact is a folder); "
+                                        "choose another --out (the file is kept)")
             if not overwrite:
-                raise ArtifactError(f"output {short(out)} already exists and is not empty; choose another --out or "
-                                    "pass --overwrite")
+                raise OutputExistsError(f"output {short(out)} already exists and is not empty; choose another --out "
+                                        "or pass --overwrite")
             return
         entries = [entry for entry in out.iterdir() if not _transient(entry)] if out.is_dir() else []
     except OSError as exc:
@@ -108,11 +109,11 @@ def ensure_writable(out: str | Path, overwrite: bool = False, marker: str | None
     if not entries:
         return
     if not overwrite:
-        raise ArtifactError(f"output {short(out)} already exists and is not empty; choose another --out or pass "
-                            "--overwrite")
+        raise OutputExistsError(f"output {short(out)} already exists and is not empty; choose another --out or "
+                                "pass --overwrite")
     if marker is not None and not (out / marker).is_file():
-        raise ArtifactError(f"output {short(out)} is not a pfconvert artifact (it has no {marker}) and is not empty; "
-                            "--overwrite only replaces an artifact's own files: choose a new or empty folder")
+        raise OutputExistsError(f"output {short(out)} is not a pfconvert artifact (it has no {marker}) and is not "
+                                "empty; --overwrite only replaces an artifact's own files: choose a new or empty folder")
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -14,9 +14,12 @@ __all__ = [
     "CheckpointError",
     "ConversionError",
     "ArtifactError",
+    "OutputExistsError",
     "DataError",
     "TrainingError",
     "ExportError",
+    "ExportExistsError",
+    "BackendError",
     "UsageError",
     "one_line",
 ]
@@ -46,6 +49,12 @@ class ArtifactError(PfconvertError):
     """An artifact directory is missing, incomplete, or would be overwritten."""
 
 
+class OutputExistsError(ArtifactError):
+    """An output (an artifact folder, a rule file, a plot...) exists and replacing it was not asked for: choose
+    another path or pass ``--overwrite`` (``overwrite=True``). An :class:`ArtifactError`, as such refusals were
+    before this class."""
+
+
 class DataError(PfconvertError):
     """A dataset is missing, empty, or corrupt."""
 
@@ -56,6 +65,16 @@ class TrainingError(PfconvertError):
 
 class ExportError(PfconvertError):
     """A model cannot be exported, or the export does not compute what the PyTorch model computes."""
+
+
+class ExportExistsError(OutputExistsError, ExportError):
+    """An export's output file exists (an :class:`OutputExistsError` that is also an :class:`ExportError`, which
+    exports raised before this class)."""
+
+
+class BackendError(PfconvertError):
+    """A backend or runtime name is unknown, or the backend is not available on this machine (a package to install,
+    no GPU)."""
 
 
 class UsageError(PfconvertError, TypeError):

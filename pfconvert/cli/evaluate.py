@@ -88,12 +88,12 @@ def eval_table(report: EvalReport) -> Table:
 def _deployer(backends: str, data: str, calib_images: int, val_split: float | None) -> object:
     """``evaluate_artifact``'s ``deploy`` hook for ``--backend``: checks the names (and that the runtimes are
     installed) now, deploys each model when called, int8 ones calibrated on training images of ``data``."""
-    from ..errors import PfconvertError
+    from ..errors import BackendError
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
     for name in names:
         if name not in RUNTIMES:
-            raise PfconvertError(f"--backend {name!r}: eval deploys on {', '.join(RUNTIMES)} (without --backend it "
+            raise BackendError(f"--backend {name!r}: eval deploys on {', '.join(RUNTIMES)} (without --backend it "
                                  "evaluates the PyTorch model)")
     from ..deploy._deps import require
 

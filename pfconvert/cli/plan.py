@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..errors import RuleError
+from ..errors import BackendError, OutputExistsError, RuleError
 from . import _options as o
 from ._console import err_console, out_console
 from .app import app
@@ -137,7 +137,7 @@ def plan_cmd(
     the most accurate). Exits 1 with "no conversion pays off" when none is."""
     for path in (write_rule, plot):
         if path is not None and path.exists() and not overwrite:
-            raise RuleError(f"{path} already exists; choose another path or pass --overwrite")
+            raise OutputExistsError(f"{path} already exists; choose another path or pass --overwrite")
     sizes = o.parse_int_list(batch_sizes, "--batch-sizes")
     ratios = _ratios(prune_ratios) if prune else []
     overrides = o.data_overrides(interpolation, crop_pct, crop_mode, mean, std)
@@ -146,21 +146,21 @@ def plan_cmd(
     from ..data.config import resolve_data_config
     from ..report.backends import list_backends
     from ..rules.loading import load_rules
-    from ..study.plan import NoPayoff, plan_on_data, plot_plan
+    from ..study.plan import PlanRefused, plan_on_data, plot_plan
     from ._render import source_line
 
     if backend not in list_backends():
         from ..report.backends import get_backend
 
         get_backend(backend)  # says why (an unknown name, or the package to install)
-        raise RuleError(f"backend '{backend}' is not available here; choose one of {', '.join(list_backends())}")
+        raise BackendError(f"backend '{backend}' is not available here; choose one of {', '.join(list_backends())}")
     candidates = [load_rules(r) for r in (rule or DEFAULT_RULES)]
     original, source = build_model(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
                                    **o.model_kwargs(num_classes, in_chans, kwarg))
     err_console.print(source_line(source), highlight=False)
     data_cfg = resolve_data_config(original, **overrides)
     notes: list[str] = []
-    failure: NoPayoff | None = None
+    failure: PlanRefused | None = None
     with err_console.status("reading the data...") as status:
         try:
             result = plan_on_data(original, candidates, data, backend=backend, batch_sizes=sizes, max_drop=max_drop,
@@ -170,8 +170,8 @@ def plan_cmd(
                                   notes=notes, on_step=lambda text: _step(status, notes, text),
                                   int8_calib_images=calib_images, shrink=shrink, retime_passes=retime_passes,
                                   retime_seconds=retime_seconds, prune_ratios=ratios, prune_round_to=prune_round_to)
-        except NoPayoff as exc:
-            failure, result = exc, exc.result  # type: ignore[attr-defined]
+        except PlanRefused as exc:  # the table is printed from what was measured, then the refusal (exit 1)
+            failure, result = exc, exc.result
     for name, why in result.skipped.items():
         err_console.print(f"rule {name}: no candidate ({why})", highlight=False)
     if as_json:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ..errors import RuleError
+from ..errors import OutputExistsError, RuleError
 from . import _options as o
 from ._console import err_console, out_console
 from .app import app
@@ -81,7 +81,7 @@ def sensitivity_cmd(
     if write_rule is not None and max_drop is None:
         raise RuleError("--write-rule needs --max-drop (the accuracy points a converted group may cost)")
     if write_rule is not None and write_rule.exists() and not overwrite:
-        raise RuleError(f"{write_rule} already exists; choose another path or pass --overwrite")
+        raise OutputExistsError(f"{write_rule} already exists; choose another path or pass --overwrite")
     overrides = o.data_overrides(interpolation, crop_pct, crop_mode, mean, std)
     from .._files import write_text
     from ..conversion.models import build_model

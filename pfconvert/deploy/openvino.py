@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ExportError, one_line
+from ..errors import ExportError, ExportExistsError, one_line
 from ._deps import installed, require
 from .quantize import Calibration, check_calibration
 
@@ -197,7 +197,7 @@ def export_openvino(model: nn.Module, out: str | Path, input_size: tuple[int, in
         if path.is_dir():
             raise ExportError(f"{path} is a directory; give a file name such as {path / 'model.xml'}")
         if path.exists() and not overwrite:
-            raise ExportError(f"{path} already exists; choose another --out or pass --overwrite")
+            raise ExportExistsError(f"{path} already exists; choose another --out or pass --overwrite")
     ov_model = to_openvino(model, input_size)
     if int8:
         from .quantize import synthetic_calibration

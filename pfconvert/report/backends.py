@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PfconvertError
+from ..errors import BackendError
 
 __all__ = ["Runner", "Backend", "register_backend", "get_backend", "backend_label", "list_backends",
            "default_backends", "is_int8"]
@@ -66,13 +66,13 @@ def get_backend(name: str) -> Backend:
     """The registered backend ``name``.
 
     Raises:
-        PfconvertError: unknown name, or the backend is not available on this machine.
+        BackendError: unknown name, or the backend is not available on this machine.
     """
     if name not in _BACKENDS:
-        raise PfconvertError(f"unknown backend {name!r}; choose from {', '.join(_BACKENDS)}")
+        raise BackendError(f"unknown backend {name!r}; choose from {', '.join(_BACKENDS)}")
     backend = _BACKENDS[name]
     if not backend.is_available():
-        raise PfconvertError(f"backend {name!r} is not available on this machine ({backend.description})")
+        raise BackendError(f"backend {name!r} is not available on this machine ({backend.description})")
     return backend
 
 

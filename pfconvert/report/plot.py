@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._files import atomic_write
-from ..errors import PfconvertError
+from ..errors import OutputExistsError, PfconvertError
 from .report import FASTER, SLOWER, Report
 
 __all__ = ["plot_report", "check_plot_target"]
@@ -81,7 +81,8 @@ def check_plot_target(path: str | Path, overwrite: bool = False) -> Path:
     """The PNG file a plot may be written to.
 
     Raises:
-        PfconvertError: the name does not end in ``.png``, is a directory, or exists and ``overwrite`` is not set.
+        PfconvertError: the name does not end in ``.png``, or is a directory.
+        OutputExistsError: the file exists and ``overwrite`` is not set.
     """
     path = Path(path)
     if path.is_dir():
@@ -89,7 +90,7 @@ def check_plot_target(path: str | Path, overwrite: bool = False) -> Path:
     if path.suffix.lower() != ".png":
         raise PfconvertError(f"plot target {path} is not a .png file name; use e.g. {path.with_suffix('.png')}")
     if path.exists() and not overwrite:
-        raise PfconvertError(f"{path} already exists; choose another file or pass --overwrite")
+        raise OutputExistsError(f"{path} already exists; choose another file or pass --overwrite")
     return path
 
 

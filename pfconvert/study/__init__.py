@@ -13,6 +13,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "sensitivity_on_data": ".sensitivity",
     "Candidate": ".plan",
     "PlanResult": ".plan",
+    "PlanRefused": ".plan",
     "NoPayoff": ".plan",
     "plan_conversion": ".plan",
     "plan_on_data": ".plan",

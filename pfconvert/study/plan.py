@@ -47,16 +47,12 @@ from ..graph.match import Match
 from ..rules.loading import LoadedRules, parse_rules
 from .sensitivity import SensitivityResult, group_matches, run_sensitivity
 
-__all__ = ["Candidate", "PlanResult", "NoPayoff", "plan_conversion", "choose", "close_calls", "same_speed",
+__all__ = ["Candidate", "PlanResult", "PlanRefused", "plan_conversion", "choose", "close_calls", "same_speed",
            "candidate_rules", "plan_on_data", "plot_plan"]
 
 
 PRUNE_ONLY = "prune"
 """The rule name of a candidate that only prunes channels (no rule, no shrinking)."""
-
-
-class NoPayoff(PfconvertError):
-    """No candidate is within the accuracy budget and faster than the original (without being slower anywhere)."""
 
 
 @dataclass
@@ -201,6 +197,29 @@ class PlanResult:
                 "shrinkable": self.shrinkable}
 
 
+class PlanRefused(PfconvertError):
+    """The planner's refusal: no candidate is within the accuracy budget and faster than the original (without being
+    slower anywhere). :attr:`result` holds everything that was measured (the table the CLI prints)."""
+
+    def __init__(self, message: str, result: PlanResult) -> None:
+        super().__init__(message)
+        self.result: PlanResult = result
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (e.g. across processes) with its result
+        return type(self), (str(self), self.result)
+
+
+def __getattr__(name: str) -> Any:
+    """``NoPayoff``: the earlier name of :class:`PlanRefused`, kept for one release (warns; the same class, so
+    ``except NoPayoff`` still catches the refusal)."""
+    if name == "NoPayoff":
+        from .._deprecated import _warn
+
+        _warn("pfconvert.study.plan.NoPayoff", "PlanRefused")
+        return PlanRefused
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _mark_pareto(candidates: list[Candidate]) -> None:
     for c in candidates:
         c.pareto = not any(o is not c and o.drop <= c.drop and o.worst_ratio <= c.worst_ratio
@@ -334,7 +353,7 @@ def plan_conversion(
             against the original does not apply to pruned channels); default ``prepare``.
 
     Raises:
-        NoPayoff: no candidate pays off within ``max_drop`` (the result is attached as ``.result``).
+        PlanRefused: no candidate pays off within ``max_drop`` (its ``.result`` holds the measured table).
         RuleError: no rule matched any layer.
     """
     from ..graph.modules import count_params
@@ -417,10 +436,8 @@ def plan_conversion(
     why = (f"the {len(paying)} that are faster lose more than {max_drop} top-1 points (least: "
            f"{min(c.drop for c in paying):.2f})" if paying else "none of the candidates is faster without being "
            "slower at some batch size")
-    error = NoPayoff(f"no conversion pays off on {backend}: {why}; see the table (raise --max-drop, or keep the "
-                     "original)")
-    error.result = result  # type: ignore[attr-defined]
-    raise error
+    raise PlanRefused(f"no conversion pays off on {backend}: {why}; see the table (raise --max-drop, or keep the "
+                      "original)", result)
 
 
 def _add_pruned(result: PlanResult, model: nn.Module, variants: dict[str, nn.Module],
@@ -521,7 +538,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     BatchNorm re-estimation, no reconstruction). Other arguments as :func:`pfconvert.study.sensitivity_on_data`.
 
     Raises:
-        NoPayoff: nothing pays off within ``max_drop`` (``.result`` holds the measured table).
+        PlanRefused: nothing pays off within ``max_drop`` (``.result`` holds the measured table).
         DataError: bad limits, or the data's classes differ from the model's.
     """
     from ..recover.refit import reconstruct
@@ -569,8 +586,8 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
                                        shrink=shrink, retime_passes=retime_passes, retime_seconds=retime_seconds,
                                        prune_ratios=prune_ratios, prune_round_to=prune_round_to,
                                        recalibrate=tools.recalibrate))
-    except NoPayoff as exc:
-        relabel(exc.result)  # type: ignore[attr-defined]
+    except PlanRefused as exc:
+        relabel(exc.result)
         raise
 
 

@@ -7,6 +7,7 @@ from conftest import FASHION_MNIST
 from typer.testing import CliRunner
 
 from pfconvert.cli.app import _register, app
+from pfconvert.errors import BackendError, OutputExistsError, RuleError
 
 pytestmark = pytest.mark.slow
 
@@ -31,4 +32,15 @@ def test_plan_prints_the_table_and_writes_what_it_chose_or_refuses(tmp_path) -> 
 def test_an_unavailable_backend_is_one_line(tmp_path) -> None:
     _register()
     result = CliRunner().invoke(app, ["plan", "mobilenetv2_050", *TINY[:-4], "--backend", "nope"])
-    assert result.exit_code != 0 and "backend 'nope' is not available here" in str(result.exception)
+    assert result.exit_code != 0 and "unknown backend 'nope'; choose from cpu" in str(result.exception)
+    assert isinstance(result.exception, BackendError) and not isinstance(result.exception, RuleError)
+
+
+def test_an_existing_output_is_refused_as_such_before_any_work(tmp_path) -> None:
+    _register()
+    rule = tmp_path / "planned.yaml"
+    rule.write_text("mine")
+    result = CliRunner().invoke(app, ["plan", "mobilenetv2_050", *TINY, "--write-rule", str(rule)])
+    assert result.exit_code != 0 and "already exists; choose another path or pass --overwrite" in str(result.exception)
+    assert isinstance(result.exception, OutputExistsError) and not isinstance(result.exception, RuleError)
+    assert rule.read_text() == "mine"

@@ -81,3 +81,18 @@ def test_cli_on_fashion_mnist(ft_fmnist_dir, tmp_path, capsys, monkeypatch) -> N
     assert all(0 <= g["top1"] <= 100 and g["latency_ms"] > 0 for g in data["groups"])
     selected = load_rules(rule_file)
     assert len(selected.ruleset.rules[0].match.path or []) == 4
+
+
+def test_cli_refuses_an_existing_rule_file_as_an_existing_output(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from pfconvert.cli.app import _register, app
+    from pfconvert.errors import OutputExistsError
+
+    _register()
+    rule_file = tmp_path / "selected.yaml"
+    rule_file.write_text("mine")
+    result = CliRunner().invoke(app, ["sensitivity", "resnet14t", "--rule", "r50-max", "--data", str(tmp_path),
+                                      "--max-drop", "1", "--write-rule", str(rule_file)])
+    assert isinstance(result.exception, OutputExistsError) and not isinstance(result.exception, RuleError)
+    assert "already exists" in str(result.exception) and rule_file.read_text() == "mine"

@@ -10,7 +10,7 @@ import pfconvert
 from pfconvert.ops.kernels import FastMaxPool2d
 from pfconvert.report.report import FASTER, SAME, SLOWER
 from pfconvert.rules import load_rules
-from pfconvert.study.plan import NoPayoff, plan_conversion
+from pfconvert.study.plan import PlanRefused, PlanResult, plan_conversion
 
 SIZE = (3, 32, 32)
 STAGE_COST = {0: 4.0, 1: 3.0, 2: 0.5, 3: 0.2, 4: 0.1, 5: 0.3, 6: 0.2}  # accuracy points lost per converted stage
@@ -63,15 +63,16 @@ def test_greedy_prefixes_of_the_stage_ranking_and_the_choice() -> None:
 
 @pytest.mark.slow
 def test_nothing_that_is_slower_is_ever_chosen() -> None:
-    with pytest.raises(NoPayoff, match="no conversion pays off on cpu: none of the candidates is faster") as info:
+    with pytest.raises(PlanRefused, match="no conversion pays off on cpu: none of the candidates is faster") as info:
         _plan(-0.2, max_drop=100.0)
     result = info.value.result
+    assert isinstance(result, PlanResult)  # the refusal carries what was measured (the CLI prints its table)
     assert result.candidates and result.chosen is None and not any(c.pays_off for c in result.candidates)
 
 
 @pytest.mark.slow
 def test_an_accuracy_budget_nothing_meets_is_a_refusal_too() -> None:
-    with pytest.raises(NoPayoff, match=r"lose more than 0.05 top-1 points \(least: 0.50\)"):
+    with pytest.raises(PlanRefused, match=r"lose more than 0.05 top-1 points \(least: 0.50\)"):
         _plan(0.2, max_drop=0.05)
 
 
@@ -183,3 +184,18 @@ def test_pruning_ratios_are_candidates_alone_and_after_each_rule_and_the_written
     assert "prune:\n  ratio: 0.5\n  round_to: 8" in result.chosen_rules.text
     converted, record = pfconvert.convert(model, result.chosen_rules, input_size=SIZE)  # convert replays it
     assert record.pruning is not None and count_params(converted) == chosen.params
+
+
+def test_the_refusal_is_its_own_error_with_its_result_and_the_old_name_still_catches_it() -> None:
+    import pickle
+
+    import pfconvert.study
+    from pfconvert.errors import PfconvertError
+
+    result = PlanResult(80.0, 1, 1, "cpu", "test", [1], 1.0)
+    error = PlanRefused("no conversion pays off on cpu: ...", result)
+    assert error.result is result and isinstance(error, PfconvertError) and str(error).startswith("no conversion")
+    assert pickle.loads(pickle.dumps(error)).result.base_top1 == 80.0  # crosses process boundaries whole
+    with pytest.warns(DeprecationWarning, match="NoPayoff is deprecated.*use PlanRefused"):
+        from pfconvert.study.plan import NoPayoff
+    assert NoPayoff is PlanRefused and pfconvert.study.PlanRefused is PlanRefused
