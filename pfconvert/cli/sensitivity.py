@@ -30,7 +30,7 @@ def _table(result: SensitivityResult, max_drop: float | None, method: str) -> Ta
         ok = "" if max_drop is None else ("yes" if g.drop <= max_drop else "no")
         ratio = f"[green]{g.latency_ratio:.2f}[/]" if g.latency_ratio < 0.97 else (
             f"[red]{g.latency_ratio:.2f}[/]" if g.latency_ratio > 1.03 else f"{g.latency_ratio:.2f}")
-        table.add_row(str(i + 1), g.group, str(len(g.layers)), f"{g.top1:.2f}", f"{g.drop:+.2f}",
+        table.add_row(str(i + 1), g.group.label, str(len(g.layers)), f"{g.top1:.2f}", f"{g.drop:+.2f}",
                       f"{g.latency_ms:.2f} ms", ratio, f"{g.params_removed:,}", ok)
     return table
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "StageGroup": ".groups",
+    "LayerGroup": ".groups",
     "GroupResult": ".sensitivity",
     "SensitivityResult": ".sensitivity",
     "run_sensitivity": ".sensitivity",

@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from torch import nn
@@ -45,7 +45,8 @@ from ..data.config import DataConfig
 from ..errors import DataError, PfconvertError, RuleError
 from ..graph.match import Match
 from ..rules.loading import LoadedRules, parse_rules
-from .sensitivity import SensitivityResult, group_matches, run_sensitivity
+from .groups import StageGroup
+from .sensitivity import SensitivityResult, run_sensitivity, stage_groups
 
 __all__ = ["Candidate", "PlanResult", "PlanRefused", "plan_conversion", "choose", "close_calls", "same_speed",
            "candidate_rules", "plan_on_data", "plot_plan"]
@@ -60,7 +61,7 @@ class Candidate:
     """One measured conversion: a rule restricted to some stages."""
 
     rule: str
-    groups: list[str]  # the stage groups converted ('stage 2', ...; 'other' for unstaged layers)
+    groups: list[StageGroup]  # the stages converted, in order ('other': the unstaged layers)
     layers: list[str]
     top1: float
     drop: float
@@ -84,7 +85,7 @@ class Candidate:
         if self.rule == PRUNE_ONLY:
             return f"prune {self.prune:g}"
         extra = " + shrink" if self.shrunk and self.rule != SHRINK_RULE else ""
-        return f"{self.rule}: {', '.join(self.groups)}{extra}{pruned}"
+        return f"{self.rule}: {', '.join(str(g) for g in self.groups)}{extra}{pruned}"
 
     def ratio(self, batch_size: int) -> float:
         """Latency converted / original at ``batch_size`` (below 1 is faster)."""
@@ -124,9 +125,10 @@ class Candidate:
         return bool(values) and SLOWER not in values and FASTER in values
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form (each group as its label: ``stage 2``, ``other``)."""
         data = asdict(self)
         data.pop("samples")
+        data["groups"] = [g.to_json() for g in self.groups]
         data["name"] = self.name
         data["pays_off"] = self.pays_off
         return data
@@ -226,25 +228,28 @@ def _mark_pareto(candidates: list[Candidate]) -> None:
                            and (o.drop < c.drop or o.worst_ratio < c.worst_ratio) for o in candidates)
 
 
-def candidate_rules(rules: LoadedRules, groups: dict[str, list[Match]], chosen: Sequence[str]) -> LoadedRules:
+def candidate_rules(rules: LoadedRules, groups: dict[StageGroup, list[Match]],
+                    chosen: Sequence[StageGroup]) -> LoadedRules:
     """``rules`` restricted to the layers of the ``chosen`` stage groups: by ``stages`` when every chosen group is a
-    stage (readable, and it applies to any model of the same layout), else by the layers' paths."""
-    staged = all(name.startswith("stage ") for name in chosen)
+    stage (readable, and it applies to any model of the same layout), else ('other' among them) by the layers'
+    paths."""
+    staged = all(group.staged for group in chosen)
     out = []
     for rule in rules.ruleset.rules:
-        members = [m for name in chosen for m in groups[name] if m.rule.name == rule.name]
+        members = [m for group in chosen for m in groups[group] if m.rule.name == rule.name]
         if not members:
             continue
         data = rule.model_dump(mode="json", exclude_none=True)
         if staged:
-            data["match"]["stages"] = sorted({int(name.split()[1]) for name in chosen})
+            data["match"]["stages"] = sorted({group.stage for group in chosen if group.stage is not None})
         else:
             data["match"].pop("every_nth", None)
             data["match"].pop("offset", None)
             data["match"]["path"] = sorted(m.site.path for m in members)
         out.append(data)
     doc = {"name": f"{rules.name}-planned",
-           "description": f"Rule '{rules.name}' on {', '.join(chosen)} only (written by pfconvert plan).",
+           "description": f"Rule '{rules.name}' on {', '.join(str(g) for g in chosen)} only (written by pfconvert "
+                          "plan).",
            "rules": out}
     return parse_rules(yaml.safe_dump(doc, sort_keys=False, width=120), source="<plan>")
 
@@ -364,7 +369,7 @@ def plan_conversion(
     result = PlanResult(base_top1, count_params(model), count_macs(model), backend, backend_label, list(batch_sizes),
                         max_drop)
     variants: dict[str, nn.Module] = {}
-    groups_of: dict[str, dict[str, list[Match]]] = {}
+    groups_of: dict[str, dict[StageGroup, list[Match]]] = {}
     shrink_matches: list[Match] = []
     if shrink:
         result.shrinkable = shrinkable_layers(model, input_size)
@@ -374,8 +379,7 @@ def plan_conversion(
             variant = copy.deepcopy(model)
             apply_matches(variant, shrink_matches, shrink_flow)
             top1 = evaluate(variant)  # exact: nothing to prepare
-            groups = sorted(group_matches(shrink_matches, "stage"), key=_group_order)
-            cand = Candidate(SHRINK_RULE, groups, [], top1, base_top1 - top1, count_params(variant),
+            cand = Candidate(SHRINK_RULE, sorted(stage_groups(shrink_matches)), [], top1, base_top1 - top1, count_params(variant),
                              count_macs(variant), shrunk=list(result.shrinkable))
             result.candidates.append(cand)
             variants[cand.name] = variant
@@ -384,7 +388,7 @@ def plan_conversion(
         if not matches:
             result.skipped[rules_.name] = "matched no layer"
             continue
-        groups = groups_of[rules_.name] = group_matches(matches, "stage")
+        groups = groups_of[rules_.name] = stage_groups(matches)
         try:
             sens = run_sensitivity(model, rules_, input_size, evaluate, None, prepare=prepare, base_top1=base_top1,
                                    on_group=lambda g, i, n, r=rules_.name: step(f"{r}: stage sensitivity {i + 1}/{n}"
@@ -393,12 +397,12 @@ def plan_conversion(
             result.skipped[rules_.name] = str(exc)
             continue
         result.sensitivity[rules_.name] = sens
-        ranked = [g.group for g in sens.ranked()]
+        ranked = [cast(StageGroup, g.group) for g in sens.ranked()]  # a study by stage (the default)
         by_group = {g.group: g for g in sens.groups}
         for k in range(1, len(ranked) + 1):
             chosen = ranked[:k]
-            step(f"{rules_.name}: candidate {k}/{len(ranked)} ({', '.join(chosen)})")
-            members = sorted((m for name in chosen for m in groups[name]), key=lambda m: m.site.call.index)
+            step(f"{rules_.name}: candidate {k}/{len(ranked)} ({', '.join(str(g) for g in chosen)})")
+            members = sorted((m for group in chosen for m in groups[group]), key=lambda m: m.site.call.index)
             converted = {m.site.path for m in members}
             extra = [m for m in shrink_matches if m.site.path not in converted]
             variant = copy.deepcopy(model)
@@ -409,7 +413,7 @@ def plan_conversion(
                 if prepare is not None:
                     prepare(variant)
                 top1 = evaluate(variant)
-            cand = Candidate(rules_.name, sorted(chosen, key=_group_order), [m.site.path for m in members], top1,
+            cand = Candidate(rules_.name, sorted(chosen), [m.site.path for m in members], top1,
                              base_top1 - top1, count_params(variant), count_macs(variant),
                              shrunk=[m.site.path for m in extra])
             result.candidates.append(cand)
@@ -469,7 +473,7 @@ def _add_pruned(result: PlanResult, model: nn.Module, variants: dict[str, nn.Mod
             variants[cand.name] = variant
 
 
-def _rules_of(chosen: Candidate, rules: Sequence[LoadedRules], groups_of: dict[str, dict[str, list[Match]]],
+def _rules_of(chosen: Candidate, rules: Sequence[LoadedRules], groups_of: dict[str, dict[StageGroup, list[Match]]],
               round_to: int = 8) -> LoadedRules:
     """The rule file of a candidate: its rule on its stages, then the shrink rule of the layers it shrinks, then its
     channel pruning (a ``prune:`` section)."""
@@ -509,10 +513,6 @@ def _retime(result: PlanResult, model: nn.Module, variants: dict[str, nn.Module]
     log.out_of_order = [c.name for c in _out_of_order([c for c in result.candidates if c.drop <= result.max_drop],
                                                        sizes)]
     return log
-
-
-def _group_order(name: str) -> tuple[int, int]:
-    return (0, int(name.split()[1])) if name.startswith("stage ") else (1, 0)
 
 
 @renamed_kwargs(calib_images="bn_recalib_images")

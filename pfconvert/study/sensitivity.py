@@ -24,8 +24,9 @@ from ..errors import DataError, RuleError
 from ..graph.match import Match
 from ..report.report import median
 from ..rules.loading import LoadedRules, parse_rules
+from .groups import Group, LayerGroup, StageGroup
 
-__all__ = ["GroupResult", "SensitivityResult", "group_matches", "run_sensitivity", "sensitivity_on_data",
+__all__ = ["GroupResult", "SensitivityResult", "group_matches", "stage_groups", "run_sensitivity", "sensitivity_on_data",
            "selected_rules", "ValidationTools", "validation_tools"]
 
 
@@ -33,7 +34,7 @@ __all__ = ["GroupResult", "SensitivityResult", "group_matches", "run_sensitivity
 class GroupResult:
     """One converted group: its layers, accuracy after conversion, drop vs. the original, latency ratio."""
 
-    group: str
+    group: Group  # a stage (StageGroup: 'stage 2', 'other') or a layer (LayerGroup), by the study's ``by``
     layers: list[str]
     rules: list[str]  # the rule that matched each layer
     top1: float
@@ -43,8 +44,10 @@ class GroupResult:
     params_removed: int
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
+        """JSON-ready form (the group as its label)."""
+        data = asdict(self)
+        data["group"] = self.group.to_json()
+        return data
 
 
 @dataclass
@@ -71,15 +74,23 @@ class SensitivityResult:
                 "deploy_method": self.deploy_method, "groups": [g.to_dict() for g in self.ranked()]}
 
 
-def group_matches(matches: list[Match], by: str = "stage") -> dict[str, list[Match]]:
-    """Group matches by ``stage`` (as parsed from module paths; unstaged layers form 'other') or by ``layer``."""
+def stage_groups(matches: list[Match]) -> dict[StageGroup, list[Match]]:
+    """Matches by stage (as parsed from module paths; unstaged layers form 'other'), in the order first matched."""
+    groups: dict[StageGroup, list[Match]] = {}
+    for match in matches:
+        groups.setdefault(StageGroup(match.site.stage), []).append(match)
+    return groups
+
+
+def group_matches(matches: list[Match], by: str = "stage") -> dict[Group, list[Match]]:
+    """Group matches by ``stage`` (:func:`stage_groups`) or by ``layer`` (one group per layer)."""
     if by not in ("stage", "layer"):
         raise RuleError(f"--by must be stage or layer, not {by!r}")
-    groups: dict[str, list[Match]] = {}
+    if by == "stage":
+        return dict(stage_groups(matches))
+    groups: dict[Group, list[Match]] = {}
     for match in matches:
-        key = match.site.path if by == "layer" else (
-            f"stage {match.site.stage}" if match.site.stage is not None else "other")
-        groups.setdefault(key, []).append(match)
+        groups.setdefault(LayerGroup(match.site.path), []).append(match)
     return groups
 
 
@@ -117,9 +128,9 @@ def run_sensitivity(
         on_group("original", -1, len(groups))
     result = SensitivityResult(base_top1=evaluate(model) if base_top1 is None else base_top1, base_latency_ms=0.0)
     base_times = []
-    for index, (name, members) in enumerate(groups.items()):
+    for index, (group, members) in enumerate(groups.items()):
         if on_group is not None:
-            on_group(name, index, len(groups))
+            on_group(group.label, index, len(groups))
         variant = copy.deepcopy(model)
         done = apply_matches(variant, members, flow)
         if prepare is not None:
@@ -128,7 +139,7 @@ def run_sensitivity(
         base_ms, ms = latency_ms(model, variant) if latency_ms is not None else (None, None)
         if base_ms is not None:
             base_times.append(base_ms)
-        result.groups.append(GroupResult(name, [m.site.path for m in members], [m.rule.name for m in members], top1,
+        result.groups.append(GroupResult(group, [m.site.path for m in members], [m.rule.name for m in members], top1,
                                          result.base_top1 - top1, ms, ms / base_ms if ms is not None else None,
                                          sum(r.params_removed for r in done)))
     result.base_latency_ms = median(base_times) if base_times else 0.0

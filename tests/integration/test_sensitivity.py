@@ -9,6 +9,7 @@ from torch import nn
 import pfconvert
 from pfconvert.errors import RuleError
 from pfconvert.rules import load_rules
+from pfconvert.study.groups import LayerGroup, StageGroup
 from pfconvert.study.sensitivity import run_sensitivity, selected_rules
 
 COST = {0: 0.2, 1: 0.5, 2: 3.0, 3: 1.5}  # accuracy points lost per converted block, by stage
@@ -34,7 +35,8 @@ def test_stages_are_ranked_by_accuracy_drop() -> None:
     result = run_sensitivity(model, load_rules("r50-max"), (3, 224, 224), _fake_top1, _fake_latency)
     assert result.base_top1 == 80.0 and result.base_latency_ms == pytest.approx(9.9)
     ranked = result.ranked()
-    assert [g.group for g in ranked] == ["stage 0", "stage 1", "stage 3", "stage 2"]
+    assert [g.group for g in ranked] == [StageGroup(0), StageGroup(1), StageGroup(3), StageGroup(2)]
+    assert [g["group"] for g in result.to_dict()["groups"]] == ["stage 0", "stage 1", "stage 3", "stage 2"]
     assert [len(g.layers) for g in ranked] == [3, 4, 3, 6]
     assert ranked[0].drop == pytest.approx(0.6) and ranked[-1].drop == pytest.approx(18.0)
     assert ranked[0].latency_ratio == pytest.approx((10.0 - 0.1 * 4) / 9.9)  # stem max-pool + 3 new ones
@@ -60,6 +62,8 @@ def test_layer_groups() -> None:
     result = run_sensitivity(meta_model("resnet50"), load_rules("r50-max"), (3, 224, 224), _fake_top1, _fake_latency,
                              by="layer")
     assert len(result.groups) == 16 and result.ranked()[0].layers == ["layer1.0.conv2"]
+    assert result.ranked()[0].group == LayerGroup("layer1.0.conv2") and result.to_dict()["groups"][0]["group"] == (
+        "layer1.0.conv2")
 
 
 @pytest.mark.slow

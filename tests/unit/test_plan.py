@@ -10,6 +10,7 @@ import pfconvert
 from pfconvert.ops.kernels import FastMaxPool2d
 from pfconvert.report.report import FASTER, SAME, SLOWER
 from pfconvert.rules import load_rules
+from pfconvert.study.groups import StageGroup
 from pfconvert.study.plan import PlanRefused, PlanResult, plan_conversion
 
 SIZE = (3, 32, 32)
@@ -44,14 +45,15 @@ def test_greedy_prefixes_of_the_stage_ranking_and_the_choice() -> None:
     model, result = _plan(0.2, max_drop=2.0)
     ranked = result.sensitivity["maxpool"].ranked()
     ranking = [g.group for g in ranked]
-    assert ranking[0] == "stage 6" and [g.drop for g in ranked] == sorted(g.drop for g in ranked)
+    assert ranking[0] == StageGroup(6) and [g.drop for g in ranked] == sorted(g.drop for g in ranked)
     pooled = [c for c in result.candidates if c.rule == "maxpool"]
     assert [len(c.groups) for c in pooled] == list(range(1, len(ranking) + 1))
     assert all(c.drop <= d.drop for c, d in zip(pooled, pooled[1:]))  # least harmful first
     chosen = result.chosen
     assert chosen is not None and chosen.drop <= 2.0 and chosen.pays_off
     assert all(c.drop > 2.0 or c.worst_ratio >= chosen.worst_ratio for c in result.candidates)
-    assert chosen.pareto and "stage 0" not in chosen.groups
+    assert chosen.pareto and StageGroup(0) not in chosen.groups and chosen.groups == sorted(chosen.groups)
+    assert chosen.to_dict()["groups"] == [f"stage {g.stage}" for g in chosen.groups]  # JSON: the labels
     _, record = pfconvert.convert(model, result.chosen_rules, input_size=SIZE)  # the written rule does exactly that
     assert [r.path for r in record.replacements if r.rule != "shrink"] == chosen.layers
     assert [r.path for r in record.replacements if r.rule == "shrink"] == chosen.shrunk
@@ -87,7 +89,7 @@ def test_latency_differences_within_the_noise_do_not_outweigh_accuracy() -> None
     from pfconvert.study.plan import Candidate, choose
 
     def cand(name: str, drop: float, ratio: float) -> Candidate:
-        c = Candidate("maxpool", [name], [name], 80.0 - drop, drop, 1, 1)
+        c = Candidate("maxpool", [StageGroup(ord(name) - ord("a"))], [name], 80.0 - drop, drop, 1, 1)
         c.original_ms, c.latency_ms, c.verdicts = {1: 10.0}, {1: 10.0 * ratio}, {1: FASTER}
         return c
 
@@ -125,7 +127,7 @@ def test_a_noisy_close_call_is_timed_again_and_the_most_accurate_of_the_equally_
     calls: list[list[str]] = []
     result = plan(3, calls)
     best = min((c for c in result.candidates if len(c.layers) >= 3), key=lambda c: c.drop)  # of those at 0.94x
-    assert len(best.layers) == 4 and best.groups == ["stage 4", "stage 6"]  # the noisy one
+    assert len(best.layers) == 4 and best.groups == [StageGroup(4), StageGroup(6)]  # the noisy one
     retimed = result.retiming
     assert best.name in retimed.retimed and all(best.name in names for names in calls[1:]) and len(calls) > 1
     assert calls[1][0] == "original" and len(calls[1]) < len(calls[0])  # the close calls only, with the original
@@ -142,7 +144,7 @@ def test_candidates_within_their_combined_noise_are_equally_fast() -> None:
     from pfconvert.study.plan import Candidate, choose, close_calls
 
     def cand(name: str, drop: float, ratio: float, margin: float, verdict: str = FASTER) -> Candidate:
-        c = Candidate("maxpool", [name], [name], 80.0 - drop, drop, 1, 1)
+        c = Candidate("maxpool", [StageGroup(ord(name) - ord("a"))], [name], 80.0 - drop, drop, 1, 1)
         c.original_ms, c.latency_ms, c.verdicts, c.margins = {1: 10.0}, {1: 10.0 * ratio}, {1: verdict}, {1: margin}
         return c
 
@@ -199,3 +201,52 @@ def test_the_refusal_is_its_own_error_with_its_result_and_the_old_name_still_cat
     with pytest.warns(DeprecationWarning, match="NoPayoff is deprecated.*use PlanRefused"):
         from pfconvert.study.plan import NoPayoff
     assert NoPayoff is PlanRefused and pfconvert.study.PlanRefused is PlanRefused
+
+
+def test_stage_groups_are_typed_ordered_and_labelled() -> None:
+    from pfconvert.study.groups import LayerGroup
+
+    groups = [StageGroup(None), StageGroup(10), StageGroup(2)]
+    assert sorted(groups) == [StageGroup(2), StageGroup(10), StageGroup(None)]  # by number (not text), 'other' last
+    assert [g.label for g in sorted(groups)] == ["stage 2", "stage 10", "other"] == [str(g) for g in sorted(groups)]
+    assert all(StageGroup.from_label(g.to_json()) == g for g in groups)
+    for bad in ("stage", "stage -1", "Stage 2", "layer1.0"):
+        with pytest.raises(ValueError, match="not a stage group"):
+            StageGroup.from_label(bad)
+    assert LayerGroup("blocks.1.0.conv_dw").to_json() == "blocks.1.0.conv_dw"
+    assert len({StageGroup(2), StageGroup(2), StageGroup(None)}) == 2  # frozen: hashable, keys of the group maps
+
+
+class _Unstaged(nn.Module):
+    """A depthwise conv in a stem (no stage: the group 'other') and one in each of two stages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def unit() -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8),
+                                 nn.ReLU())
+
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 1), *list(unit())[1:])
+        self.blocks = nn.Sequential(unit(), unit())
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_a_candidate_of_stages_is_written_by_stages_and_one_with_other_by_paths() -> None:
+    from pfconvert.conversion.rewrite import match_rules
+    from pfconvert.study.plan import candidate_rules
+    from pfconvert.study.sensitivity import stage_groups
+
+    rules = load_rules("maxpool")
+    matches, _ = match_rules(_Unstaged(), rules, (3, 16, 16))
+    groups = stage_groups(matches)
+    assert {g: [m.site.path for m in ms] for g, ms in groups.items()} == {
+        StageGroup(None): ["stem.1"], StageGroup(0): ["blocks.0.1"], StageGroup(1): ["blocks.1.1"]}
+    staged = candidate_rules(rules, groups, [StageGroup(1), StageGroup(0)]).ruleset.rules[0].match
+    assert staged.stages == [0, 1] and staged.path is None
+    with_other = candidate_rules(rules, groups, sorted(groups))
+    assert with_other.ruleset.rules[0].match.path == ["blocks.0.1", "blocks.1.1", "stem.1"]
+    assert "on stage 0, stage 1, other only" in with_other.text
