@@ -113,7 +113,8 @@ def ensure_writable(out: str | Path, overwrite: bool = False, marker: str | None
                                 "pass --overwrite")
     if marker is not None and not (out / marker).is_file():
         raise OutputExistsError(f"output {short(out)} is not a pfconvert artifact (it has no {marker}) and is not "
-                                "empty; --overwrite only replaces an artifact's own files: choose a new or empty folder")
+                                "empty; --overwrite only replaces an artifact's own files: choose a new or empty "
+                                "folder")
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -23,16 +23,18 @@ whose version changed since the artifact was made is migrated or refused (:mod:`
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
+import functools
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -41,8 +43,9 @@ from .._files import LOCK_FILE, TRANSIENT_PREFIX, atomic_write, ensure_writable,
 from ..data.config import DataConfig, resolve_data_config
 from ..errors import ArtifactError, CheckpointError, DataError, PfconvertError, UsageError, one_line
 from ..rules.loading import rule_sha256
-from .models import create_model, file_sha256, load_weights
-from .rewrite import convert
+from .models import ModelSource, create_model, file_sha256, load_weights
+from .pruning import Pruning
+from .rewrite import Replacement, convert
 from .versions import replay_rules
 
 __all__ = [
@@ -65,9 +68,21 @@ FORMAT = "pfconvert-artifact/1"
 MAX_RECIPE_BYTES = 16 << 20
 
 
+_TYPED = {"replaced": Replacement, "source": ModelSource, "data_config": DataConfig, "pruning": Pruning}
+"""The recipe's members that are typed records (stored by their ``to_dict``), by field name."""
+
+
 @dataclass
 class Recipe:
-    """Everything needed to rebuild a converted model (stored as ``recipe.json``)."""
+    """Everything needed to rebuild a converted model (stored as ``recipe.json``).
+
+    The replaced layers, the weights' source, the data config and the pruning are typed records
+    (:class:`~pfconvert.conversion.rewrite.Replacement`, :class:`~pfconvert.conversion.models.ModelSource`,
+    :class:`~pfconvert.data.config.DataConfig`, :class:`~pfconvert.conversion.pruning.Pruning`), read with their
+    types checked. A recipe read from a file writes back byte for byte as it was read (:meth:`to_json`): a record
+    that is unchanged keeps the exact JSON it was read from, including keys from before or after this version, so
+    the :meth:`fingerprint` fine-tuned weights record stays the same.
+    """
 
     model: str | None
     model_kwargs: dict[str, Any]
@@ -76,7 +91,7 @@ class Recipe:
     rule_text: str
     rule_sha256: str
     input_size: tuple[int, int, int]
-    replaced: list[dict[str, Any]]
+    replaced: list[Replacement]
     versions: dict[str, str]
     params_before: int = 0
     params_after: int = 0
@@ -84,24 +99,45 @@ class Recipe:
     created: str = ""
     format: str = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
-    source: dict[str, Any] | None = None
-    data_config: dict[str, Any] | None = None
-    pruning: dict[str, Any] | None = None
-    """Channel pruning after the rules: ratio, rounding and every reshaped module's channel counts and tensor shapes
-    (:class:`pfconvert.conversion.pruning.Pruning`); :func:`load` gives the rebuilt model these shapes."""
+    """Free-form notes (JSON values) a caller adds; pfconvert writes none."""
+    source: ModelSource | None = None
+    data_config: DataConfig | None = None
+    pruning: Pruning | None = None
+    """Channel pruning after the rules: ratio, rounding and every reshaped module's channel counts and tensor shapes;
+    :func:`load` gives the rebuilt model these shapes."""
     weights: dict[str, str] = field(default_factory=dict)
     """The SHA-256 of each weights file written with the recipe (``model.safetensors``...): :func:`load` checks it,
     so weights swapped in from another artifact or damaged are refused (recipes older than it have none)."""
+    _as_read: ClassVar[dict[str, Any]] = {}
+    """The typed records' JSON as read from the file (none for a recipe built in memory): :meth:`to_dict` writes an
+    unchanged record back as it was read."""
 
-    def to_json(self) -> str:
-        """The recipe as indented JSON (a recipe from before weight hashes were recorded reads back as it was written,
-        so its :meth:`fingerprint`, which fine-tuning checkpoints record, stays the same)."""
-        data = asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: every field, the typed records by their ``to_dict`` (or, read from a file and unchanged,
+        as they were read); ``weights`` and ``pruning`` only when there are any (a recipe from before they were
+        recorded reads back as it was written)."""
+        read = self._as_read
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "replaced":
+                before = read.get("replaced")
+                before = before if isinstance(before, list) and len(before) == len(value) else [None] * len(value)
+                data["replaced"] = [_record_json(Replacement, entry, raw) for entry, raw in zip(value, before)]
+            elif f.name in _TYPED:
+                data[f.name] = _record_json(_TYPED[f.name], value, read.get(f.name))
+            else:
+                data[f.name] = _plain(value)
         if not data["weights"]:
             del data["weights"]
         if data["pruning"] is None:
             del data["pruning"]
-        return json.dumps(data, indent=2) + "\n"
+        return data
+
+    def to_json(self) -> str:
+        """The recipe as indented JSON (:meth:`to_dict`): byte for byte what it was read from, when read from a file
+        and unchanged, so its :meth:`fingerprint`, which fine-tuned weights record, stays the same."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod
     def from_file(cls, path: Path) -> "Recipe":
@@ -125,36 +161,36 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: object, where: str = RECIPE_FILE) -> "Recipe":
         """Validate a recipe's fields (see :meth:`from_file`)."""
-        from pydantic import TypeAdapter, ValidationError
+        from pydantic import ValidationError
 
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ArtifactError(f"{where}: not a {FORMAT} recipe (format: {found!r})")
+        replaced = data.get("replaced")
+        if isinstance(replaced, list) and any(not isinstance(e, dict) or not isinstance(e.get("path"), str)
+                                              for e in replaced):
+            raise ArtifactError(f"{where}: malformed recipe, field 'replaced': every entry needs a 'path'")
         try:
-            recipe = TypeAdapter(cls).validate_python(data, strict=False)
+            recipe = _adapter(cls).validate_python(data, strict=False)
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "recipe"
             raise ArtifactError(f"{where}: malformed recipe, field '{field}': {err['msg']}") from None
-        if any(not isinstance(entry.get("path"), str) for entry in recipe.replaced):
-            raise ArtifactError(f"{where}: malformed recipe, field 'replaced': every entry needs a 'path'")
+        except DataError as exc:  # DataConfig checks its values itself
+            raise ArtifactError(f"{where}: malformed recipe, field 'data_config': {exc}") from None
+        recipe._as_read = {name: copy.deepcopy(data.get(name)) for name in _TYPED}  # type: ignore[misc]
         if rule_sha256(recipe.rule_text) != recipe.rule_sha256:
             raise ArtifactError(f"{where}: the rule text does not match its rule_sha256 (the recipe was edited); "
                                 "convert the model again with `pfconvert convert` instead of editing recipe.json")
         if min(recipe.input_size) < 1:
             raise ArtifactError(f"{where}: malformed recipe, field 'input_size': {recipe.input_size}")
-        if recipe.data_config is not None:
-            try:
-                DataConfig.from_dict(recipe.data_config)
-            except DataError as exc:
-                raise ArtifactError(f"{where}: malformed recipe, field 'data_config': {exc}") from None
         return recipe
 
     def data(self, model: nn.Module | None = None) -> DataConfig:
         """The data config recorded at conversion; recipes older than it get timm's config of ``model`` (the
         original model) at the recorded input size."""
         if self.data_config is not None:
-            return DataConfig.from_dict(self.data_config)
+            return self.data_config
         if model is None:
             raise ArtifactError("this recipe records no data config; pass the original model to derive it")
         return resolve_data_config(model, input_size=tuple(self.input_size))  # type: ignore[arg-type]
@@ -162,6 +198,38 @@ class Recipe:
     def fingerprint(self) -> str:
         """A hash of the whole recipe: the identity of one conversion (a checkpoint records it)."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(kind: type) -> Any:
+    """pydantic's validator of a record type (built once: building one costs milliseconds)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(kind)
+
+
+def _record_json(kind: type, value: Any, raw: Any) -> Any:
+    """The JSON of a typed record: ``raw`` (what it was read from) when that reads as the same record, else its
+    ``to_dict()``; None stays None."""
+    if value is None:
+        return None
+    fresh = value.to_dict()
+    if raw is not None:
+        try:
+            if _adapter(kind).validate_python(raw, strict=False).to_dict() == fresh:
+                return raw
+        except (ValueError, PfconvertError):  # pydantic's ValidationError is a ValueError
+            pass
+    return fresh
+
+
+def _plain(value: Any) -> Any:
+    """A field's JSON value (tuples as lists, containers copied)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 @dataclass
@@ -332,14 +400,13 @@ def _write(model: nn.Module, record: Any, out: Path) -> None:
         recipe = Recipe(
             model=record.model_name, model_kwargs=record.model_kwargs, checkpoint=record.checkpoint,
             rule_name=record.rules.name, rule_text=record.rules.text, rule_sha256=record.rules.sha256,
-            input_size=tuple(record.input_size), replaced=[r.to_dict() for r in record.replacements],
+            input_size=tuple(record.input_size), replaced=[copy.deepcopy(r) for r in record.replacements],
             versions=_versions(), params_before=record.params_before, params_after=record.params_after,
             checkpoint_sha256=file_sha256(ck) if ck is not None and ck.is_file() else None,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            source=record.source.to_dict() if record.source is not None else None,
-            data_config=record.data_config.to_dict() if record.data_config is not None else None,
+            source=record.source, data_config=record.data_config,
             weights={name: file_sha256(staging / name) for name in (WEIGHTS_FILE, REMOVED_FILE)},
-            pruning=getattr(record, "pruning", None),
+            pruning=Pruning.from_dict(record.pruning) if record.pruning is not None else None,
         )
         write_text(staging / RECIPE_FILE, recipe.to_json())
         _remove_run_files(out)
@@ -379,7 +446,7 @@ def _rebuild(recipe: Recipe, where: Path) -> nn.Module:
 
         apply_shapes(model, recipe.pruning, str(where / RECIPE_FILE))
     got = [r.path for r in record.replacements]
-    want = [r["path"] for r in recipe.replaced]
+    want = [r.path for r in recipe.replaced]
     if got != want:
         raise ArtifactError(f"{where}: replaying rule '{recipe.rule_name}' replaced {len(got)} layers, the artifact "
                             f"has {len(want)} (timm {recipe.versions.get('timm')} made it; installed timm may differ)")

@@ -66,6 +66,18 @@ class ModelSource:
         """JSON-ready form."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelSource:
+        """The record back from :meth:`to_dict` (keys it does not know are ignored; those recorded before a field
+        existed get its default).
+
+        Raises:
+            ValueError: a field is missing or of the wrong type (pydantic's ``ValidationError``).
+        """
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(cls).validate_python(data, strict=False)
+
 
 _HUB_PREFIXES = ("hf-hub:", "local-dir:")  # names timm resolves through a Hub (or local) config
 

@@ -54,6 +54,18 @@ class Replacement:
         """JSON-ready form."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Any) -> Replacement:
+        """The record back from :meth:`to_dict` (keys it does not know are ignored; those recorded before a field
+        existed get its default: no ``ops`` recorded reads as ``{}``).
+
+        Raises:
+            ValueError: a field is missing or of the wrong type (pydantic's ``ValidationError``).
+        """
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(cls).validate_python(data, strict=False)
+
 
 @dataclass
 class ConversionRecord:

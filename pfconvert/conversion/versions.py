@@ -45,9 +45,9 @@ def recorded_versions(recipe: Recipe, loaded: LoadedRules, where: str) -> dict[s
     rules = {rule.name: rule for rule in loaded.ruleset.rules}
     found: dict[str, int] = {}
     for entry in recipe.replaced:
-        ops = entry.get("ops")
-        if ops is None:
-            rule = rules.get(entry.get("rule"))  # type: ignore[arg-type]
+        ops: Any = entry.ops
+        if not ops:  # recorded before ops were (no replacement is built from no op)
+            rule = rules.get(entry.rule)
             ops = {name: 1 for name in spec_ops(rule.replace)} if rule is not None else {}  # type: ignore[arg-type]
         if not isinstance(ops, dict) or not all(isinstance(k, str) and type(v) is int for k, v in ops.items()):
             raise ArtifactError(f"{where}: malformed recipe, field 'replaced.ops': {ops!r} (op name -> version)")

@@ -379,8 +379,8 @@ def plan_conversion(
             variant = copy.deepcopy(model)
             apply_matches(variant, shrink_matches, shrink_flow)
             top1 = evaluate(variant)  # exact: nothing to prepare
-            cand = Candidate(SHRINK_RULE, sorted(stage_groups(shrink_matches)), [], top1, base_top1 - top1, count_params(variant),
-                             count_macs(variant), shrunk=list(result.shrinkable))
+            cand = Candidate(SHRINK_RULE, sorted(stage_groups(shrink_matches)), [], top1, base_top1 - top1,
+                             count_params(variant), count_macs(variant), shrunk=list(result.shrinkable))
             result.candidates.append(cand)
             variants[cand.name] = variant
     for rules_ in rules:

@@ -26,8 +26,8 @@ from ..report.report import median
 from ..rules.loading import LoadedRules, parse_rules
 from .groups import Group, LayerGroup, StageGroup
 
-__all__ = ["GroupResult", "SensitivityResult", "group_matches", "stage_groups", "run_sensitivity", "sensitivity_on_data",
-           "selected_rules", "ValidationTools", "validation_tools"]
+__all__ = ["GroupResult", "SensitivityResult", "group_matches", "stage_groups", "run_sensitivity",
+           "sensitivity_on_data", "selected_rules", "ValidationTools", "validation_tools"]
 
 
 @dataclass

@@ -120,3 +120,71 @@ def test_checkpoints_safetensors_and_bad_files(tmp_path: Path) -> None:
         create_model("resnet10t", checkpoint=tmp_path / "nope.pth")
     with pytest.raises(ModelError, match="unknown timm model 'resnet5O'.*did you mean"):
         create_model("resnet5O")
+
+
+_RULE = "name: basic-max\nrules: [{name: c2, match: {path: '*.conv2'}, replace: {op: max_pool}}]\n"
+_LEGACY = {  # a recipe as an early pfconvert wrote it: no ops, note, new_head, crop_chosen, weights or pruning
+    "model": "resnet18", "model_kwargs": {"num_classes": 7}, "checkpoint": None, "rule_name": "basic-max",
+    "rule_text": _RULE, "rule_sha256": "", "input_size": [3, 64, 64],
+    "replaced": [{"path": "layer1.0.conv2", "rule": "c2", "old": "Conv2d 3x3 64->64", "new": "MaxPool2d 3x3",
+                  "absorbed": ["layer1.0.bn2"], "params_removed": 36992}],
+    "versions": {"pfconvert": "0.1.0", "torch": "2.5.1", "timm": "1.0.12"}, "params_before": 11180103,
+    "params_after": 11143111, "checkpoint_sha256": None, "created": "2026-11-26T10:00:00+00:00",
+    "format": "pfconvert-artifact/1", "extra": {},
+    "source": {"requested": "resnet18", "name": "resnet18", "kwargs": {"num_classes": 7}, "weights": "random",
+               "detail": None, "sha256": None},
+    "data_config": {"input_size": [3, 64, 64], "interpolation": "bilinear", "crop_pct": 0.875, "crop_mode": "center",
+                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+_LEGACY_FINGERPRINT = "c5a1ba4b2c63c5726ed2467ec18ac03cce3cf07b43f5718bf8325de096b1c466"
+"""Its fingerprint as pfconvert computed it before the recipe's members were typed (fine-tuned weights record it)."""
+
+
+def _legacy() -> dict:
+    from pfconvert.rules.loading import rule_sha256
+
+    return json.loads(json.dumps({**_LEGACY, "rule_sha256": rule_sha256(_RULE)}))
+
+
+def test_recipe_members_are_typed_and_an_old_recipe_reads_back_byte_for_byte(tmp_path: Path) -> None:
+    from pfconvert.conversion.artifact import Recipe
+    from pfconvert.conversion.models import ModelSource
+    from pfconvert.conversion.rewrite import Replacement
+    from pfconvert.data.config import DataConfig
+
+    text = json.dumps(_legacy(), indent=2) + "\n"
+    (tmp_path / RECIPE_FILE).write_text(text)
+    recipe = Recipe.from_file(tmp_path / RECIPE_FILE)
+    assert isinstance(recipe.replaced[0], Replacement) and recipe.replaced[0].ops == {}  # none recorded then
+    assert isinstance(recipe.source, ModelSource) and recipe.source.new_head is False
+    assert isinstance(recipe.data_config, DataConfig) and recipe.data() is recipe.data_config
+    assert recipe.data_config.input_size == (3, 64, 64) and recipe.pruning is None
+    assert recipe.to_json() == text and recipe.fingerprint() == _LEGACY_FINGERPRINT
+    later = _legacy()  # keys of a later version, and numbers written otherwise, are kept as they were too
+    later["source"]["future"] = [1, 2]
+    later["replaced"][0] = {"later": {"x": 1}, **later["replaced"][0]}
+    later["data_config"]["crop_pct"] = 1
+    text = json.dumps(later, indent=2) + "\n"
+    assert Recipe.from_dict(json.loads(text)).to_json() == text
+
+
+def test_a_changed_record_is_written_as_changed_and_a_malformed_one_is_refused_in_one_line() -> None:
+    import dataclasses
+
+    from pfconvert.conversion.artifact import Recipe
+
+    recipe = Recipe.from_dict(_legacy())
+    recipe.source = dataclasses.replace(recipe.source, weights="checkpoint")
+    recipe.replaced[0].note = "an identity on its 1x1 map"
+    data = json.loads(recipe.to_json())
+    assert data["source"]["weights"] == "checkpoint" and data["source"]["new_head"] is False
+    assert data["replaced"][0]["note"] == "an identity on its 1x1 map" and data["data_config"] == _LEGACY["data_config"]
+    for member, value, field in [("source", {"requested": "x"}, "source.name"),
+                                 ("replaced", [{"path": "a", "rule": "r", "old": "o", "new": "n", "absorbed": 5}],
+                                  "replaced.0.absorbed"),
+                                 ("data_config", {**_LEGACY["data_config"], "input_size": [3, 64]},
+                                  "data_config.input_size.2"),
+                                 ("data_config", {**_LEGACY["data_config"], "crop_pct": 2.0}, "data_config"),
+                                 ("pruning", {"round_to": 8}, "pruning.ratio")]:
+        with pytest.raises(ArtifactError, match=rf"malformed recipe, field '{field}'") as info:
+            Recipe.from_dict({**_legacy(), member: value})
+        assert "\n" not in str(info.value)

@@ -115,7 +115,7 @@ def test_eval_and_report_use_the_size_a_fine_tune_trained_at(ft_artifact: Path, 
     import shutil
 
     art = Path(shutil.copytree(ft_artifact, tmp_path / "art"))
-    assert pfconvert.load_artifact(art).recipe.data_config["input_size"] == [3, 160, 160]
+    assert pfconvert.load_artifact(art).recipe.data_config.input_size == (3, 160, 160)
     result = pfconvert.finetune(art, FinetuneConfig(data=str(ft_fmnist_dir), img_size=32, batch_size=32, workers=0,
                                                     max_steps=1, limit_val=32, bn_recalib_images=0,
                                                     eval_teacher=False))

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 FIELDS = ["model", "model_kwargs", "checkpoint", "rule_name", "rule_text", "rule_sha256", "input_size", "replaced",
           "versions", "params_before", "params_after", "checkpoint_sha256", "created", "format", "extra",
-          "weights"]
+          "weights", "source", "data_config", "pruning"]
 JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
                               st.text(max_size=10)),
                     lambda inner: st.one_of(st.lists(inner, max_size=3),

@@ -40,7 +40,7 @@ def test_a_pruned_and_shrunk_artifact_loads_and_rebuilds_its_teacher(tmp_path) -
     assert record.pruning is not None and record.params_after < record.params_before
     pfconvert.save(converted, record, tmp_path / "a")
     art = load_artifact(tmp_path / "a")
-    assert art.recipe.pruning == record.pruning
+    assert art.recipe.pruning is not None and art.recipe.pruning.to_dict() == record.pruning  # a typed Pruning
     x = torch.randn(2, *SIZE)
     with torch.no_grad():
         assert torch.equal(art.model.eval()(x), converted.eval()(x))

@@ -29,10 +29,10 @@ FAMILY_RECIPES: dict[str, dict[str, Any]] = {
 """Config defaults per conversion family (see the module docstring for the measurements behind them)."""
 
 
-def conversion_family(replaced: list[dict[str, Any]]) -> str | None:
-    """``depthwise`` when every replaced layer was a depthwise conv (its recorded description ends in ``dw``), else
-    None."""
-    olds = [str(r.get("old", "")) for r in replaced]
+def conversion_family(replaced: list[Any]) -> str | None:
+    """``depthwise`` when every replaced layer (a recipe's :class:`~pfconvert.conversion.rewrite.Replacement`, or its
+    dict) was a depthwise conv (its recorded description ends in ``dw``), else None."""
+    olds = [str(r.get("old", "") if isinstance(r, dict) else r.old) for r in replaced]
     return "depthwise" if olds and all(o.endswith(" dw") for o in olds) else None
 
 
