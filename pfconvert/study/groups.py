@@ -1,5 +1,5 @@
-"""The groups a study converts one at a time: a stage (as read from module paths, :func:`pfconvert.graph.match.
-stage_block`; layers in no stage form the group 'other'), or a single layer.
+"""The groups a study converts one at a time: a stage (as read from module paths by
+:func:`pfconvert.graph.match.stage_block`; layers in no stage form the group 'other'), or a single layer.
 
 A group is a typed value, not its label parsed back: the planner restricts a rule to stages by their numbers
 (:attr:`StageGroup.stage`), and the label (``stage 2``, ``other``, a layer's path) is only what is shown and written
