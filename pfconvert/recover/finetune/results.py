@@ -46,6 +46,11 @@ class FinetuneResult:
     """How images became the input in this run (``DataConfig.to_dict``): later commands use it by default."""
     splits: dict[str, str] = field(default_factory=dict)
     """What the ``train`` and ``val`` splits were (``val`` chose the best epoch; figures belong to ``test``)."""
+    lr: float | None = None
+    """The peak learning rate the run trained with (``config.lr`` is None when it was chosen by the probe)."""
+    lr_choice: dict[str, Any] = field(default_factory=dict)
+    """How ``lr`` was chosen: ``method`` ``given`` (``--lr``), ``probe`` (with each candidate's validation loss and
+    top-1, and the probe's images) or ``default``; empty for a resumed run (its first part chose)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``start`` in its stored layout: :meth:`FinetuneStart.to_dict`)."""
