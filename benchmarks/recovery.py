@@ -114,7 +114,7 @@ def finetune(base: Path, out: Path, teacher: Teacher, share: float, lr: float | 
              args: argparse.Namespace) -> dict[str, Any]:
     """One fine-tune of a copy of the converted artifact ``base``: the defaults of ``pfconvert finetune`` (the
     family's recipe, the probe's learning rate) or ``lr``; returns a results row."""
-    art = Path(shutil.copytree(base, out, dirs_exist_ok=False)) if not out.exists() else out
+    art = Path(shutil.copytree(base, out))
     _, defaults = family_defaults(art)
     images = max(1, round(share * teacher.train_images))
     values: dict[str, Any] = {**defaults, "data": args.data, "img_size": teacher.img_size, "train_images": images,
@@ -122,8 +122,8 @@ def finetune(base: Path, out: Path, teacher: Teacher, share: float, lr: float | 
     if args.batch_size:
         values["batch_size"] = args.batch_size
     if args.quick:
-        values.update(reconstruct_images=min(values.get("reconstruct_images", 0), 64), bn_recalib_images=64,
-                      lr_probe_images=64)
+        values.update(reconstruct_images=min(values.get("reconstruct_images", 0), 32), bn_recalib_images=32,
+                      lr_probe_images=32)
     if lr is not None:
         values["lr"] = lr
     started = time.perf_counter()
@@ -199,14 +199,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="the fine-tunes' progress lines")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 32 px, a few hundred images, 2 rates")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 32 px, a few hundred images, the default "
+                        "and 1e-3 at 30%%, the default at 100%%")
     add_docs_flag(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.img_size = args.img_size or 32
-        args.teacher_train_images, args.teacher_epochs = 320, 1
-        args.val_images, args.test_images, args.batch_size = 64, 100, args.batch_size or 32
-        args.budgets, args.sweep, args.workers = args.budgets[:2], [1e-3, 1e-4], 0
+        args.teacher_train_images, args.teacher_epochs = 256, 1
+        args.val_images, args.test_images, args.batch_size = 32, 64, args.batch_size or 32
+        args.budgets, args.sweep, args.workers = args.budgets[:2], [1e-3], 0
     return args
 
 
