@@ -80,7 +80,11 @@ def scratch_teacher(args: argparse.Namespace) -> Teacher:
     budget = example.Budget(args.teacher_train_images, args.teacher_epochs, 1, args.val_images, args.test_images)
     out = args.out / "teacher" / pipe.model
     out.mkdir(parents=True, exist_ok=True)
-    weights, _, fresh = example.train_original(pipe, args.data, budget, out, retrain=False)
+    summary = out / "original-run" / "finetune.json"
+    unfinished = summary.is_file() and json.loads(summary.read_text()).get("status") != "completed"
+    weights, run, fresh = example.train_original(pipe, args.data, budget, out, retrain=unfinished)
+    if run.get("status") != "completed":
+        raise SystemExit(f"the teacher's training ended {run.get('status')}, not completed; run again")
     print(f"teacher {pipe.model}: {'trained' if fresh else 'reused'} ({weights})", file=sys.stderr)
     return Teacher(pipe.model, weights, pipe.img_size, args.teacher_train_images * args.teacher_epochs,
                    f"{pipe.model} trained from scratch ({args.teacher_epochs} x {args.teacher_train_images} images)",
@@ -150,8 +154,8 @@ def _fmt(value: float | None) -> str:
 
 def markdown(cases: list[dict[str, Any]]) -> str:
     """The tables: per case, each recipe and budget; then the default against the best of the sweep."""
-    lines = ["| teacher | rule | px | budget (images) | recipe | learning rate | start (val) | val top-1 | test top-1 | "
-             "gap to teacher (test) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| teacher | rule | px | budget (images) | recipe | learning rate | start (val) | val top-1 | "
+             "test top-1 | gap to teacher (test) |", "|---|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
     for case in cases:
         for row in case["rows"]:

@@ -25,7 +25,8 @@ from ..precision import Precision
 from .config import FinetuneConfig
 from .distill import DistillationTask
 
-__all__ = ["DEFAULT_LR", "Engine", "build_engine", "train_step", "engine_state", "load_engine_state", "sync_batchnorm_stats"]
+__all__ = ["DEFAULT_LR", "Engine", "build_engine", "train_step", "engine_state", "load_engine_state",
+           "sync_batchnorm_stats"]
 
 
 @dataclass

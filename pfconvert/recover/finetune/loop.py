@@ -2,9 +2,10 @@
 
 :func:`train_loop` yields a :class:`StepEvent` after every optimisation step and an :class:`EpochEvent` after every
 epoch, and after each validation point inside an epoch (:func:`validation_interval`: every ``val_every`` images, or
-four points in a run shorter than three epochs; its record's ``event`` is ``val``). It never prints, logs or saves: the consumer (:mod:`pfconvert.finetune.runner`) does that, and may stop
-at any event; :class:`RunState` is then consistent and checkpointing it allows an exact resume. The loop returns when
-the last epoch is done or ``max_steps`` is reached.
+four points in a run shorter than three epochs; its record's ``event`` is ``val``). It never prints, logs or saves:
+the consumer (:mod:`pfconvert.finetune.runner`) does that, and may stop at any event; :class:`RunState` is then
+consistent and checkpointing it allows an exact resume. The loop returns when the last epoch is done or ``max_steps``
+is reached.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from .engine import Engine, sync_batchnorm_stats, train_step
 from .loaders import DataBundle, train_loader
 from .start import FinetuneStart
 
-__all__ = ["total_steps", "validation_interval", "SHORT_RUN_EPOCHS", "VAL_POINTS", "RunState", "StepEvent", "EpochEvent", "NonFiniteLossError", "check_finite", "train_loop"]
+__all__ = ["total_steps", "validation_interval", "SHORT_RUN_EPOCHS", "VAL_POINTS", "RunState", "StepEvent",
+           "EpochEvent", "NonFiniteLossError", "check_finite", "train_loop"]
 
 LOSS_NAMES = ("loss", "task_loss", "kd_loss")
 SHORT_RUN_EPOCHS = 3
