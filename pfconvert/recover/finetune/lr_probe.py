@@ -16,7 +16,9 @@ Why a validated probe and not a learning-rate range test on the training loss: t
 rate while it trains, so each rate is judged on a model the lower rates already moved, and its "steepest descent"
 rule picks a rate by how fast the training loss falls, which is highest early at high rates even where they undo the
 reconstruction; the probe measures, from the real start, what each rate leaves after a short run, on held-out
-images. The measurements behind the default: docs/results/recovery.md (``benchmarks/recovery.py``).
+images. ``benchmarks/recovery.py`` compares the probe's choice with a manual sweep of the same rates at the same
+budget (docs/results/recovery.md); the probe's length (2048 images per candidate) and its criterion (the loss, not
+top-1, which is coarse on a small split) are reasoned choices that run has yet to confirm on the full data.
 
 The probe restores the student's weights and buffers and every RNG afterwards: its updates do not reach the run, and
 the run is the same as one given ``--lr`` with the chosen rate. Each candidate starts from the same RNG state, so the
