@@ -66,7 +66,7 @@ def eval_command(
     if env_rank() != 0:  # under torchrun every process evaluates a shard; rank 0 prints the total
         return
     if json_out:
-        out_console.print_json(json.dumps(report.as_dict()))
+        out_console.print_json(json.dumps(report.to_dict()))
     else:
         out_console.print(eval_table(report))
 

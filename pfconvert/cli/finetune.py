@@ -36,12 +36,12 @@ __all__ = ["PANELS", "ALIASES", "FIELDS", "ConfigField", "config_fields", "flag_
 
 PANELS: dict[str, tuple[str, ...]] = {
     "Data": ("data", "img_size", "augment", "val_split", "limit_train", "limit_val", "workers"),
-    "Training": ("epochs", "train_images", "batch_size", "opt", "lr", "weight_decay", "momentum", "sched",
-                 "warmup_epochs", "warmup_lr", "min_lr", "grad_clip", "ema", "ema_decay", "bn_recalib_images",
-                 "reconstruct_images", "freeze_bn"),
+    "Training": ("epochs", "train_images", "batch_size", "opt", "lr", "lr_probe_images", "weight_decay", "momentum",
+                 "sched", "warmup_share", "warmup_epochs", "warmup_lr", "min_lr", "grad_clip", "ema", "ema_decay",
+                 "bn_recalib_images", "reconstruct_images", "freeze_bn"),
     "Distillation": ("temperature", "kd_weight", "task_weight", "feature_weight", "smoothing", "eval_teacher"),
     "Run": ("seed", "device", "amp", "channels_last", "compile", "compile_backend", "max_steps", "log_every",
-            "eval_every"),
+            "eval_every", "val_every"),
 }
 """Help panel of each config field."""
 ALIASES: dict[str, tuple[str, ...]] = {"task_weight": ("--ce-weight",)}
@@ -112,7 +112,7 @@ def _option(name: str, panel: str) -> inspect.Parameter:
     kind, extra = _cli_type(field.annotation)
     text = field.description or name
     text = text[0].upper() + text[1:]
-    if not field.required:
+    if not field.required and "(default:" not in text:  # a description may say what its default means
         default = {None: "off", True: "on", False: "off"}.get(field.default, field.default)  # type: ignore[arg-type]
         text += f" (default: {default})."
     flag = flag_of(name)
@@ -175,11 +175,14 @@ def finetune_command(artifact: Path, *, resume: bool = False, overwrite: bool = 
             notes.append(f"{family} conversion: fine-tuning with {flags} (this family's measured best recipe; a flag "
                          "you give overrides it)")
         config = make_config(**{**overrides, **applied})
+    if overrides.get("warmup_epochs") is not None:
+        notes.append("--warmup-epochs is deprecated: it counts whole passes over the training split, whatever the "
+                     "budget; --warmup-share sets the warm-up as a share of the run's updates")
     result = finetune(artifact, config, resume=resume, overwrite=overwrite,
                       reporter=RichReporter(err_console, quiet=quiet), notes=notes)
     if env_rank() == 0:  # under torchrun only rank 0 prints the summary
         if json_out:
-            out_console.print_json(json.dumps(result.as_dict(), default=str))
+            out_console.print_json(json.dumps(result.to_dict(), default=str))
         else:
             out_console.print(render_result(result))
         if report and result.status != "interrupted":
@@ -204,7 +207,7 @@ def _print_report(artifact: Path, result: FinetuneResult) -> None:
     accuracies = (result.start.teacher.top1 if result.start.teacher else None,
                   (result.best or {}).get("val_top1"))
     with err_console.status("measuring latency...") as status:
-        data_cfg, _ = artifact_data_config(artifact, loaded.recipe, loaded.model, summary=result.as_dict())
+        data_cfg, _ = artifact_data_config(artifact, loaded.recipe, loaded.model, summary=result.to_dict())
         rep = run_report(teacher, loaded.model.eval(), input_size=data_cfg.input_size,
                          accuracies=accuracies, progress=status.update)
     out_console.print(render_report(rep))
@@ -234,7 +237,13 @@ def render_result(result: FinetuneResult) -> Table:
         if acc is not None or label in ("teacher (original)", "student as converted"):
             rows.append((label, _accuracy(acc.top1, acc.top5) if acc else "-"))
     best = result.best
-    best_label = "best" + (f" (epoch {best['epoch']})" if best and best["epoch"] else " (the start)" if best else "")
+    where = (f" (step {best['step']}, epoch {best['epoch']})" if best and best.get("event") == "val" else
+             f" (epoch {best['epoch']})" if best and best["epoch"] else " (the start)" if best else "")
+    best_label = "best" + where
+    choice = result.lr_choice.get("method")
+    if result.lr is not None:
+        how = {"given": "--lr", "probe": "chosen by the probe", "default": "the default"}.get(choice or "", "")
+        rows.append(("learning rate", f"{result.lr:.1e}" + (f" ({how})" if how else "")))
     rows += [
         (best_label, _accuracy(best["val_top1"], best["val_top5"]) if best else "-"),
         ("final", _accuracy(result.final["val_top1"], result.final["val_top5"]) if result.final else "-"),

@@ -251,7 +251,7 @@ def test_a_tampered_checkpoint_is_a_one_line_error(damage: str, world: dict[str,
     if damage == "config":
         state["config"] = "{not json"
     elif damage == "lr":
-        state["config"] = state["config"].replace('"lr":0.001', '"lr":-5.0')
+        state["config"] = state["config"].replace('"lr":null', '"lr":-5.0')  # (null: chosen by the probe)
     elif damage == "engine":
         del state["engine"]
     else:

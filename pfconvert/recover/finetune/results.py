@@ -49,6 +49,11 @@ class FinetuneResult:
     """What the ``train`` and ``val`` splits were (``val`` chose the best epoch; figures belong to ``test``)."""
     classes: list[str] = field(default_factory=list)
     """The class names, label i = ``classes[i]``: ``eval`` requires the same classes of any data it is given."""
+    lr: float | None = None
+    """The peak learning rate the run trained with (``config.lr`` is None when it was chosen by the probe)."""
+    lr_choice: dict[str, Any] = field(default_factory=dict)
+    """How ``lr`` was chosen: ``method`` ``given`` (``--lr``), ``probe`` (with each candidate's validation loss and
+    top-1, and the probe's images) or ``default``; empty for a resumed run (its first part chose)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``start`` in its stored layout: :meth:`FinetuneStart.to_dict`)."""
