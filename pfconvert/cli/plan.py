@@ -165,7 +165,7 @@ def plan_cmd(
         try:
             result = plan_on_data(original, candidates, data, backend=backend, batch_sizes=sizes, max_drop=max_drop,
                                   data_cfg=data_cfg, img_size=img_size, limit_val=limit_val,
-                                  calib_images=bn_recalib_images, reconstruct_images=reconstruct_images,
+                                  bn_recalib_images=bn_recalib_images, reconstruct_images=reconstruct_images,
                                   val_split=val_split, batch_size=batch_size, runs=runs, max_seconds=max_seconds,
                                   notes=notes, on_step=lambda text: _step(status, notes, text),
                                   int8_calib_images=calib_images, shrink=shrink, retime_passes=retime_passes,

@@ -25,7 +25,7 @@ import pfconvert
 from pfconvert._files import LOCK_FILE
 from pfconvert.data.datasets import open_split, resolve_source
 from pfconvert.data.loaders import unwrap_worker_error
-from pfconvert.errors import DataError
+from pfconvert.errors import DataError, UsageError
 
 ABC = ("a", "b", "c")
 EVAL = ["--img-size", "32", "--workers", "0", "--batch-size", "16"]
@@ -249,8 +249,11 @@ def test_an_empty_training_class_folder_is_named_with_the_class_count(tmp_path: 
 def test_evaluate_artifact_refuses_a_limit_below_one(limit: object, world: dict[str, Path]) -> None:
     """19: ``limit=0`` evaluated 0 images (0.0%), ``limit=-5`` all but 5; the CLI refused both."""
     data = _folder(world["root"] / "d", {"train": ABC, "test": ABC})
-    with pytest.raises(DataError, match=rf"^limit must be a positive number of images \(or None for all\), got "
-                                        rf"{re.escape(repr(limit))}$"):
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        error, message = DataError, rf"^limit must be a positive number of images \(or None for all\), got {limit}$"
+    else:  # the public API's argument check (pfconvert._api) refuses a value of the wrong type first
+        error, message = UsageError, rf"argument 'limit' takes an int or None, not {type(limit).__name__}"
+    with pytest.raises(error, match=message):
         pfconvert.evaluate_artifact(world["art"], str(data), limit=limit, workers=0)  # type: ignore[arg-type]
     with pytest.raises(DataError, match="limit must be a positive number"):
         open_split(resolve_source(data), "test", limit=limit)  # type: ignore[arg-type]

@@ -66,7 +66,7 @@ def test_summary_table_goes_to_stdout_and_progress_to_stderr(artifact: Path, ft_
     args = ["finetune", str(artifact), "--data", str(ft_fmnist_dir), "--epochs", "1", *FAST[:-1]]
     code, out, err = run(args, capsys, monkeypatch)
     assert code == 0, err
-    assert "fine-tuning completed" in out and ("best (epoch 1)" in out or "best (the start)" in out)
+    assert "fine-tuning completed" in out and re.search(r"best \((epoch 1|the start|step \d+, epoch 1)\)", out)
     assert "epoch 1:" not in out
     assert "epoch 1: train loss" in err and "val top-1" in err and "teacher (original model)" in err
 
@@ -154,7 +154,10 @@ def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(
         assert saved["epoch"] == 0 and 0 < saved["step_in_epoch"] <= saved["steps_per_epoch"] == 6
     else:  # the 2 x 6-step run is validated every 3 steps: checkpoints at steps 3, 6 (epoch 1's end), 9, 12
         assert process.returncode == -signal.SIGKILL
-        assert (saved["epoch"], saved["step_in_epoch"]) == ((1, 0) if at_step == 7 else (1, 3))
+        # the last checkpoint is a validation point at or after the last one before the step seen (the kill can
+        # land a few steps late on a busy machine, never before the step it was sent at)
+        assert saved["global_step"] % 3 == 0 and saved["global_step"] >= 3 * ((at_step - 1) // 3)
+        assert (saved["epoch"], saved["step_in_epoch"]) == divmod(saved["global_step"], 6)
         assert saved["history"][-1]["step"] == saved["global_step"] and "val_top1" in saved["history"][-1]
     code, _, err = run(["finetune", str(artifact), "--resume", "--quiet", "--workers", "0"], capsys, monkeypatch)
     assert code == 0, err
