@@ -73,7 +73,8 @@ def test_map_round_trip_and_the_bn_eps_shift_are_exact() -> None:
     for min_var in (1.0, 1e-5):
         tf_model = _randomised(timm.create_model("tf_efficientnet_lite1"), min_var)
         source = lite.source_state_dict(tf_model)
-        assert all(torch.equal(source[s], tf_model.state_dict()[k]) for k, s in lite.lite_key_map(tf_model).items())
+        tf_state = tf_model.state_dict()
+        assert all(torch.equal(source[s], tf_state[k]) for k, s in lite.lite_key_map(tf_model).items())
         model = timm.create_model("efficientnet_lite1", pad_type="same").eval()
         assert model.bn1.eps == 1e-5
         model.load_state_dict(lite.map_state_dict(model, source), strict=True)
