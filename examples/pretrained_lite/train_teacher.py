@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer": {"name": args.opt, "lr": lr, "weight_decay": wd, "batch_size": args.batch_size,
                       "warmup": args.warmup, "schedule": "cosine", "drop_rate": args.drop_rate},
         "threads": args.threads, "seconds": round(seconds, 1), "seed": args.seed,
-        "command": shlex.join([sys.executable, *sys.argv]),
+        "command": shlex.join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])]),
         "pfconvert_flags": f"{args.model} --checkpoint {out_w} --num-classes {len(CLASSES)} "
                            f"--input-size 3,{args.size},{args.size} --interpolation {cfg['interpolation']}",
     }

@@ -156,6 +156,7 @@ def test_train_teacher_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert result["val_top1"] == max(h["val_top1"] for h in result["history"])
     assert result["best_epoch"] == max(result["history"], key=lambda h: h["val_top1"])["epoch"]
     assert 0 <= result["test_top1"] <= 100 and "--input-size 3,32,32" in result["pfconvert_flags"]
+    assert result["command"].endswith(" ".join(argv))
     from safetensors.torch import load_file
 
     timm.create_model("efficientnet_lite1", num_classes=10).load_state_dict(load_file(out / "teacher.safetensors"))
