@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._files import atomic_write
+from ..._json import strict_dumps
 from ...conversion.artifact import SUMMARY_FILE
 from .start import FinetuneStart
 
@@ -53,7 +54,7 @@ class FinetuneResult:
 
     def to_json(self) -> str:
         """Indented JSON."""
-        return json.dumps(self.as_dict(), indent=2, default=str) + "\n"
+        return strict_dumps(self.as_dict(), indent=2, default=str) + "\n"
 
 
 def write_summary(result: FinetuneResult, directory: Path) -> Path:
@@ -91,4 +92,4 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         """Append one record."""
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, default=float) + "\n")
+            handle.write(strict_dumps(record, default=float) + "\n")
