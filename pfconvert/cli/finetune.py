@@ -14,19 +14,21 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
-import json
+import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import TrainingError
 from . import _options as o
 from ._console import err_console, out_console
-from .app import app
+from .app import INTERRUPTED, app, on_interrupt
 
 if TYPE_CHECKING:
     from ..recover.finetune.results import FinetuneResult
@@ -117,7 +119,8 @@ def _option(name: str, panel: str) -> inspect.Parameter:
         text += f" (default: {default})."
     flag = flag_of(name)
     decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag, *ALIASES.get(name, ())]
-    option = typer.Option(*decls, help=text + extra, rich_help_panel=panel, show_default=False)
+    option = typer.Option(*decls, help=text + extra, rich_help_panel=panel, show_default=False,
+                          callback=o.finite if kind is float else None)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[kind], option])  # type: ignore[valid-type]
 
@@ -160,6 +163,7 @@ def finetune_command(artifact: Path, *, resume: bool = False, overwrite: bool = 
     from ..recover.finetune.config import make_config
     from .progress import RichReporter
 
+    on_interrupt(_interrupt_note(artifact, time.time()))
     notes: list[str] = []
     if resume:
         config = resume_config(artifact, **overrides)
@@ -182,13 +186,32 @@ def finetune_command(artifact: Path, *, resume: bool = False, overwrite: bool = 
                       reporter=RichReporter(err_console, quiet=quiet), notes=notes)
     if env_rank() == 0:  # under torchrun only rank 0 prints the summary
         if json_out:
-            out_console.print_json(json.dumps(result.to_dict(), default=str))
+            out_console.print_json(o.json_text(result.to_dict(), default=str))
         else:
             out_console.print(render_result(result))
         if report and result.status != "interrupted":
             _print_report(artifact, result)
     if result.status == "interrupted":
-        raise SystemExit(130)  # the conventional code of a run stopped by Ctrl-C (its checkpoint is saved)
+        raise typer.Exit(INTERRUPTED)  # the conventional code of a run stopped by Ctrl-C (its checkpoint is saved)
+
+
+def _interrupt_note(artifact: Path, started: float) -> Callable[[], str]:
+    """What a fine-tune stopped by Ctrl-C leaves: this run's checkpoint (resumable), an earlier run's, or none."""
+
+    def note() -> str:
+        from ..recover.finetune.checkpoint import CHECKPOINT_DIR, LAST_FILE
+
+        last = artifact / CHECKPOINT_DIR / LAST_FILE
+        if last.is_file() and last.stat().st_mtime >= started:
+            return f"fine-tuning stopped; its checkpoint {last} is kept: continue with `pfconvert finetune {artifact} " \
+                   "--resume`"
+        if last.is_file():
+            return (f"fine-tuning stopped before its first checkpoint; the earlier checkpoint {last} is untouched "
+                    f"(continue it with `pfconvert finetune {artifact} --resume`)")
+        return "fine-tuning stopped before its first checkpoint; nothing to resume and nothing else written: run the " \
+               "same command again"
+
+    return note
 
 
 finetune_command.__signature__ = inspect.Signature(_command_parameters())  # type: ignore[attr-defined]
@@ -209,7 +232,7 @@ def _print_report(artifact: Path, result: FinetuneResult) -> None:
     with err_console.status("measuring latency...") as status:
         data_cfg, _ = artifact_data_config(artifact, loaded.recipe, loaded.model, summary=result.to_dict())
         rep = run_report(teacher, loaded.model.eval(), input_size=data_cfg.input_size,
-                         accuracies=accuracies, progress=status.update)
+                         accuracies=accuracies, progress=lambda text: status.update(escape(text)))
     out_console.print(render_report(rep))
 
 
@@ -253,5 +276,5 @@ def render_result(result: FinetuneResult) -> Table:
         ("metrics log", result.metrics_log or "-"),
     ]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, escape(str(value)))
     return table

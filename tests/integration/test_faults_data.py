@@ -300,7 +300,7 @@ def test_resume_on_other_data_is_refused_and_eval_checks_the_recorded_classes(
     code, out, err = run_cli(["finetune", str(art), "--resume", "--data", str(other)], capsys, monkeypatch)
     assert code == 1 and "Traceback" not in err + out
     assert err.strip().splitlines()[-1] == (
-        f"Error: two is not the data the saved run trained on (the training images' names, sizes, pixels or labels "
+        "Error: two is not the data the saved run trained on (the training images' names, sizes, pixels or labels "
         "differ); resume with the same --data (and limits), or start again with --overwrite")
     assert _snapshot(root) == before
     renamed = _folder(root / "renamed", {"train": ("a", "b", "x"), "test": ("a", "b", "x")})

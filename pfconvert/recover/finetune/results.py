@@ -9,6 +9,7 @@ from typing import Any
 
 from ..._deprecated import deprecated_alias
 from ..._files import atomic_write
+from ..._json import strict_dumps
 from ...conversion.artifact import SUMMARY_FILE
 from .start import FinetuneStart
 
@@ -63,7 +64,7 @@ class FinetuneResult:
 
     def to_json(self) -> str:
         """Indented JSON."""
-        return json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+        return strict_dumps(self.to_dict(), indent=2, default=str) + "\n"
 
 
 def write_summary(result: FinetuneResult, directory: Path) -> Path:
@@ -101,4 +102,4 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         """Append one record."""
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, default=float) + "\n")
+            handle.write(strict_dumps(record, default=float) + "\n")
