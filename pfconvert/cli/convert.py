@@ -78,7 +78,7 @@ def convert_cmd(
     mean: o.MeanOpt = None,
     std: o.StdOpt = None,
     allow_empty: o.AllowEmptyOpt = False,
-    prune: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Also prune this share of the channels "
+    prune: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, callback=o.finite, help="Also prune this share of the channels "
                                                    "after the rule (Torch-Pruning, pfconvert[prune]; rounded to "
                                                    "multiples of 8); a rule file's prune: section does the same.")
                      ] = None,

@@ -34,7 +34,7 @@ def export_cmd(
     calib_images: Annotated[int, typer.Option(min=1, help="--int8: calibration images.")] = 300,
     check_images: Annotated[int, typer.Option(min=1, help="--int8: validation images the int8 top-1 is checked "
                                               "on.")] = 200,
-    min_agreement: Annotated[float, typer.Option(min=0.0, max=1.0, help="--int8: share of the check images on which "
+    min_agreement: Annotated[float, typer.Option(min=0.0, max=1.0, callback=o.finite, help="--int8: share of the check images on which "
                                                  "the int8 and PyTorch top-1 must agree.")] = 0.9,
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset version.")] = 18,
     dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic.")] = False,

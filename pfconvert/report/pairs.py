@@ -84,7 +84,8 @@ def resolve_pair(original: str, converted: str | None = None, rule: str | None =
         named = (model, name, None, None)
         (a, name_a, size_a, note_a), (b, name_b, size_b, note_b) = (
             (loaded, named) if _is_artifact(original) else (named, loaded))
-        return ModelPair(a, b, (name_a, name_b), size_a or size_b, note_a or note_b, compared)
+        return ModelPair(a, b, (name_a, name_b), size_a or size_b, note_a or note_b, compared=compared,
+                         data_config=artifact_data_config(art.path, art.recipe, art.model)[0])
     a, name_a, size_a, note_a = _load(original, kwargs)
     b, name_b, size_b, note_b = _load(converted, kwargs)
     return ModelPair(a, b, (name_a, name_b), size_a or size_b, note_a or note_b)

@@ -247,7 +247,7 @@ def test_output_paths_are_refused_before_any_work(case: str, argv: object, messa
     (["eval", "/nonexistent/[bold]x[/bold]", "--data", "fashion-mnist"],
      "artifact directory not found: /nonexistent/[bold]x[/bold]"),
     (["inspect", "[/]"], "unknown timm model '[/]'"),
-    (["convert", "mobilenetv2_050", "--out", "{root}/x[/]"], "output {root}/x[/] already exists"),
+    (["convert", "mobilenetv2_050", "--out", "{root}/x[/]"], "output {root}/x[/] is a file, not a folder"),
 ], ids=["data", "artifact", "model", "out"])
 def test_markup_in_user_text_is_printed_as_typed(argv: list[str], shown: str, ft_artifact: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str],
