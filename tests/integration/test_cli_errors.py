@@ -128,7 +128,7 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
         w["root"] / "mine.png", "png")], r"already exists; choose another file or pass --overwrite"),
     ("report --plot a folder", lambda w: ["report", str(w["art"]), "--plot", str(w["root"])], r"is a directory"),
     ("finetune --lr inf", lambda w: ["finetune", str(w["art"]), "--data", str(w["data"]), "--lr", "inf", *FT],
-     r"invalid fine-tuning setting lr: Input should be a finite number"),
+     r"Invalid value for '--lr': inf is not a finite number"),
 ]
 
 
