@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 from collections.abc import Callable
 
@@ -70,11 +68,8 @@ def main() -> None:
 
 
 def _interrupted() -> None:
-    """One line on stderr saying the run was stopped and what it left; exit 130. Further Ctrl-Cs are ignored from
-    here on: the run is stopping already, and one landing while the interpreter shuts down (torch's teardown takes a
-    moment) would otherwise kill the process by the signal instead of exiting 130."""
-    with contextlib.suppress(ValueError):  # signal handlers can only be set from the main thread
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """One line on stderr saying the run was stopped and what it left; exit 130. (A further Ctrl-C while the
+    interpreter shuts down ends the process by the signal itself, which a shell also reports as 130.)"""
     note = "stopped by Ctrl-C before it finished; nothing was written"
     if _interrupt_note is not None:
         try:

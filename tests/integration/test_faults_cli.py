@@ -110,7 +110,7 @@ class _Cli:
 @pytest.mark.slow
 def test_ctrl_c_during_plan_exits_130_and_writes_nothing(ft_fmnist_dir: Path, tmp_path: Path) -> None:
     cli = _Cli(["plan", "mobilenetv2_050", "--data", str(ft_fmnist_dir), "--num-classes", "10", "--img-size", "32",
-                "--batch-sizes", "1", "--runs", "3", "--max-seconds", "1", "--write-rule", "out/rule.yaml",
+                "--batch-sizes", "1", "--runs", "500", "--max-seconds", "60", "--write-rule", "out/rule.yaml",
                 "--plot", "out/plan.png"], tmp_path)
     cli.wait_for(r"^model: mobilenetv2_050")
     time.sleep(0.5)  # in the search
@@ -123,7 +123,7 @@ def test_ctrl_c_during_plan_exits_130_and_writes_nothing(ft_fmnist_dir: Path, tm
 @pytest.mark.slow
 def test_ctrl_c_during_eval_exits_130(ft_artifact: Path, ft_fmnist_dir: Path, tmp_path: Path) -> None:
     before = _snapshot(ft_artifact)
-    cli = _Cli(["eval", str(ft_artifact), "--data", str(ft_fmnist_dir), "--split", "train", "--img-size", "64",
+    cli = _Cli(["eval", str(ft_artifact), "--data", str(ft_fmnist_dir), "--split", "train", "--img-size", "256",
                 "--batch-size", "1", "--workers", "0"], tmp_path)
     cli.wait_for(r"^evaluating the student model")
     code, lines = cli.interrupt()
@@ -165,7 +165,8 @@ def test_a_second_ctrl_c_in_training_exits_130_and_says_how_to_resume(ft_artifac
         assert time.monotonic() < deadline and cli.process.poll() is None, cli.lines
         time.sleep(0.05)
     code, lines = cli.interrupt(times=2)
-    assert code == 130 and "Traceback" not in "\n".join(lines), lines
+    # 130, or ended by the second SIGINT itself while the interpreter shut down (a shell reports both as 130)
+    assert code in (130, -signal.SIGINT) and "Traceback" not in "\n".join(lines), lines
     last = art / "checkpoints" / "last.pt"
     assert lines[-1] == (f"Interrupted: fine-tuning stopped; its checkpoint {last} is kept: continue with "
                          f"`pfconvert finetune {art} --resume`")
