@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import refused_in_one_line, run_cli
 from PIL import Image
 
 import pfconvert
@@ -170,11 +170,7 @@ def test_bad_data_is_one_line_and_changes_nothing(case: str, argv: Callable, mes
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     args = argv(world)
     before = _snapshot(world["root"])
-    code, out, err = run_cli(args, capsys, monkeypatch)
-    assert code == 1 and "Traceback" not in err + out, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert lines[-1].startswith("Error:") and re.search(message, lines[-1]), err
-    assert all(line.startswith(("model: ", "input: ")) for line in lines[:-1]), err
+    refused_in_one_line(args, message, capsys, monkeypatch)
     assert _snapshot(world["root"]) == before
 
 
