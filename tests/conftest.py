@@ -88,3 +88,10 @@ def ft_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model, record = pfconvert.convert("test_efficientnet", "maxpool", num_classes=10)
     assert record.replacements, "the maxpool rule should replace the depthwise convs of test_efficientnet"
     return pfconvert.save(model, record, tmp_path_factory.mktemp("artifact") / "te-maxpool")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests that load OpenVINO in this process last. Once OpenVINO's runtime has run in a process, a later
+    child of that process (a subprocess the test waits on) has crashed the whole test run with SIGSEGV here
+    (pfconvert's own loaders start their workers from a fork server then: pfconvert/data/loaders.py)."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/integration/test_openvino.py"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-__all__ = ["meta_model", "tiny_input", "run_cli", "DwBlock", "MultiplierNet"]
+__all__ = ["meta_model", "tiny_input", "run_cli", "refused_in_one_line", "DwBlock", "MultiplierNet"]
 
 
 def meta_model(name: str, **kwargs: object) -> nn.Module:
@@ -62,3 +62,18 @@ def run_cli(argv: list[str], capsys: "pytest.CaptureFixture[str]",
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def refused_in_one_line(argv: list[str], message: str, capsys: "pytest.CaptureFixture[str]",
+                        monkeypatch: "pytest.MonkeyPatch") -> str:
+    """Run ``pfconvert ARGV`` and check that it is refused the house way: exit 1, no traceback, the last stderr line
+    ``Error: ...`` matching the regular expression ``message``, and nothing before it but the ``model:`` / ``input:``
+    header. Returns stderr."""
+    import re
+
+    code, out, err = run_cli(argv, capsys, monkeypatch)
+    assert code == 1 and "Traceback" not in err + out, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error:") and re.search(message, lines[-1]), err
+    assert all(line.startswith(("model: ", "input: ")) for line in lines[:-1]), err
+    return err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -13,7 +14,36 @@ from ..errors import PfconvertError
 __all__ = ["ModelArg", "ArtifactArg", "RuleOpt", "CheckpointOpt", "PretrainedOpt", "PretrainedFileOpt",
            "NumClassesOpt", "InChansOpt", "InputSizeOpt", "InterpolationOpt", "CropPctOpt", "CropModeOpt", "MeanOpt",
            "StdOpt", "KwargOpt", "AllowEmptyOpt", "JsonOpt", "model_kwargs", "data_overrides", "parse_input_size",
-           "parse_int_list", "parse_floats"]
+           "parse_int_list", "parse_floats", "finite", "json_text", "img_size_fix", "MAX_BATCH", "MAX_SIDE"]
+
+MAX_BATCH = 65536
+"""Largest batch size accepted (memory is checked as well, against the model's activations)."""
+MAX_SIDE = 16384
+"""Largest input height or width accepted (memory is checked as well)."""
+
+
+def finite(param: typer.CallbackParam, value: Any) -> Any:
+    """Callback of every float option: refuse NaN and infinities (click's ranges let NaN through every bound, and a
+    NaN would reach the results and their JSON)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number; give a number such as 1.0", param=param)
+    return value
+
+
+def img_size_fix(img_size: int | None) -> str:
+    """How to give a timm model built for a fixed input size (a ViT) the size ``--img-size`` asks for."""
+    if img_size is None:
+        return ""
+    return (f"pass --kwarg img_size={img_size} (timm builds the model for that size) or --kwarg dynamic_img_size=true "
+            "(where the model supports it), or drop --img-size")
+
+
+def json_text(data: Any, **kwargs: Any) -> str:
+    """``data`` as strict JSON text: NaN and infinities become null (JSON has no such numbers; readers reject
+    them)."""
+    from .._json import strict_dumps
+
+    return strict_dumps(data, **kwargs)
 
 ModelArg = Annotated[str, typer.Argument(help="A timm model: a name (mobilenetv2_100), a family with one default "
                                          "variant (mobilenetv2), a tagged name (resnet50.a1_in1k) or hf-hub:ORG/NAME. "
@@ -32,7 +62,7 @@ InterpolationOpt = Annotated[Optional[str], typer.Option(
     help="Resize interpolation: bilinear, bicubic, nearest... (default: the model's pretrained config).",
     show_default=False)]
 CropPctOpt = Annotated[Optional[float], typer.Option(
-    min=0.01, max=1.0, help="Share of the resized image kept by the crop; 1 keeps it whole (default: the model's).",
+    min=0.01, max=1.0, callback=finite, help="Share of the resized image kept by the crop; 1 keeps it whole (default: the model's).",
     show_default=False)]
 CropModeOpt = Annotated[Optional[str], typer.Option(
     help="center (resize the short side, crop the centre), squash (resize both sides: the whole image) or border.",
@@ -103,6 +133,12 @@ def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
         raise PfconvertError(f"--input-size {text!r}: expected C,H,W such as 3,224,224") from None
     if min(c, h, w) < 1:
         raise PfconvertError(f"--input-size {text!r}: sizes must be positive")
+    if max(h, w) > MAX_SIDE or c > 4096:
+        raise PfconvertError(f"--input-size {text!r}: at most {MAX_SIDE} pixels a side and 4096 channels; give a size "
+                             "such as 3,224,224")
+    from .._inputs import check_memory
+
+    check_memory(None, (c, h, w), {"--input-size": [1]})  # the probe image alone must fit
     return c, h, w
 
 
@@ -114,4 +150,7 @@ def parse_int_list(text: str, option: str) -> list[int]:
         raise PfconvertError(f"{option} {text!r}: expected comma-separated integers such as 1,32") from None
     if not values or min(values) < 1:
         raise PfconvertError(f"{option} {text!r}: expected positive integers such as 1,32")
+    if max(values) > MAX_BATCH:
+        raise PfconvertError(f"{option} {text!r}: at most {MAX_BATCH} (memory is checked against the model as "
+                             "well); give sizes such as 1,32")
     return values

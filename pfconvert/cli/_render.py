@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from rich.table import Table
 
 from .._format import change, human
@@ -33,21 +34,21 @@ def source_line(source: ModelSource) -> str:
 def header(record: ConversionRecord | None = None, *, source: ModelSource | None = None,
            data_cfg: DataConfig | None = None, origin: str | None = None) -> None:
     """Print on stderr which model and weights a command works on and how images are fed to it."""
-    from ._console import err_console
+    from ._console import say
 
     source = source or (record.source if record is not None else None)
     data_cfg = data_cfg or (record.data_config if record is not None else None)
     if source is not None:
-        err_console.print(source_line(source), highlight=False)
+        say(source_line(source))
     if data_cfg is not None:
-        err_console.print(f"input: {data_cfg.describe()}" + (f" ({origin})" if origin else ""), highlight=False)
+        say(f"input: {data_cfg.describe()}" + (f" ({origin})" if origin else ""))
 
 
 def conversion_table(record: ConversionRecord, before: MacCount, after: MacCount) -> Table:
     """Before/after table: params, MACs, pool ops, layers replaced per rule; the title says the input size."""
     name = record.model_name or "model"
     size = "x".join(str(v) for v in record.input_size)
-    table = Table(title=f"{name} + rule '{record.rules.name}', input {size}", title_justify="left")
+    table = Table(title=escape(f"{name} + rule '{record.rules.name}', input {size}"), title_justify="left")
     for col in ("", "original", "converted", "change"):
         table.add_column(col, justify="right" if col else "left")
     table.add_row("params", human(record.params_before), human(record.params_after),
@@ -55,11 +56,11 @@ def conversion_table(record: ConversionRecord, before: MacCount, after: MacCount
     table.add_row("MACs", human(before.macs), human(after.macs), change(before.macs, after.macs))
     table.add_row("pool ops", human(before.pool_ops), human(after.pool_ops), "")
     for rule, n in record.counts_by_rule().items():
-        table.add_row(f"replaced by '{rule}'", "", str(n), "")
+        table.add_row(escape(f"replaced by '{rule}'"), "", str(n), "")
     if record.pruning:
         table.add_row(f"pruned channels ({record.pruning['ratio']:g}, multiples of {record.pruning['round_to']})", "",
                       f"{len(record.pruning['shapes'])} layers", "")
-    table.caption = before.convention
+    table.caption = escape(before.convention)
     return table
 
 
@@ -72,8 +73,9 @@ def preview_table(replacements: list[Replacement]) -> Table:
     for col in ("#", "layer", "is", "rule", "becomes", "absorbs", *(("on its input map",) if notes else ())):
         table.add_column(col)
     for i, rep in enumerate(replacements):
-        table.add_row(str(i), rep.path, rep.old, rep.rule, rep.new,
-                      ", ".join(p.rpartition(".")[2] for p in rep.absorbed) or "-", *((rep.note,) if notes else ()))
+        table.add_row(*(escape(text) for text in (str(i), rep.path, rep.old, rep.rule, rep.new,
+                                                  ", ".join(p.rpartition(".")[2] for p in rep.absorbed) or "-",
+                                                  *((rep.note,) if notes else ()))))
     return table
 
 
@@ -84,5 +86,5 @@ def rules_table(infos: list[RuleInfo]) -> Table:
     table.add_column("rules", justify="right")
     table.add_column("description")
     for info in infos:
-        table.add_row(info.name, str(info.num_rules), info.description)
+        table.add_row(escape(info.name), str(info.num_rules), escape(info.description))
     return table

@@ -7,6 +7,7 @@ change within the noise is shown plain as "same".
 from __future__ import annotations
 
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -19,7 +20,7 @@ __all__ = ["render_report", "counts_table", "latency_table"]
 def counts_table(report: Report) -> Table:
     """Params, MACs, pool ops, peak memory (and accuracy when known): original vs converted."""
     o, c = report.original, report.converted
-    table = Table(title=f"{o.name} vs {c.name}", title_justify="left")
+    table = Table(title=escape(f"{o.name} vs {c.name}"), title_justify="left")
     for col in ("", "original", "converted", "change"):
         table.add_column(col, justify="right" if col else "left")
     table.add_row("params", human(o.params), human(c.params), change(o.params, c.params))
@@ -32,8 +33,8 @@ def counts_table(report: Report) -> Table:
         table.add_row("top-1", f"{o.accuracy:.2f}", f"{c.accuracy:.2f}", f"{c.accuracy - o.accuracy:+.2f}")
     for label, top1 in report.accuracy.items():
         a, b = top1["original"], top1["converted"]
-        table.add_row(f"top-1, {label}", f"{a:.2f}", f"{b:.2f}", f"{b - a:+.2f}")
-    table.caption = report.convention
+        table.add_row(escape(f"top-1, {label}"), f"{a:.2f}", f"{b:.2f}", f"{b - a:+.2f}")
+    table.caption = escape(report.convention)
     table.caption_justify = "left"
     return table
 
@@ -62,7 +63,7 @@ def latency_table(report: Report) -> Table:
                          ("converted ms", "right"), ("speed-up", "right"), ("noise", "right"), ("verdict", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in report.latency:
-        table.add_row(r.backend_label, str(r.batch_size), f"{r.original_ms:.2f} ({r.original_p90_ms:.2f})",
+        table.add_row(escape(r.backend_label), str(r.batch_size), f"{r.original_ms:.2f} ({r.original_p90_ms:.2f})",
                       f"{r.converted_ms:.2f} ({r.converted_p90_ms:.2f})", _speedup_text(r.speedup, r.verdict),
                       f"+-{r.margin:.0%}", _verdict_text(r.verdict, r.latency_ratio))
     table.caption = ("median (p90) of interleaved runs after warm-up; speed-up = original / converted; within the "

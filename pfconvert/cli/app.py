@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 import typer
+from rich.markup import escape
 
 from ..errors import PfconvertError
 from ._console import err_console
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "debug_enabled", "on_interrupt", "INTERRUPTED"]
+
+INTERRUPTED = 130
+"""Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it."""
 
 app = typer.Typer(
     name="pfconvert",
@@ -20,6 +25,20 @@ app = typer.Typer(
     add_completion=False,
 )
 
+_interrupt_note: Callable[[], str] | None = None
+
+
+def on_interrupt(note: Callable[[], str] | None) -> None:
+    """Say what an interrupted run of the running command leaves behind: ``note()`` is called after Ctrl-C and its
+    text follows ``Interrupted:`` on stderr (default: the command stopped and wrote nothing)."""
+    global _interrupt_note
+    _interrupt_note = note
+
+
+def debug_enabled() -> bool:
+    """``PFCONVERT_DEBUG`` is 1, true or yes (any case): show tracebacks instead of one-line errors."""
+    return os.environ.get("PFCONVERT_DEBUG", "").strip().lower() in {"1", "true", "yes"}
+
 
 def _register() -> None:
     """Import the command modules and attach their commands (import here keeps `--help` cheap to build)."""
@@ -27,22 +46,38 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning user errors into ``Error: ...`` on stderr and exit 1."""
-    _register()
+    """Console-script entry point: run the app, turning user errors into ``Error: ...`` on stderr and exit 1, and
+    Ctrl-C into ``Interrupted: ...`` and exit 130."""
+    on_interrupt(None)
     try:
-        app(standalone_mode=False)
+        _register()
+        code = app(standalone_mode=False)  # typer turns Ctrl-C inside a command into a returned 130
     except PfconvertError as exc:
-        if os.environ.get("PFCONVERT_DEBUG"):
+        if debug_enabled():
             raise
-        from rich.markup import escape
-
         err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        err_console.print("Interrupted.")
-        sys.exit(130)
+        code = INTERRUPTED
     except Exception as exc:  # click usage errors etc. come through here in non-standalone mode
         _handle_framework_error(exc)
+    if code == INTERRUPTED:
+        _interrupted()
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
+
+
+def _interrupted() -> None:
+    """One line on stderr saying the run was stopped and what it left; exit 130. (A further Ctrl-C while the
+    interpreter shuts down ends the process by the signal itself, which a shell also reports as 130.)"""
+    note = "stopped by Ctrl-C before it finished; nothing was written"
+    if _interrupt_note is not None:
+        try:
+            note = _interrupt_note()
+        except KeyboardInterrupt:  # a second Ctrl-C while the note is gathered: the default says enough
+            pass
+    err_console.print(f"Interrupted: {note}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(INTERRUPTED)
 
 
 def _handle_framework_error(exc: Exception) -> None:

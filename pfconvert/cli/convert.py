@@ -2,22 +2,57 @@
 
 from __future__ import annotations
 
-import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from . import _options as o
-from ._console import err_console, out_console
+from ._console import err_console, out_console, say
 from ._render import header
-from .app import app
+from .app import app, on_interrupt
 
 __all__ = ["convert_cmd", "inspect_cmd"]
 
 
 def _default_out(model: str, rule: str) -> Path:
     return Path(f"{model}-{Path(rule).stem if rule.endswith(('.yaml', '.yml')) else rule}")
+
+
+_SIZE_FIX = "give an --input-size the model takes (a ViT: add --kwarg img_size=H, or --kwarg dynamic_img_size=true)"
+
+
+def _check_size(model: str, size: tuple[int, int, int], kwargs: dict) -> None:
+    """Refuse an --input-size the model does not take, or one whose activations would not fit in memory, on a
+    shapes-only (meta) copy of the model: nothing is allocated, no weights are read."""
+    import torch
+
+    from .._inputs import check_input
+    from ..conversion.models import create_model
+
+    try:
+        with torch.device("meta"):
+            shapes = create_model(model, **kwargs)
+    except Exception:  # noqa: BLE001 - a model that cannot be built on meta tensors: the conversion says what is wrong
+        return
+    check_input(shapes, size, what=model, fix=_SIZE_FIX)
+
+
+def _interrupt_note(target: Path, started: float) -> Callable[[], str]:
+    """What a conversion stopped by Ctrl-C leaves in ``target``."""
+
+    def note() -> str:
+        recipe = target / "recipe.json"
+        if recipe.is_file() and recipe.stat().st_mtime >= started:
+            return f"convert stopped by Ctrl-C after writing {target} (complete)"
+        if target.exists() and any(p.stat().st_mtime >= started for p in target.iterdir() if not p.is_symlink()):
+            return f"convert stopped by Ctrl-C while writing {target}; it may be incomplete: convert again with --overwrite"
+        return "convert stopped by Ctrl-C; nothing was written"
+
+    return note
 
 
 @app.command("convert")
@@ -43,7 +78,7 @@ def convert_cmd(
     mean: o.MeanOpt = None,
     std: o.StdOpt = None,
     allow_empty: o.AllowEmptyOpt = False,
-    prune: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Also prune this share of the channels "
+    prune: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, callback=o.finite, help="Also prune this share of the channels "
                                                    "after the rule (Torch-Pruning, pfconvert[prune]; rounded to "
                                                    "multiples of 8); a rule file's prune: section does the same.")
                      ] = None,
@@ -72,11 +107,14 @@ def convert_cmd(
             raise RuleError(f"--prune must be between 0 and 1 (exclusive), got {prune}")
         rules = with_prune(rules, prune)
     ensure_writable(target, overwrite, marker="recipe.json")  # fail before the conversion, not after it
+    on_interrupt(_interrupt_note(target, time.time()))
+    if size is not None:
+        _check_size(model, size, kwargs)
     from ..conversion.artifact import save
     from ..conversion.rewrite import convert_pair
     from ..report.counting import count_macs
 
-    with err_console.status(f"converting {model} with rule '{rules.name}'..."):
+    with err_console.status(escape(f"converting {model} with rule '{rules.name}'...")):
         original, converted, record = convert_pair(model, rules, checkpoint=checkpoint, input_size=size,
                                                    allow_empty=allow_empty, pretrained=pretrained,
                                                    pretrained_file=pretrained_file, new_head=new_head, data=data,
@@ -88,14 +126,14 @@ def convert_cmd(
         from ._render import conversion_table
 
         out_console.print(conversion_table(record, before, after))
-        err_console.print(f"wrote {target}/ (load with pfconvert.load('{target}'))", highlight=False)
+        say(f"wrote {target}/ (load with pfconvert.load('{target}'))")
     result = None
     if report:
         from ..report.run import run_report
 
         with err_console.status("measuring latency...") as status:
             result = run_report(original.eval(), converted.eval(), names=(model, f"{model}+{rules.name}"),
-                                input_size=record.input_size, progress=status.update)
+                                input_size=record.input_size, progress=lambda text: status.update(escape(text)))
     if as_json:
         payload = {"model": record.model_name, "requested": model, "rule": rules.name, "out": str(target),
                    "input_size": list(record.input_size),
@@ -104,7 +142,7 @@ def convert_cmd(
                    "params": [record.params_before, record.params_after], "macs": [before.macs, after.macs],
                    "pool_ops": [before.pool_ops, after.pool_ops], "convention": before.convention,
                    "replaced": [r.to_dict() for r in record.replacements], "pruning": record.pruning}
-        out_console.print_json(json.dumps({**payload, **({"report": result.to_dict()} if result else {})}))
+        out_console.print_json(o.json_text({**payload, **({"report": result.to_dict()} if result else {})}))
     elif result is not None:
         from ._report_render import render_report
 
@@ -134,14 +172,18 @@ def inspect_cmd(
     rules = load_rules(rule)
     built, source = build_model(model, **kwargs)
     header(source=source, data_cfg=resolve_data_config(built, input_size=size))
+    if size is not None:
+        from .._inputs import check_input
+
+        check_input(built, size, what=model, fix=_SIZE_FIX)
     replacements = preview(built, rules, size)
     if not replacements and not allow_empty:
         raise RuleError(f"rule '{rules.name}' matched no layer of {model}; pass --allow-empty to accept that")
     if as_json:
-        out_console.print_json(json.dumps([{"layer": r.path, "is": r.old, "rule": r.rule, "becomes": r.new,
-                                            "absorbs": r.absorbed, "note": r.note} for r in replacements]))
+        out_console.print_json(o.json_text([{"layer": r.path, "is": r.old, "rule": r.rule, "becomes": r.new,
+                                             "absorbs": r.absorbed, "note": r.note} for r in replacements]))
         return
     from ._render import preview_table
 
     out_console.print(preview_table(replacements))
-    err_console.print(f"{len(replacements)} layers matched by rule '{rules.name}' in {model}")
+    say(f"{len(replacements)} layers matched by rule '{rules.name}' in {model}")

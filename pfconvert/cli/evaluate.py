@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from . import _options as o
-from ._console import err_console, out_console
-from .app import app
+from ._console import err_console, out_console, say
+from .app import app, on_interrupt
 
 if TYPE_CHECKING:
     from ..recover.finetune.api import EvalReport
@@ -38,7 +38,7 @@ def eval_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     original: Annotated[bool, typer.Option("--original", help="Also evaluate the original (unconverted) "
                                            "model.")] = False,
-    val_split: Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.99, help="Share of the training "
+    val_split: Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.99, callback=o.finite, help="Share of the training "
                                                        "images that is the val split (default: the fine-tune's, else "
                                                        "0.1).", show_default=False)] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="Also evaluate the model(s) as deployed on "
@@ -57,16 +57,15 @@ def eval_command(
     from .progress import RichPhases
 
     deploy = _deployer(backend, data, calib_images, val_split) if backend else None
-
+    on_interrupt(lambda: "eval stopped by Ctrl-C; nothing was written (eval writes no files)")
     report = evaluate_artifact(artifact, data, split=split, weights=weights, batch_size=batch_size,
                                img_size=img_size, limit=limit, workers=workers, device=device, original=original,
                                val_split=val_split, progress=RichPhases(err_console, quiet=env_rank() != 0),
-                               on_note=(lambda line: err_console.print(line, highlight=False)) if env_rank() == 0
-                               else None, deploy=deploy)
+                               on_note=say if env_rank() == 0 else None, deploy=deploy)
     if env_rank() != 0:  # under torchrun every process evaluates a shard; rank 0 prints the total
         return
     if json_out:
-        out_console.print_json(json.dumps(report.as_dict()))
+        out_console.print_json(o.json_text(report.to_dict()))
     else:
         out_console.print(eval_table(report))
 
@@ -75,12 +74,12 @@ def eval_table(report: EvalReport) -> Table:
     """One row per evaluated model, with the weights it was loaded from."""
     size = "x".join(str(v) for v in report.input_size)
     split = report.split_description or report.split
-    table = Table(title=f"{report.data}, {split}; input {size}", title_justify="left")
+    table = Table(title=escape(f"{report.data}, {split}; input {size}"), title_justify="left")
     for column in ("model", "weights", "top-1 %", "top-5 %", "loss", "images"):
         table.add_column(column, justify="left" if column in ("model", "weights") else "right")
     for name, metrics in report.metrics.items():
         weights = report.weights if name.startswith("student") else "original weights"
-        table.add_row(name, weights, f"{metrics.top1:.2f}", f"{metrics.top5:.2f}", f"{metrics.loss:.4f}",
+        table.add_row(escape(name), escape(weights), f"{metrics.top1:.2f}", f"{metrics.top5:.2f}", f"{metrics.loss:.4f}",
                       str(metrics.count))
     return table
 

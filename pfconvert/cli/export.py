@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
-import json
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from ..errors import PfconvertError
 from . import _options as o
-from ._console import err_console, out_console
-from .app import app
+from ._console import err_console, out_console, say
+from .app import app, on_interrupt
 
 __all__ = ["export_cmd"]
 
@@ -33,13 +34,13 @@ def export_cmd(
     calib_images: Annotated[int, typer.Option(min=1, help="--int8: calibration images.")] = 300,
     check_images: Annotated[int, typer.Option(min=1, help="--int8: validation images the int8 top-1 is checked "
                                               "on.")] = 200,
-    min_agreement: Annotated[float, typer.Option(min=0.0, max=1.0, help="--int8: share of the check images on which "
+    min_agreement: Annotated[float, typer.Option(min=0.0, max=1.0, callback=o.finite, help="--int8: share of the check images on which "
                                                  "the int8 and PyTorch top-1 must agree.")] = 0.9,
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset version.")] = 18,
     dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic.")] = False,
     exporter: Annotated[str, typer.Option(help=f"torch.onnx exporter: {', '.join(EXPORTERS)}.")] = "dynamo",
     weights: Annotated[str, typer.Option(help="auto (fine-tuned if present), converted or finetuned.")] = "auto",
-    tolerance: Annotated[float, typer.Option(min=0.0, help="Max abs difference ONNX Runtime vs PyTorch accepted.")]
+    tolerance: Annotated[float, typer.Option(min=0.0, callback=o.finite, help="Max abs difference ONNX Runtime vs PyTorch accepted.")]
     = 1e-3,
     check: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch on a random input.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
@@ -66,7 +67,7 @@ def export_cmd(
     target = out or art.path / default_name
     trained = art.weights_file.name != "model.safetensors"  # fine-tuned weights: fed as fine-tuned
     data_cfg, origin = artifact_data_config(art.path, art.recipe, art.model, trained=trained)
-    err_console.print(f"input: {data_cfg.describe()} ({origin})", highlight=False)
+    say(f"input: {data_cfg.describe()} ({origin})")
     if kind == "openvino":
         _export_openvino(art, target, data_cfg, int8=int8, data=data, calib_images=calib_images,
                          check_images=check_images, min_agreement=min_agreement, dynamic_batch=dynamic_batch,
@@ -74,12 +75,16 @@ def export_cmd(
         return
     from ..deploy.onnx import export_onnx
 
-    with err_console.status(f"exporting {art.recipe.model} to {target}, then checking it with ONNX Runtime..."):
+    started = time.time()
+    on_interrupt(lambda: f"export stopped by Ctrl-C after writing {target} (its check with ONNX Runtime did not finish)"
+                 if target.is_file() and target.stat().st_mtime >= started else "export stopped by Ctrl-C; nothing was "
+                 "written")
+    with err_console.status(escape(f"exporting {art.recipe.model} to {target}, then checking it with ONNX Runtime...")):
         result = export_onnx(art.model, target, data_cfg.input_size, opset=opset,
                              dynamic_batch=dynamic_batch, exporter=exporter, check=check, tolerance=tolerance,
                              overwrite=overwrite)
     if as_json:
-        out_console.print_json(json.dumps({
+        out_console.print_json(o.json_text({
             "path": str(result.path), "exporter": result.exporter, "opset": result.opset,
             "dynamic_batch": result.dynamic_batch, "max_abs_diff": result.max_abs_diff,
             "tolerance": result.tolerance, "size_bytes": result.size_bytes}))
@@ -87,7 +92,7 @@ def export_cmd(
     check_text = (f"max abs diff vs PyTorch {result.max_abs_diff:.2e} (tolerance {result.tolerance:g})"
                   if result.max_abs_diff is not None else "not checked (--no-check)")
     out_console.print(f"{result.path}\t{result.size_bytes / 1e6:.1f} MB\topset {result.opset}\t"
-                      f"{result.exporter} exporter\t{check_text}", highlight=False, soft_wrap=True)
+                      f"{result.exporter} exporter\t{check_text}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _export_openvino(art: object, target: Path, data_cfg: object, *, int8: bool, data: str | None,
@@ -107,19 +112,21 @@ def _export_openvino(art: object, target: Path, data_cfg: object, *, int8: bool,
             calibration = Calibration.from_tensor(images, source)
             check_inputs, check_source = calibration_images(data, data_cfg, check_images,  # type: ignore[arg-type]
                                                             split="val")
-        err_console.print(calibration.describe(), highlight=False)
+        say(calibration.describe())
     elif int8:
         err_console.print("no --data: int8 calibrated on random inputs; the int8 accuracy is unknown (pass --data to "
                           "calibrate on your images)", highlight=False)
     what = "quantizing with NNCF, " if int8 else ""
     model_name = art.recipe.model  # type: ignore[attr-defined]
-    with err_console.status(f"exporting {model_name} to {target}, {what}then checking it with OpenVINO..."):
+    on_interrupt(lambda: f"export stopped by Ctrl-C; {target} may be incomplete: remove it or export again "
+                 "with --overwrite")
+    with err_console.status(escape(f"exporting {model_name} to {target}, {what}then checking it with OpenVINO...")):
         result = export_openvino(art.model, target, data_cfg.input_size, int8=int8,  # type: ignore[attr-defined]
                                  calibration=calibration, check_inputs=check_inputs, check_source=check_source,
                                  check=check, tolerance=tolerance, min_agreement=min_agreement,
                                  dynamic_batch=dynamic_batch, overwrite=overwrite)
     if as_json:
-        out_console.print_json(json.dumps({
+        out_console.print_json(o.json_text({
             "path": str(result.xml), "bin": str(result.bin), "format": "openvino", "int8": result.int8,
             "dynamic_batch": dynamic_batch, "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,
             "top1_agreement": result.agreement, "min_agreement": result.min_agreement,
@@ -135,4 +142,4 @@ def _export_openvino(art: object, target: Path, data_cfg: object, *, int8: bool,
     else:
         check_text = f"max abs diff vs PyTorch {result.max_abs_diff:.2e} (tolerance {result.tolerance:g})"
     out_console.print(f"{result.xml}\t{result.size_bytes / 1e6:.1f} MB\t{'int8 (NNCF)' if result.int8 else 'fp32'}\t"
-                      f"{check_text}", highlight=False, soft_wrap=True)
+                      f"{check_text}", markup=False, highlight=False, soft_wrap=True)

@@ -14,19 +14,21 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
-import json
+import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import TrainingError
 from . import _options as o
 from ._console import err_console, out_console
-from .app import app
+from .app import INTERRUPTED, app, on_interrupt
 
 if TYPE_CHECKING:
     from ..recover.finetune.results import FinetuneResult
@@ -36,12 +38,12 @@ __all__ = ["PANELS", "ALIASES", "FIELDS", "ConfigField", "config_fields", "flag_
 
 PANELS: dict[str, tuple[str, ...]] = {
     "Data": ("data", "img_size", "augment", "val_split", "limit_train", "limit_val", "workers"),
-    "Training": ("epochs", "train_images", "batch_size", "opt", "lr", "weight_decay", "momentum", "sched",
-                 "warmup_epochs", "warmup_lr", "min_lr", "grad_clip", "ema", "ema_decay", "bn_recalib_images",
-                 "reconstruct_images", "freeze_bn"),
+    "Training": ("epochs", "train_images", "batch_size", "opt", "lr", "lr_probe_images", "weight_decay", "momentum",
+                 "sched", "warmup_share", "warmup_epochs", "warmup_lr", "min_lr", "grad_clip", "ema", "ema_decay",
+                 "bn_recalib_images", "reconstruct_images", "freeze_bn"),
     "Distillation": ("temperature", "kd_weight", "task_weight", "feature_weight", "smoothing", "eval_teacher"),
     "Run": ("seed", "device", "amp", "channels_last", "compile", "compile_backend", "max_steps", "log_every",
-            "eval_every"),
+            "eval_every", "val_every"),
 }
 """Help panel of each config field."""
 ALIASES: dict[str, tuple[str, ...]] = {"task_weight": ("--ce-weight",)}
@@ -112,12 +114,13 @@ def _option(name: str, panel: str) -> inspect.Parameter:
     kind, extra = _cli_type(field.annotation)
     text = field.description or name
     text = text[0].upper() + text[1:]
-    if not field.required:
+    if not field.required and "(default:" not in text:  # a description may say what its default means
         default = {None: "off", True: "on", False: "off"}.get(field.default, field.default)  # type: ignore[arg-type]
         text += f" (default: {default})."
     flag = flag_of(name)
     decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag, *ALIASES.get(name, ())]
-    option = typer.Option(*decls, help=text + extra, rich_help_panel=panel, show_default=False)
+    option = typer.Option(*decls, help=text + extra, rich_help_panel=panel, show_default=False,
+                          callback=o.finite if kind is float else None)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[kind], option])  # type: ignore[valid-type]
 
@@ -160,6 +163,7 @@ def finetune_command(artifact: Path, *, resume: bool = False, overwrite: bool = 
     from ..recover.finetune.config import make_config
     from .progress import RichReporter
 
+    on_interrupt(_interrupt_note(artifact, time.time()))
     notes: list[str] = []
     if resume:
         config = resume_config(artifact, **overrides)
@@ -175,17 +179,39 @@ def finetune_command(artifact: Path, *, resume: bool = False, overwrite: bool = 
             notes.append(f"{family} conversion: fine-tuning with {flags} (this family's measured best recipe; a flag "
                          "you give overrides it)")
         config = make_config(**{**overrides, **applied})
+    if overrides.get("warmup_epochs") is not None:
+        notes.append("--warmup-epochs is deprecated: it counts whole passes over the training split, whatever the "
+                     "budget; --warmup-share sets the warm-up as a share of the run's updates")
     result = finetune(artifact, config, resume=resume, overwrite=overwrite,
                       reporter=RichReporter(err_console, quiet=quiet), notes=notes)
     if env_rank() == 0:  # under torchrun only rank 0 prints the summary
         if json_out:
-            out_console.print_json(json.dumps(result.as_dict(), default=str))
+            out_console.print_json(o.json_text(result.to_dict(), default=str))
         else:
             out_console.print(render_result(result))
         if report and result.status != "interrupted":
             _print_report(artifact, result)
     if result.status == "interrupted":
-        raise SystemExit(130)  # the conventional code of a run stopped by Ctrl-C (its checkpoint is saved)
+        raise typer.Exit(INTERRUPTED)  # the conventional code of a run stopped by Ctrl-C (its checkpoint is saved)
+
+
+def _interrupt_note(artifact: Path, started: float) -> Callable[[], str]:
+    """What a fine-tune stopped by Ctrl-C leaves: this run's checkpoint (resumable), an earlier run's, or none."""
+
+    def note() -> str:
+        from ..recover.finetune.checkpoint import CHECKPOINT_DIR, LAST_FILE
+
+        last = artifact / CHECKPOINT_DIR / LAST_FILE
+        if last.is_file() and last.stat().st_mtime >= started:
+            return f"fine-tuning stopped; its checkpoint {last} is kept: continue with `pfconvert finetune {artifact} " \
+                   "--resume`"
+        if last.is_file():
+            return (f"fine-tuning stopped before its first checkpoint; the earlier checkpoint {last} is untouched "
+                    f"(continue it with `pfconvert finetune {artifact} --resume`)")
+        return "fine-tuning stopped before its first checkpoint; nothing to resume and nothing else written: run the " \
+               "same command again"
+
+    return note
 
 
 finetune_command.__signature__ = inspect.Signature(_command_parameters())  # type: ignore[attr-defined]
@@ -204,9 +230,9 @@ def _print_report(artifact: Path, result: FinetuneResult) -> None:
     accuracies = (result.start.teacher.top1 if result.start.teacher else None,
                   (result.best or {}).get("val_top1"))
     with err_console.status("measuring latency...") as status:
-        data_cfg, _ = artifact_data_config(artifact, loaded.recipe, loaded.model, summary=result.as_dict())
+        data_cfg, _ = artifact_data_config(artifact, loaded.recipe, loaded.model, summary=result.to_dict())
         rep = run_report(teacher, loaded.model.eval(), input_size=data_cfg.input_size,
-                         accuracies=accuracies, progress=status.update)
+                         accuracies=accuracies, progress=lambda text: status.update(escape(text)))
     out_console.print(render_report(rep))
 
 
@@ -234,7 +260,13 @@ def render_result(result: FinetuneResult) -> Table:
         if acc is not None or label in ("teacher (original)", "student as converted"):
             rows.append((label, _accuracy(acc.top1, acc.top5) if acc else "-"))
     best = result.best
-    best_label = "best" + (f" (epoch {best['epoch']})" if best and best["epoch"] else " (the start)" if best else "")
+    where = (f" (step {best['step']}, epoch {best['epoch']})" if best and best.get("event") == "val" else
+             f" (epoch {best['epoch']})" if best and best["epoch"] else " (the start)" if best else "")
+    best_label = "best" + where
+    choice = result.lr_choice.get("method")
+    if result.lr is not None:
+        how = {"given": "--lr", "probe": "chosen by the probe", "default": "the default"}.get(choice or "", "")
+        rows.append(("learning rate", f"{result.lr:.1e}" + (f" ({how})" if how else "")))
     rows += [
         (best_label, _accuracy(best["val_top1"], best["val_top5"]) if best else "-"),
         ("final", _accuracy(result.final["val_top1"], result.final["val_top5"]) if result.final else "-"),
@@ -244,5 +276,5 @@ def render_result(result: FinetuneResult) -> Table:
         ("metrics log", result.metrics_log or "-"),
     ]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, escape(str(value)))
     return table

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from ..errors import BackendError, OutputExistsError, RuleError
+from ..errors import BackendError, RuleError
 from . import _options as o
-from ._console import err_console, out_console
-from .app import app
+from ._console import err_console, out_console, say
+from .app import app, on_interrupt
 
 if TYPE_CHECKING:
     from ..study.plan import PlanResult
@@ -33,17 +33,17 @@ def _ratio(value: float, verdict: str, margin: float | None = None) -> str:
 
 def _table(result: PlanResult) -> Table:
     table = Table(title=f"original: top-1 {result.base_top1:.2f}% (validation), {result.base_params / 1e6:.2f}M params, "
-                        f"{result.base_macs / 1e6:.1f}M MACs; latency ratios on {result.backend_label}, each measured "
-                        "side by side with the original, ± its noise margin (green: faster, red: slower, beyond it); "
-                        "candidates within the noise of the fastest count as equally fast and the most accurate of "
-                        "them is chosen",
+                        f"{result.base_macs / 1e6:.1f}M MACs; latency ratios on {escape(result.backend_label)}, each "
+                        "measured side by side with the original, ± its noise margin (green: faster, red: slower, "
+                        "beyond it); candidates within the noise of the fastest count as equally fast and the most "
+                        "accurate of them is chosen",
                   title_justify="left")
     for col in ("candidate", "layers", "top-1", "drop", *(f"latency bs{bs}" for bs in result.batch_sizes),
                 "rounds", "params", "MACs", "Pareto", "pays off", "choice"):
         table.add_column(col, justify="left" if col in ("candidate", "choice") else "right")
     for c in sorted(result.candidates, key=lambda c: (c.worst_ratio, c.drop)):
         layers = f"{len(c.layers)}+{len(c.shrunk)}" if c.shrunk else str(len(c.layers))
-        table.add_row(c.name, layers, f"{c.top1:.2f}", f"{c.drop:+.2f}",
+        table.add_row(escape(c.name), layers, f"{c.top1:.2f}", f"{c.drop:+.2f}",
                       *(_ratio(c.ratio(bs), c.verdicts[bs], c.margins.get(bs)) for bs in result.batch_sizes),
                       "/".join(str(c.rounds.get(bs, "?")) for bs in result.batch_sizes),
                       f"{c.params / 1e6:.2f}M", f"{c.macs / 1e6:.1f}M", "*" if c.pareto else "",
@@ -72,8 +72,8 @@ def _ratios(text: str) -> list[float]:
 
 def _step(status: object, notes: list[str], text: str) -> None:
     while notes:
-        err_console.print(notes.pop(0), highlight=False)
-    status.update(text)  # type: ignore[attr-defined]
+        say(notes.pop(0))
+    status.update(escape(text))  # type: ignore[attr-defined]
 
 
 @app.command("plan")
@@ -85,9 +85,9 @@ def plan_cmd(
                                               "the candidates are scored in int8.")] = "cpu",
     rule: Annotated[Optional[list[str]], typer.Option("--rule", "-r", help="Candidate rule (repeatable; default: "
                                                       + ", ".join(DEFAULT_RULES) + ").")] = None,
-    max_drop: Annotated[float, typer.Option(min=0.0, help="Top-1 points the chosen conversion may cost.")] = 1.0,
+    max_drop: Annotated[float, typer.Option(min=0.0, callback=o.finite, help="Top-1 points the chosen conversion may cost.")] = 1.0,
     write_rule: Annotated[Optional[Path], typer.Option(help="Write the chosen candidate's rule file here.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of accuracy vs latency here.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of accuracy vs latency here (a .png file).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing --write-rule / --plot files.")] = False,
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,32",
     checkpoint: o.CheckpointOpt = None,
@@ -104,7 +104,7 @@ def plan_cmd(
     std: o.StdOpt = None,
     limit_val: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on a fixed subset of N validation "
                                                      "images.")] = 2000,
-    val_split: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of the training images carved out (seeded) "
+    val_split: Annotated[float, typer.Option(min=0.0, max=0.99, callback=o.finite, help="Share of the training images carved out (seeded) "
                                              "as the validation split; the test split is never used.")] = 0.1,
     bn_recalib_images: Annotated[int, typer.Option(min=0, help="Re-estimate BatchNorm on N other training images per "
                                                                "candidate (0: off).")] = 512,
@@ -114,11 +114,12 @@ def plan_cmd(
     calib_images: Annotated[int, typer.Option(min=1, help="int8 backends: training images that calibrate the "
                                               "quantization of the original and of each candidate.")] = 300,
     runs: Annotated[int, typer.Option(min=3, help="Interleaved timing rounds per batch size.")] = 10,
-    max_seconds: Annotated[float, typer.Option(min=1.0, help="Time budget of the rounds of one batch size.")] = 20.0,
+    max_seconds: Annotated[float, typer.Option(min=1.0, callback=o.finite,
+                                               help="Time budget of the rounds of one batch size.")] = 20.0,
     retime_passes: Annotated[int, typer.Option(min=0, help="At most N extra timing passes of the close calls (verdicts "
                                                            "out of ratio order, or within the noise), with the "
                                                            "original, their rounds pooled (0: none).")] = 3,
-    retime_seconds: Annotated[float, typer.Option(min=0.0, help="Start no re-timing pass after this many seconds of "
+    retime_seconds: Annotated[float, typer.Option(min=0.0, callback=o.finite, help="Start no re-timing pass after this many seconds of "
                                                                 "re-timing.")] = 120.0,
     shrink: Annotated[bool, typer.Option(help="Shrink the convs whose input map keeps kernel taps out of play (a 3x3 "
                                               "conv on a 1x1 map) to the smaller conv they equal, in every "
@@ -135,13 +136,20 @@ def plan_cmd(
     with the original; close calls timed again), print the Pareto table, and write the best rule within --max-drop
     that is faster than the original without being slower at any batch size (of those equally fast within the noise,
     the most accurate). Exits 1 with "no conversion pays off" when none is."""
-    for path in (write_rule, plot):
-        if path is not None and path.exists() and not overwrite:
-            raise OutputExistsError(f"{path} already exists; choose another path or pass --overwrite")
+    from ._outputs import check_outputs
+
+    check_outputs({"--write-rule": (write_rule, "rule.yaml"), "--plot": (plot, "plan.png")}, overwrite)
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise RuleError(f"--plot {plot} is not a .png file name (the plot is a PNG); use e.g. "
+                        f"{plot.with_suffix('.png')}")
     sizes = o.parse_int_list(batch_sizes, "--batch-sizes")
+    written: list[str] = []
+    on_interrupt(lambda: "plan stopped by Ctrl-C; " + (f"wrote only {', '.join(written)}" if written else
+                                                       "nothing was written"))
     ratios = _ratios(prune_ratios) if prune else []
     overrides = o.data_overrides(interpolation, crop_pct, crop_mode, mean, std)
     from .._files import write_text
+    from .._inputs import check_input
     from ..conversion.models import build_model
     from ..data.config import resolve_data_config
     from ..report.backends import list_backends
@@ -157,8 +165,11 @@ def plan_cmd(
     candidates = [load_rules(r) for r in (rule or DEFAULT_RULES)]
     original, source = build_model(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
                                    **o.model_kwargs(num_classes, in_chans, kwarg))
-    err_console.print(source_line(source), highlight=False)
+    say(source_line(source))
     data_cfg = resolve_data_config(original, **overrides)
+    size = data_cfg.with_size(img_size).input_size if img_size else data_cfg.input_size
+    check_input(original, size, {"--batch-sizes": sizes, "--batch-size": [batch_size]}, what=model,
+                fix=o.img_size_fix(img_size))
     notes: list[str] = []
     failure: PlanRefused | None = None
     with err_console.status("reading the data...") as status:
@@ -173,16 +184,18 @@ def plan_cmd(
         except PlanRefused as exc:  # the table is printed from what was measured, then the refusal (exit 1)
             failure, result = exc, exc.result
     for name, why in result.skipped.items():
-        err_console.print(f"rule {name}: no candidate ({why})", highlight=False)
+        say(f"rule {name}: no candidate ({why})")
     if as_json:
-        out_console.print_json(json.dumps(result.to_dict()))
+        out_console.print_json(o.json_text(result.to_dict()))
     else:
         out_console.print(_table(result))
     if plot is not None:
-        err_console.print(f"wrote {plot_plan(result, plot)}", highlight=False)
+        say(f"wrote {plot_plan(result, plot)}")
+        written.append(str(plot))
     if failure is not None:
         raise failure
     if write_rule is not None and result.chosen_rules is not None:
         write_text(write_rule, result.chosen_rules.text)
-        err_console.print(f"wrote {write_rule} ({result.chosen.name}): use it with `pfconvert convert {model} "  # type: ignore[union-attr]
-                          f"--rule {write_rule}`", highlight=False)
+        written.append(str(write_rule))
+        say(f"wrote {write_rule} ({result.chosen.name}): use it with `pfconvert convert {model} "  # type: ignore[union-attr]
+            f"--rule {write_rule}`")

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from ..deploy.methods import method_help
 from ..errors import PfconvertError
 from ..report.backends import get_backend, list_backends
 from . import _options as o
-from ._console import err_console, out_console
-from .app import app
+from ._console import err_console, out_console, say
+from .app import app, on_interrupt
 
 __all__ = ["report_cmd"]
 
@@ -32,15 +33,15 @@ def report_cmd(
     runs: Annotated[int, typer.Option(min=1, help="Timed rounds per backend and batch size.")] = 20,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed forwards per model first.")] = 3,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: torch's setting).")] = None,
-    max_seconds: Annotated[float, typer.Option(min=0.0, help="Time budget per backend and batch size.")] = 30.0,
+    max_seconds: Annotated[float, typer.Option(min=0.0, callback=o.finite, help="Time budget per backend and batch size.")] = 30.0,
     deploy: Annotated[str, typer.Option(help=f"How the 'cpu' backend deploys both models: auto (the first available "
                                              f"of llga, jit, compile, eager) or one of: {method_help()}.")] = "auto",
     input_size: o.InputSizeOpt = None,
     num_classes: o.NumClassesOpt = None,
     kwarg: o.KwargOpt = None,
-    accuracy_original: Annotated[Optional[float], typer.Option(help="Known top-1 of the original (for the plot).")]
+    accuracy_original: Annotated[Optional[float], typer.Option(callback=o.finite, help="Known top-1 of the original (for the plot).")]
     = None,
-    accuracy_converted: Annotated[Optional[float], typer.Option(help="Known top-1 of the converted model.")] = None,
+    accuracy_converted: Annotated[Optional[float], typer.Option(callback=o.finite, help="Known top-1 of the converted model.")] = None,
     memory: Annotated[bool, typer.Option(help="Measure peak memory.")] = True,
     int8: Annotated[bool, typer.Option("--int8", help="Also time the int8 backends (ort-int8, and ov-int8 where "
                                        "OpenVINO is installed) when --backends is not given.")] = False,
@@ -68,16 +69,26 @@ def report_cmd(
 
     resolve_method(deploy)  # an unknown method fails before models are built
     if plot is not None:
+        from ._outputs import check_output
+
         check_plot_target(plot, overwrite)
+        check_output("--plot", plot, overwrite, "report.png")
+    on_interrupt(lambda: "report stopped by Ctrl-C; nothing was written")
+    from .._inputs import check_input
     from ..conversion.models import input_size as model_input_size
     from ..report.pairs import resolve_pair
     from ..report.run import run_report
 
     with err_console.status("loading models...") as status:
         pair = resolve_pair(original, converted, rule, kwargs)
+        if pair.compared:
+            say(pair.compared)
         if pair.note and size is None:
-            err_console.print(pair.note, highlight=False)
+            say(pair.note)
         run_size = size or pair.input_size or model_input_size(pair.original)
+        for model, name in zip((pair.original, pair.converted), pair.names):
+            check_input(model, run_size, {"--batch-sizes": sizes}, what=name,
+                        fix="give an --input-size the model takes" if size else "")
         calibration, accuracy = None, None
         if data is not None:
             calibration, accuracy = _data_accuracy(pair, data, run_size, chosen, int8, calib_images, eval_images,
@@ -86,7 +97,7 @@ def report_cmd(
                             input_size=run_size, batch_sizes=sizes,
                             backends=chosen, runs=runs, warmup=warmup, threads=threads, max_seconds=max_seconds,
                             deploy_method=deploy, accuracies=(accuracy_original, accuracy_converted), memory=memory,
-                            progress=lambda text: status.update(f"measuring: {text}..."), int8=int8,
+                            progress=lambda text: status.update(f"measuring: {escape(text)}..."), int8=int8,
                             calibration=calibration, accuracy=accuracy)
     if as_json:
         typer.echo(result.to_json())
@@ -99,7 +110,7 @@ def report_cmd(
     if plot is not None:
         from ..report.plot import plot_report
 
-        err_console.print(f"wrote {plot_report(result, plot, overwrite=overwrite)}", highlight=False)
+        say(f"wrote {plot_report(result, plot, overwrite=overwrite)}")
 
 
 def _data_accuracy(pair: object, data: str, size: tuple[int, int, int], chosen: list[str] | None, int8: bool,

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from ..errors import OutputExistsError, RuleError
+from ..errors import RuleError
 from . import _options as o
-from ._console import err_console, out_console
-from .app import app
+from ._console import err_console, out_console, say
+from .app import app, on_interrupt
 
 if TYPE_CHECKING:
     from ..study.sensitivity import SensitivityResult
@@ -22,7 +22,7 @@ __all__ = ["sensitivity_cmd"]
 
 def _table(result: SensitivityResult, max_drop: float | None, method: str) -> Table:
     table = Table(title=f"original: top-1 {result.base_top1:.2f}%, {result.base_latency_ms:.2f} ms (batch 1, "
-                        f"PyTorch CPU deployed with {method}, as the report; each ratio measured side by side with "
+                        f"PyTorch CPU deployed with {escape(method)}, as the report; each ratio measured side by side with "
                         "the original)", title_justify="left")
     for col in ("rank", "group", "layers", "top-1", "drop", "latency", "latency ratio", "params removed", "convert?"):
         table.add_column(col, justify="left" if col in ("group", "convert?") else "right")
@@ -30,7 +30,7 @@ def _table(result: SensitivityResult, max_drop: float | None, method: str) -> Ta
         ok = "" if max_drop is None else ("yes" if g.drop <= max_drop else "no")
         ratio = f"[green]{g.latency_ratio:.2f}[/]" if g.latency_ratio < 0.97 else (
             f"[red]{g.latency_ratio:.2f}[/]" if g.latency_ratio > 1.03 else f"{g.latency_ratio:.2f}")
-        table.add_row(str(i + 1), g.group.label, str(len(g.layers)), f"{g.top1:.2f}", f"{g.drop:+.2f}",
+        table.add_row(str(i + 1), escape(g.group.label), str(len(g.layers)), f"{g.top1:.2f}", f"{g.drop:+.2f}",
                       f"{g.latency_ms:.2f} ms", ratio, f"{g.params_removed:,}", ok)
     return table
 
@@ -38,11 +38,11 @@ def _table(result: SensitivityResult, max_drop: float | None, method: str) -> Ta
 def _group(status: Any, notes: list[str], group: str, index: int, total: int) -> None:
     """Progress: the data notes once, then which group is being measured."""
     while notes:
-        err_console.print(notes.pop(0), highlight=False)
+        say(notes.pop(0))
     if index < 0:
         status.update("evaluating the original model on the validation split...")
     else:
-        status.update(f"measuring group {index + 1}/{total}: {group} (convert, re-estimate BatchNorm, evaluate, time)")
+        status.update(f"measuring group {index + 1}/{total}: {escape(group)} (convert, re-estimate BatchNorm, evaluate, time)")
 
 
 @app.command("sensitivity")
@@ -65,13 +65,13 @@ def sensitivity_cmd(
     by: Annotated[str, typer.Option(help="Group layers by 'stage' or 'layer'.")] = "stage",
     limit_val: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on a fixed subset of N validation "
                                                      "images.")] = 2000,
-    val_split: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of the training images carved out (seeded) "
+    val_split: Annotated[float, typer.Option(min=0.0, max=0.99, callback=o.finite, help="Share of the training images carved out (seeded) "
                                              "as the validation split (0: the data's val/ folder, with test/); the "
                                              "test split is never used.")] = 0.1,
     bn_recalib_images: Annotated[int, typer.Option(min=0, help="Re-estimate BatchNorm on N other training images per "
                                                                "variant (0: off).")] = 512,
     batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 64,
-    max_drop: Annotated[Optional[float], typer.Option(help="Accuracy drop (points) a group may cost.")] = None,
+    max_drop: Annotated[Optional[float], typer.Option(callback=o.finite, help="Accuracy drop (points) a group may cost.")] = None,
     write_rule: Annotated[Optional[Path], typer.Option(help="Write a rule file converting only the groups within "
                                                             "--max-drop.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --write-rule file.")] = False,
@@ -80,10 +80,15 @@ def sensitivity_cmd(
     """Convert one stage (or layer) at a time, measure each one's accuracy drop and latency change, rank them."""
     if write_rule is not None and max_drop is None:
         raise RuleError("--write-rule needs --max-drop (the accuracy points a converted group may cost)")
-    if write_rule is not None and write_rule.exists() and not overwrite:
-        raise OutputExistsError(f"{write_rule} already exists; choose another path or pass --overwrite")
+    from ._outputs import check_outputs
+
+    check_outputs({"--write-rule": (write_rule, "rule.yaml")}, overwrite)
+    written: list[str] = []
+    on_interrupt(lambda: "sensitivity stopped by Ctrl-C; " + (f"wrote {written[0]}" if written else
+                                                              "nothing was written"))
     overrides = o.data_overrides(interpolation, crop_pct, crop_mode, mean, std)
     from .._files import write_text
+    from .._inputs import check_input
     from ..conversion.models import build_model
     from ..data.config import resolve_data_config
     from ..rules.loading import load_rules
@@ -93,8 +98,10 @@ def sensitivity_cmd(
     rules = load_rules(rule)
     original, source = build_model(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
                                    **o.model_kwargs(num_classes, in_chans, kwarg))
-    err_console.print(source_line(source), highlight=False)
+    say(source_line(source))
     data_cfg = resolve_data_config(original, **overrides)
+    check_input(original, data_cfg.with_size(img_size).input_size if img_size else data_cfg.input_size,
+                {"--batch-size": [batch_size]}, what=model, fix=o.img_size_fix(img_size))
     notes: list[str] = []
     with err_console.status("reading the data...") as status:
         result = sensitivity_on_data(original, rules, data, data_cfg=data_cfg, img_size=img_size, by=by,
@@ -103,9 +110,9 @@ def sensitivity_cmd(
                                      on_group=lambda g, i, n: _group(status, notes, g, i, n))
     if write_rule is not None and max_drop is not None:
         write_text(write_rule, selected_rules(rules, result, max_drop).text)
-        err_console.print(f"wrote {write_rule}: use it with `pfconvert convert {model} --rule {write_rule}`",
-                          highlight=False)
+        written.append(str(write_rule))
+        say(f"wrote {write_rule}: use it with `pfconvert convert {model} --rule {write_rule}`")
     if as_json:
-        out_console.print_json(json.dumps(result.to_dict()))
+        out_console.print_json(o.json_text(result.to_dict()))
         return
     out_console.print(_table(result, max_drop, result.deploy_method))

@@ -4,6 +4,7 @@ raise a worker's pfconvert error as the one line it was (torch re-raises it with
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,12 +56,23 @@ def _ignore_sigint(_worker_id: int) -> None:
 
 def make_loader(dataset: Dataset, sampler: Sampler[int], batch_size: int, workers: int, drop_last: bool,
                 pin_memory: bool, seed: int) -> DataLoader:
-    """A DataLoader whose worker seeding draws from its own generator, never from the global RNG."""
+    """A DataLoader whose worker seeding draws from its own generator, never from the global RNG.
+
+    Workers are forked, as torch does by default on Linux, unless OpenVINO has run in this process (a latency
+    measurement or an evaluation on its runtime): its thread pool does not survive a fork, and forked workers then
+    crashed the whole process (seen with ``report`` then ``finetune`` in one Python session). Then the workers start
+    from a fork server, a process started fresh."""
+    context = "forkserver" if workers and _forking_is_unsafe() else None
     return _Loader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
         pin_memory=pin_memory, worker_init_fn=_ignore_sigint if workers else None,
-        generator=torch.Generator().manual_seed(seed), persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed), persistent_workers=False, multiprocessing_context=context,
     )
+
+
+def _forking_is_unsafe() -> bool:
+    """Whether a runtime whose threads do not survive ``fork`` (OpenVINO's) is loaded in this process."""
+    return "openvino" in sys.modules
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int = 0, rank: int = 0, world_size: int = 1,

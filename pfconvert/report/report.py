@@ -11,7 +11,6 @@ of the measurement; a conversion that makes a model slower is never reported as 
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -182,7 +181,9 @@ class Report:
 
     def to_json(self) -> str:
         """The report as indented JSON."""
-        return json.dumps(self.to_dict(), indent=2)
+        from .._json import strict_dumps
+
+        return strict_dumps(self.to_dict(), indent=2)
 
     def slowdowns(self) -> list[LatencyRow]:
         """Rows where the converted model is measurably slower."""

@@ -43,7 +43,8 @@ def _pair(seed: int = 0, **kwargs: Any) -> tuple[torch.nn.Module, torch.nn.Modul
 
 def _config(data: Path, **overrides: Any) -> FinetuneConfig:
     values = dict(data=str(data), epochs=2, batch_size=32, img_size=32, limit_train=160, limit_val=64, workers=0,
-                  bn_recalib_images=64, log_every=1, val_split=0.2)  # 96 validation images, of which 64
+                  bn_recalib_images=64, log_every=1, val_split=0.2,  # 96 validation images, of which 64
+                  lr=1e-3)  # given: the learning-rate probe has tests of its own (test_finetune_lr.py)
     return FinetuneConfig(**{**values, **overrides})
 
 
@@ -88,25 +89,31 @@ def test_run_writes_checkpoints_logs_summary_and_weights(reference: tuple[Finetu
     assert [r["event"] for r in records].count("epoch") == 2 and records[0]["event"] == "start"
     assert [r["step"] for r in records if r["event"] == "step"] == list(range(1, 11))
     assert json.loads((out / "finetune.json").read_text())["status"] == "completed"
+    # a 2-epoch run is validated at 4 points (every 3 steps, and the end), not at each epoch's end
+    assert [(r["event"], r["step"]) for r in records if "val_top1" in r] == [("val", 3), ("val", 6), ("val", 9),
+                                                                             ("epoch", 10)]
     best = load_checkpoint(out / "checkpoints" / "best.pt")
-    assert best["run"]["best_epoch"] == result.best["epoch"] == best["run"]["epoch"]
+    assert best["run"]["best_step"] == result.best.get("step", 0) == best["run"]["global_step"]  # 0: the start
     exported = load_file(str(out / "finetuned.safetensors"))
     assert exported.keys() == best["engine"]["model"].keys()
     assert all(torch.equal(exported[key], value) for key, value in best["engine"]["model"].items())
 
 
-@pytest.mark.parametrize("stop", ["max_steps", "sigint"])
+@pytest.mark.parametrize("stop, at", [("max_steps", 7), ("sigint", 7), ("max_steps", 6), ("sigint", 6)])
 def test_resume_after_a_mid_epoch_stop_ends_with_identical_weights(
-        stop: str, reference: tuple[FinetuneResult, Path], ft_fmnist_dir: Path, tmp_path: Path) -> None:
+        stop: str, at: int, reference: tuple[FinetuneResult, Path], ft_fmnist_dir: Path, tmp_path: Path) -> None:
+    """Stops in the middle of the second epoch: after a validation point (7), and at one (6: max_steps validates it
+    before stopping; a Ctrl-C there stops before it, and the resumed run validates it first)."""
     expected, ref_out = reference
     config = _config(ft_fmnist_dir, augment="timm")
     if stop == "max_steps":
-        first = _run(_pair(drop_rate=0.3), config.model_copy(update={"max_steps": 7}), tmp_path)
+        first = _run(_pair(drop_rate=0.3), config.model_copy(update={"max_steps": at}), tmp_path)
     else:
-        first = _run(_pair(drop_rate=0.3), config, tmp_path, reporter=_SigintAt(7))
-    assert first.status == ("stopped" if stop == "max_steps" else "interrupted") and first.global_step == 7
+        first = _run(_pair(drop_rate=0.3), config, tmp_path, reporter=_SigintAt(at))
+    assert first.status == ("stopped" if stop == "max_steps" else "interrupted") and first.global_step == at
     saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["run"]
-    assert (saved["epoch"], saved["step_in_epoch"]) == (1, 2)  # in the middle of the second epoch
+    assert (saved["epoch"], saved["step_in_epoch"]) == (1, at - STEPS_PER_EPOCH)  # in the middle of the second epoch
+    assert saved["history"][-1]["step"] == (6 if stop == "max_steps" or at == 7 else 5)
     student, teacher = _pair(drop_rate=0.3)
     with torch.no_grad():  # the student's weights must come from the checkpoint, whatever they are now
         for param in student.parameters():
@@ -115,6 +122,8 @@ def test_resume_after_a_mid_epoch_stop_ends_with_identical_weights(
     assert resumed.status == "completed" and resumed.global_step == expected.global_step
     assert _untimed(resumed.final) == _untimed(expected.final)  # same losses and accuracies
     assert _untimed(resumed.best) == _untimed(expected.best)
+    assert [_untimed(rec) for rec in load_checkpoint(tmp_path / "checkpoints" / "last.pt")["run"]["history"]] == [
+        _untimed(rec) for rec in load_checkpoint(ref_out / "checkpoints" / "last.pt")["run"]["history"]]
     want = load_checkpoint(ref_out / "checkpoints" / "last.pt")["engine"]
     got = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["engine"]
     for part in ("model", "optimizer"):
@@ -170,11 +179,12 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     with pytest.raises(TrainingError, match=r"non-finite at epoch 2, step 2 .*last good checkpoint kept: .*last\.pt"):
         _run(_pair(), config, tmp_path)
     kept = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["run"]
-    assert (kept["epoch"], kept["global_step"]) == (1, STEPS_PER_EPOCH)  # the end of epoch 1, nothing later
+    # the validation point at step 6 (epoch 2, step 1) was checkpointed; nothing later
+    assert (kept["epoch"], kept["global_step"]) == (1, STEPS_PER_EPOCH + 1)
 
 
 def test_exploding_learning_rate_is_reported(ft_fmnist_dir: Path, tmp_path: Path) -> None:
-    config = _config(ft_fmnist_dir, lr=1e30, warmup_epochs=0, bn_recalib_images=0, eval_teacher=False)
+    config = _config(ft_fmnist_dir, lr=1e30, warmup_share=0, bn_recalib_images=0, eval_teacher=False)
     with pytest.raises(TrainingError, match=r"non-finite at epoch 1, step \d.*last good checkpoint kept: .*last\.pt"):
         _run(_pair(), config, tmp_path)
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["run"]["global_step"] == 0  # the start's
@@ -240,6 +250,20 @@ def test_eval_every_validates_only_every_nth_and_the_last_epoch(ft_fmnist_dir: P
     assert ["val_top1" in rec for rec in epochs] == [False, True, True]
     assert not epochs[0]["best"] and result.best is not None and result.best["epoch"] in (2, 3)
     assert result.final is not None and result.final["epoch"] == 3 and (tmp_path / "finetuned.safetensors").is_file()
+
+
+def test_val_every_validates_inside_the_epoch_and_exports_the_best_point(ft_fmnist_dir: Path, tmp_path: Path) -> None:
+    config = _config(ft_fmnist_dir, epochs=1, val_every=64, bn_recalib_images=0, eval_teacher=False)  # 2 steps
+    result = _run(_pair(), config, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["event"], r["step"], r["images"]) for r in records if "val_top1" in r] == [
+        ("val", 2, 64), ("val", 4, 128), ("epoch", 5, 160)]
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert result.best is not None
+    last_best = max((r["step"] for r in records if r.get("best")), default=0)  # 0: none beat the start
+    assert best["run"]["global_step"] == last_best == (result.best["step"] if result.best["epoch"] else 0)
+    exported = load_file(str(tmp_path / "finetuned.safetensors"))
+    assert all(torch.equal(exported[key], best["engine"]["model"][key]) for key in exported)
 
 
 def test_a_run_that_never_beats_its_start_keeps_the_start_weights(ft_fmnist_dir: Path, tmp_path: Path,

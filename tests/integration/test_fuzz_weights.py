@@ -4,7 +4,6 @@ gives a one-line ``PfconvertError``; never another exception."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import timm

@@ -32,7 +32,7 @@ def test_plan_prints_the_table_and_writes_what_it_chose_or_refuses(tmp_path) -> 
 def test_an_unavailable_backend_is_one_line(tmp_path) -> None:
     _register()
     result = CliRunner().invoke(app, ["plan", "mobilenetv2_050", *TINY[:-4], "--backend", "nope"])
-    assert result.exit_code != 0 and "unknown backend 'nope'; choose from cpu" in str(result.exception)
+    assert result.exit_code != 0 and str(result.exception).startswith("unknown backend 'nope'; choose from cpu")
     assert isinstance(result.exception, BackendError) and not isinstance(result.exception, RuleError)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 import pfconvert
 from pfconvert.ops.kernels import FastMaxPool2d
-from pfconvert.report.report import FASTER, SAME, SLOWER
+from pfconvert.report.report import FASTER, SAME
 from pfconvert.rules import load_rules
 from pfconvert.study.groups import StageGroup
 from pfconvert.study.plan import PlanRefused, PlanResult, plan_conversion

@@ -29,5 +29,6 @@ def save_finetuned(model: nn.Module, path: Path) -> Path:
     """Write the fine-tuned student weights atomically as ``path/finetuned.safetensors`` (their metadata names the
     artifact's conversion: :func:`pfconvert.load` refuses them in another artifact); returns the file."""
     target = Path(path) / FINETUNED_FILE
-    save_weights(model, target, metadata=finetuned_metadata(path))
+    in_artifact = (Path(path) / RECIPE_FILE).is_file()  # a run written outside an artifact (library use) has no tag
+    save_weights(model, target, metadata=finetuned_metadata(path) if in_artifact else None)
     return target

@@ -82,6 +82,7 @@ def _finetune(path: Path, config: FinetuneConfig, resume: bool, overwrite: bool,
     teacher = (load_teacher(recipe, path) if config.kd_weight > 0 or config.feature_weight > 0 or config.eval_teacher
                or config.reconstruct_images > 0 else None)
     data_cfg, _ = artifact_data_config(path, recipe, student, config.img_size, trained=False)
+    _check_size(student, recipe.model, data_cfg.input_size, config.img_size)
     warnings = []
     if teacher is not None and recipe.checkpoint is None and (config.kd_weight > 0 or config.feature_weight > 0):
         warnings.append("the original model was converted without a checkpoint (random weights); "
@@ -156,6 +157,7 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
     models = {"student": student} | ({"original": load_teacher(recipe, path)} if original else {})
     summary = read_summary(path)
     data_cfg, origin = artifact_data_config(path, recipe, student, img_size, summary=summary)
+    _check_size(student, recipe.model, data_cfg.input_size, img_size)
     carve_seed = 0
     if val_split is None:
         val_split, carve_seed = _finetune_split(summary)
@@ -203,6 +205,18 @@ def _finetune_classes(summary: dict[str, Any]) -> tuple[str, ...] | None:
     if isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes):
         return tuple(classes)
     return None
+
+
+def _check_size(student: torch.nn.Module, name: str | None, size: tuple[int, int, int], img_size: int | None) -> None:
+    """Refuse, in one line, an ``img_size`` the artifact's model does not take (a ViT built for 224x224), before any
+    data is read (shapes only: see :mod:`pfconvert._inputs`)."""
+    from ..._inputs import check_input
+
+    if img_size is not None:
+        c = size[0]
+        check_input(student, size, what=f"the artifact's model ({name or 'unnamed'})",
+                    fix=f"drop --img-size, or convert again for this size (pfconvert convert {name or 'MODEL'} "
+                        f"--input-size {c},{img_size},{img_size} --kwarg img_size={img_size})")
 
 
 def _finetune_split(summary: dict[str, Any]) -> tuple[float, int]:

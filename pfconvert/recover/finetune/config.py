@@ -19,9 +19,11 @@ __all__ = ["FinetuneConfig", "RESUME_FREE_FIELDS", "make_config", "merge_for_res
 # Fields that may differ on --resume: they change where data is read from, what is logged, or how fast the run goes,
 # not which weights it produces.
 RESUME_FREE_FIELDS = frozenset(
-    {"data", "workers", "max_steps", "log_every", "eval_teacher", "eval_every", "limit_val", "compile",
-     "compile_backend", "bn_recalib_images", "device"}
+    {"data", "workers", "max_steps", "log_every", "eval_teacher", "eval_every", "val_every", "limit_val", "compile",
+     "compile_backend", "bn_recalib_images", "device", "lr_probe_images"}
 )
+# lr_probe_images is free because a resumed run takes the learning rate its start chose from the checkpoint (the probe
+# runs once, before the first step); bn_recalib_images likewise acts before the first step only.
 
 
 class _OneLineErrors(type(BaseModel)):  # type: ignore[misc]
@@ -47,11 +49,18 @@ class FinetuneConfig(BaseModel, metaclass=_OneLineErrors):
                                      "size (epochs is then the number of passes it takes, the last one partial)")
     batch_size: int = Field(64, ge=1, description="images per step and per process")
     opt: str = Field("adamw", description="timm optimizer name (create_optimizer_v2)")
-    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    lr: float | None = Field(None, gt=0, description="peak learning rate (default: chosen for the case by a short "
+                             "probe after reconstruction: each of 1e-3, 3e-4, 1e-4, 3e-5 trains from the same start, "
+                             "the lowest distillation loss on the val split wins; see lr_probe_images)")
+    lr_probe_images: int = Field(2048, ge=0, description="training images of each candidate of the learning-rate "
+                                 "probe (at most the run's own; stated separately from the run's budget; 0: no "
+                                 "probe, 1e-3 when no lr is given)")
     weight_decay: float = Field(0.01, ge=0, description="weight decay (not applied to biases and norms)")
     momentum: float = Field(0.9, ge=0, lt=1, description="momentum for SGD-like optimizers")
     sched: str = Field("cosine", description="timm scheduler name (create_scheduler_v2), stepped per update")
-    warmup_epochs: float = Field(0.2, ge=0, description="linear warm-up length in epochs (may be fractional)")
+    warmup_share: float = Field(0.05, ge=0, lt=1, description="linear warm-up over this share of the run's updates")
+    warmup_epochs: float | None = Field(None, ge=0, description="deprecated: warm-up length in epochs, instead of "
+                                        "warmup_share")
     warmup_lr: float = Field(1e-6, ge=0, description="learning rate at the start of warm-up")
     min_lr: float = Field(1e-6, ge=0, description="learning rate at the end of the schedule")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
@@ -88,13 +97,17 @@ class FinetuneConfig(BaseModel, metaclass=_OneLineErrors):
                                   "not kept by --resume")
     log_every: int = Field(20, ge=1, description="write a step record to metrics.jsonl every N steps")
     eval_every: int = Field(1, ge=1, description="validate every N epochs and after the last one (the best epoch is "
-                            "chosen among the validated ones)")
+                            "chosen among the validated ones), when val_every does not apply")
+    val_every: int | None = Field(None, ge=1, description="validate every N training images and at the end; the best "
+                                  "point's weights are exported (default: 4 points per run when it is shorter than 3 "
+                                  "epochs, else every eval_every epochs)")
     eval_teacher: bool = Field(True, description="validate the teacher once before training")
 
     @model_validator(mode="before")
     @classmethod
     def _legacy(cls, values: Any) -> Any:
-        """Configs saved before the BatchNorm re-estimation was sized in images counted batches."""
+        """Configs saved before the BatchNorm re-estimation was sized in images counted batches. (Configs saved before
+        ``warmup_share`` name ``warmup_epochs``, which then keeps their schedule.)"""
         if isinstance(values, dict) and "bn_recalib_batches" in values:
             values = dict(values)
             batches = values.pop("bn_recalib_batches")

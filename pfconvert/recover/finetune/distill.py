@@ -73,6 +73,12 @@ class _Taps:
         out, self.outputs = self.outputs, {}
         return out
 
+    def remove(self) -> None:
+        """Unregister the hooks."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles, self.outputs = [], {}
+
 
 class DistillationTask(nn.Module):
     """Student forward + teacher forward (no grad) + weighted CE and KD losses.
@@ -121,6 +127,12 @@ class DistillationTask(nn.Module):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         return self
+
+    def remove_hooks(self) -> None:
+        """Unregister the feature hooks from both models (a task built for a learning-rate probe, then dropped)."""
+        for taps in self._taps or ():
+            taps.remove()
+        self._taps = None
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return ``{'loss', 'output', 'task_loss', 'kd_loss', 'feature_loss'}`` for one batch; only ``loss`` carries

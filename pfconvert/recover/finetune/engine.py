@@ -25,7 +25,8 @@ from ..precision import Precision
 from .config import FinetuneConfig
 from .distill import DistillationTask
 
-__all__ = ["Engine", "build_engine", "train_step", "engine_state", "load_engine_state", "sync_batchnorm_stats"]
+__all__ = ["DEFAULT_LR", "Engine", "build_engine", "train_step", "engine_state", "load_engine_state",
+           "sync_batchnorm_stats"]
 
 
 @dataclass
@@ -57,10 +58,14 @@ class Engine:
         return float(self.optimizer.param_groups[0]["lr"])
 
 
-def _optimizer(student: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
+DEFAULT_LR = 1e-3
+"""The peak learning rate when none is given and no probe chooses one (``lr_probe_images`` 0)."""
+
+
+def _optimizer(student: nn.Module, config: FinetuneConfig, lr: float) -> torch.optim.Optimizer:
     """timm optimizer by name; biases and norm parameters get no weight decay."""
     try:
-        return create_optimizer_v2(student, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay,
+        return create_optimizer_v2(student, opt=config.opt, lr=lr, weight_decay=config.weight_decay,
                                    momentum=config.momentum)
     except (AssertionError, ValueError) as exc:
         raise TrainingError(f"cannot create optimizer {config.opt!r}: {exc}; see timm.optim.list_optimizers()") from exc
@@ -68,11 +73,15 @@ def _optimizer(student: nn.Module, config: FinetuneConfig) -> torch.optim.Optimi
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, steps_per_epoch: int,
                total_steps: int) -> Scheduler | None:
-    """timm scheduler stepped per update over the run's ``total_steps``, with linear warm-up over ``warmup_epochs``
-    (of ``steps_per_epoch`` updates each)."""
-    epochs, per_epoch, warmup = config.epochs, steps_per_epoch, config.warmup_epochs
+    """timm scheduler stepped per update over the run's ``total_steps``, with linear warm-up over ``warmup_share`` of
+    them (or, where the deprecated ``warmup_epochs`` is set, over that many epochs of ``steps_per_epoch`` updates)."""
+    epochs, per_epoch = config.epochs, steps_per_epoch
     if total_steps != config.epochs * steps_per_epoch:  # a budget in images: one "epoch" of total_steps updates
-        epochs, per_epoch, warmup = 1, total_steps, config.warmup_epochs * steps_per_epoch / total_steps
+        epochs, per_epoch = 1, total_steps
+    if config.warmup_epochs is not None:
+        warmup = config.warmup_epochs * steps_per_epoch / per_epoch
+    else:
+        warmup = config.warmup_share * total_steps / per_epoch  # in timm's "epochs" of per_epoch updates
     try:
         scheduler, _ = create_scheduler_v2(
             optimizer, sched=config.sched, num_epochs=epochs, warmup_epochs=warmup, warmup_lr=config.warmup_lr,
@@ -84,15 +93,19 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, steps_p
 
 
 def build_engine(student: nn.Module, teacher: nn.Module | None, config: FinetuneConfig, precision: Precision,
-                 ctx: DistContext, steps_per_epoch: int, total_steps: int | None = None) -> Engine:
-    """Place the models, build optimizer/scheduler/scaler/EMA, then compile and DDP-wrap the student if asked."""
+                 ctx: DistContext, steps_per_epoch: int, total_steps: int | None = None,
+                 lr: float | None = None) -> Engine:
+    """Place the models, build optimizer/scheduler/scaler/EMA, then compile and DDP-wrap the student if asked.
+
+    ``lr`` is the peak learning rate (default: ``config.lr``, else :data:`DEFAULT_LR`).
+    """
     memory_format = torch.channels_last if precision.channels_last else torch.preserve_format
     student.to(device=precision.device, memory_format=memory_format)
     if teacher is not None:
         teacher.to(device=precision.device, memory_format=memory_format)
     task = DistillationTask(student, teacher, config.temperature, config.kd_weight, config.task_weight,
                             config.smoothing, config.freeze_bn, config.feature_weight)
-    optimizer = _optimizer(student, config)
+    optimizer = _optimizer(student, config, lr if lr is not None else config.lr or DEFAULT_LR)
     engine = Engine(
         task=task, student=student, optimizer=optimizer, scheduler=_scheduler(optimizer, config, steps_per_epoch,
                                                                      total_steps or config.epochs * steps_per_epoch),

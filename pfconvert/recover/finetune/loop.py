@@ -1,9 +1,11 @@
 """The training loop as a generator of events (after spaCy's ``train_while_improving``).
 
 :func:`train_loop` yields a :class:`StepEvent` after every optimisation step and an :class:`EpochEvent` after every
-epoch. It never prints, logs or saves: the consumer (:mod:`pfconvert.recover.finetune.runner`) does that, and may stop
-at any event; :class:`RunState` is then consistent and checkpointing it allows an exact resume. The loop returns when
-the last epoch is done or ``max_steps`` is reached.
+epoch, and after each validation point inside an epoch (:func:`validation_interval`: every ``val_every`` images, or
+four points in a run shorter than three epochs; its record's ``event`` is ``val``). It never prints, logs or saves:
+the consumer (:mod:`pfconvert.recover.finetune.runner`) does that, and may stop at any event; :class:`RunState` is then
+consistent and checkpointing it allows an exact resume. The loop returns when the last epoch is done or ``max_steps``
+is reached.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ from .engine import Engine, sync_batchnorm_stats, train_step
 from .loaders import DataBundle, train_loader
 from .start import FinetuneStart
 
-__all__ = ["total_steps", "RunState", "StepEvent", "EpochEvent", "NonFiniteLossError", "check_finite", "train_loop"]
+__all__ = ["total_steps", "validation_interval", "SHORT_RUN_EPOCHS", "VAL_POINTS", "RunState", "StepEvent",
+           "EpochEvent", "NonFiniteLossError", "check_finite", "train_loop"]
 
 LOSS_NAMES = ("loss", "task_loss", "kd_loss")
+SHORT_RUN_EPOCHS = 3
+"""A run shorter than this many epochs is validated at :data:`VAL_POINTS` points by default, not once per epoch."""
+VAL_POINTS = 4
 
 
 class NonFiniteLossError(TrainingError):
@@ -49,6 +55,12 @@ class RunState:
     global_step: int = 0
     best_top1: float = -1.0
     best_epoch: int = 0
+    best_step: int = 0
+    """Global step of the best validation point (0: the start, or a checkpoint written before mid-epoch points)."""
+    lr: float | None = None
+    """The peak learning rate the run trains with (None in checkpoints written before it was chosen per run)."""
+    lr_choice: dict[str, Any] = field(default_factory=dict)
+    """How ``lr`` was chosen: ``method`` (``given``, ``probe``, ``default``) and the probe's measurements."""
     loss_sums: torch.Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.float64))
     epoch_seconds: float = 0.0
     train_seconds: float = 0.0
@@ -69,7 +81,7 @@ class RunState:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> RunState:
-        """Inverse of :meth:`as_dict`."""
+        """Inverse of :meth:`to_dict`."""
         return cls(**{**state, "start": FinetuneStart.from_dict(state.get("start"))})
 
 
@@ -106,6 +118,17 @@ def total_steps(config: FinetuneConfig, steps_per_epoch: int, world_size: int = 
     if config.train_images is None:
         return config.epochs * steps_per_epoch
     return max(1, math.ceil(config.train_images / (config.batch_size * world_size)))
+
+
+def validation_interval(config: FinetuneConfig, steps_per_epoch: int, total: int, world_size: int = 1) -> int | None:
+    """Steps between validation points inside the run: ``val_every`` images (rounded to whole steps), else a
+    :data:`VAL_POINTS`-th of a run shorter than :data:`SHORT_RUN_EPOCHS` epochs; None: validate every ``eval_every``
+    epochs. The end of the run is always validated."""
+    if config.val_every is not None:
+        return max(1, round(config.val_every / (config.batch_size * world_size)))
+    if total < SHORT_RUN_EPOCHS * steps_per_epoch:
+        return max(1, math.ceil(total / VAL_POINTS))
+    return None
 
 
 def check_finite(run: RunState, ctx: DistContext, models: Sequence[nn.Module] = ()) -> None:
@@ -153,39 +176,72 @@ def _epoch_steps(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx
         run.train_seconds += seconds
         yield StepEvent(run.epoch, run.step_in_epoch, run.steps_per_epoch, run.global_step, total,
                         len(targets) * ctx.world_size, seconds, engine.lr, losses)
+        if _mid_epoch_point(config, ctx, run):
+            yield _validate_mid_epoch(engine, bundle, config, ctx, run)
+            engine.task.train()
         if config.max_steps is not None and run.global_step >= config.max_steps:
             return
         clock = time.perf_counter()
 
 
-def _finish_epoch(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx: DistContext,
-                  run: RunState) -> EpochEvent:
-    """Validate (every ``config.eval_every`` epochs and after the last), summarise the epoch's training losses over
-    all processes, and advance ``run`` to the next epoch."""
+def _mid_epoch_point(config: FinetuneConfig, ctx: DistContext, run: RunState) -> bool:
+    """Whether the run, where it stands, is at a validation point inside an epoch that is not validated yet (the
+    ends of epochs are :func:`_finish_epoch`'s). After a stop at such a point, a resumed run validates it first."""
+    total, _ = run.planned(config)
+    interval = validation_interval(config, run.steps_per_epoch, total, ctx.world_size)
+    return (interval is not None and 0 < run.step_in_epoch < run.steps_per_epoch and run.global_step < total
+            and run.global_step % interval == 0
+            and not (run.history and run.history[-1].get("step") == run.global_step))
+
+
+def _validate(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx: DistContext, run: RunState,
+              event: str, validate: bool) -> EpochEvent:
+    """The record of the run where it stands (the epoch's training losses so far, over all processes; the
+    validation when ``validate``), appended to the history; the best point so far updated."""
     sync_batchnorm_stats(engine, ctx)
     pin = engine.precision.device.type == "cuda"
-    done = run.epoch + 1
     val = None
-    if done % config.eval_every == 0 or done == run.planned(config)[1]:
+    if validate:
         val = evaluate(engine.eval_model, eval_loader(bundle.val, config.batch_size, config.workers, ctx.rank,
                                                        ctx.world_size, pin), engine.precision, ctx)
     totals = all_reduce_sum(run.loss_sums, ctx) / ctx.world_size
     steps = max(run.step_in_epoch, 1)
     images = run.step_in_epoch * config.batch_size * ctx.world_size
     record: dict[str, Any] = {
-        "event": "epoch", "epoch": done, "step": run.global_step,
+        "event": event, "epoch": run.epoch + 1, "step": run.global_step,
+        "images": run.global_step * config.batch_size * ctx.world_size,
         **{f"train_{name}": value / steps for name, value in zip(LOSS_NAMES, totals.tolist())},
         **(val.to_dict("val_") if val is not None else {}), "lr": engine.lr, "seconds": run.epoch_seconds,
         "images_per_s": images / run.epoch_seconds if run.epoch_seconds > 0 else 0.0,
     }
     is_best = val is not None and val.top1 > run.best_top1
     if is_best:
-        run.best_top1, run.best_epoch = val.top1, done
+        assert val is not None
+        run.best_top1, run.best_epoch, run.best_step = val.top1, run.epoch + 1, run.global_step
     record["best"] = is_best
     run.history.append(record)
+    return EpochEvent(record, is_best)
+
+
+def _validate_mid_epoch(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx: DistContext,
+                        run: RunState) -> EpochEvent:
+    """Validate at a point inside an epoch (:func:`validation_interval`); the run stays where it is."""
+    return _validate(engine, bundle, config, ctx, run, "val", True)
+
+
+def _finish_epoch(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx: DistContext,
+                  run: RunState) -> EpochEvent:
+    """Validate (at the run's end; at a validation point of :func:`validation_interval`, or where that is None every
+    ``config.eval_every`` epochs), summarise the epoch's training losses over all processes, and advance ``run`` to
+    the next epoch."""
+    done = run.epoch + 1
+    total, epochs = run.planned(config)
+    interval = validation_interval(config, run.steps_per_epoch, total, ctx.world_size)
+    due = (run.global_step % interval == 0) if interval is not None else done % config.eval_every == 0
+    event = _validate(engine, bundle, config, ctx, run, "epoch", due or done == epochs)
     run.epoch, run.step_in_epoch, run.epoch_seconds = run.epoch + 1, 0, 0.0
     run.loss_sums = torch.zeros_like(run.loss_sums)
-    return EpochEvent(record, is_best)
+    return event
 
 
 def train_loop(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx: DistContext,
@@ -199,6 +255,8 @@ def train_loop(engine: Engine, bundle: DataBundle, config: FinetuneConfig, ctx: 
     while run.epoch < epochs:
         if config.max_steps is not None and run.global_step >= config.max_steps:
             return
+        if _mid_epoch_point(config, ctx, run):  # resumed after a stop at a validation point, before validating it
+            yield _validate_mid_epoch(engine, bundle, config, ctx, run)
         yield from _epoch_steps(engine, bundle, config, ctx, run)
         if run.step_in_epoch < run.steps_per_epoch and run.global_step < total:
             return  # stopped early by max_steps, mid-epoch

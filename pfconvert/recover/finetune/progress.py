@@ -25,10 +25,13 @@ def start_line(info: dict[str, Any]) -> str:
 
 
 def epoch_line(record: dict[str, Any]) -> str:
-    """One line summarising an epoch record (training losses, validation, speed)."""
+    """One line summarising an epoch record, or a validation point's inside an epoch (training losses of the epoch
+    so far, validation, speed)."""
     val = (f"val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}% loss {record['val_loss']:.4f}"
            if "val_top1" in record else "not validated")
-    return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} (ce {record['train_task_loss']:.4f}, "
+    where = (f"step {record['step']} (epoch {record['epoch']}, {record['images']} images)"
+             if record.get("event") == "val" else f"epoch {record['epoch']}")
+    return (f"{where}: train loss {record['train_loss']:.4f} (ce {record['train_task_loss']:.4f}, "
             f"kd {record['train_kd_loss']:.4f}) | {val} | {record['images_per_s']:.0f} img/s, "
             f"{record['seconds']:.1f} s")
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..._deprecated import deprecated_alias
 from ..._files import atomic_write
+from ..._json import strict_dumps
 from ...conversion.artifact import SUMMARY_FILE
 from .start import FinetuneStart
 
@@ -49,6 +50,11 @@ class FinetuneResult:
     """What the ``train`` and ``val`` splits were (``val`` chose the best epoch; figures belong to ``test``)."""
     classes: list[str] = field(default_factory=list)
     """The class names, label i = ``classes[i]``: ``eval`` requires the same classes of any data it is given."""
+    lr: float | None = None
+    """The peak learning rate the run trained with (``config.lr`` is None when it was chosen by the probe)."""
+    lr_choice: dict[str, Any] = field(default_factory=dict)
+    """How ``lr`` was chosen: ``method`` ``given`` (``--lr``), ``probe`` (with each candidate's validation loss and
+    top-1, and the probe's images) or ``default``; empty for a resumed run (its first part chose)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``start`` in its stored layout: :meth:`FinetuneStart.to_dict`)."""
@@ -58,7 +64,7 @@ class FinetuneResult:
 
     def to_json(self) -> str:
         """Indented JSON."""
-        return json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+        return strict_dumps(self.to_dict(), indent=2, default=str) + "\n"
 
 
 def write_summary(result: FinetuneResult, directory: Path) -> Path:
@@ -96,4 +102,4 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         """Append one record."""
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, default=float) + "\n")
+            handle.write(strict_dumps(record, default=float) + "\n")

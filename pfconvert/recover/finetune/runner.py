@@ -41,9 +41,10 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import FinetuneConfig
-from .engine import Engine, build_engine, engine_state, load_engine_state
+from .engine import DEFAULT_LR, Engine, build_engine, engine_state, load_engine_state
 from .loaders import DataBundle, check_resume_data, prepare_data, recalibration_loader, steps_per_epoch
 from .loop import EpochEvent, NonFiniteLossError, RunState, StepEvent, check_finite, total_steps, train_loop
+from .lr_probe import CANDIDATES, probe_lr, probe_steps
 from .progress import Reporter
 from .results import METRICS_FILE, FinetuneResult, MetricsLog, write_summary
 from .signals import StopRequest
@@ -250,9 +251,15 @@ class _Job:
                                 f"{bad[0]}); reconvert from a finite checkpoint")
         spe = steps_per_epoch(self.bundle, self.config, self.ctx.world_size)
         total = total_steps(self.config, spe, self.ctx.world_size)
-        self.engine = build_engine(self.student, teacher, self.config, self.precision, self.ctx, spe, total)
         if state is None:
-            self.run_state = RunState(steps_per_epoch=spe, total_steps=total, start=start)
+            lr, lr_choice = self._choose_lr(teacher, total)
+        else:  # the rate the run started with (checkpoints written before it was recorded: the config's)
+            lr = state["run"].get("lr") if isinstance(state.get("run"), dict) else None
+            lr = float(lr) if lr is not None else self.config.lr or DEFAULT_LR
+            lr_choice = {}
+        self.engine = build_engine(self.student, teacher, self.config, self.precision, self.ctx, spe, total, lr=lr)
+        if state is None:
+            self.run_state = RunState(steps_per_epoch=spe, total_steps=total, start=start, lr=lr, lr_choice=lr_choice)
             if self.ctx.is_main:  # only now, with data and settings checked, are the earlier run's files dropped
                 for path in self._earlier_run_files():
                     path.unlink()
@@ -265,6 +272,7 @@ class _Job:
             try:
                 load_engine_state(self.engine, state["engine"])
                 self.run_state = RunState.from_dict(state["run"])
+                self.run_state.lr = lr
                 restore_rng(state["rng"][self.ctx.rank])
             except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
                 raise CheckpointError(f"{self.ckpt_dir / LAST_FILE} does not fit this run ({one_line(exc, 200)}); "
@@ -274,6 +282,23 @@ class _Job:
                 self.log.truncate_after(self.run_state.global_step)
         self._report_start(resumed=state is not None)
 
+    def _choose_lr(self, teacher: nn.Module | None, total: int) -> tuple[float, dict[str, Any]]:
+        """The run's peak learning rate and how it was chosen: ``config.lr`` when given, else a validated probe from
+        the start (:func:`~pfconvert.recover.finetune.lr_probe.probe_lr`), else :data:`DEFAULT_LR`."""
+        assert self.bundle is not None
+        if self.config.lr is not None:
+            return self.config.lr, {"method": "given", "lr": self.config.lr}
+        steps = probe_steps(self.config, total)
+        if steps == 0:
+            self.reporter.note(f"lr {DEFAULT_LR:.0e}: the default (no --lr, and the probe is off: --lr-probe-images 0)")
+            return DEFAULT_LR, {"method": "default", "lr": DEFAULT_LR}
+        with self.reporter.phase(f"choosing the learning rate: {len(CANDIDATES)} candidates x {steps} steps from the "
+                                 "start", len(CANDIDATES) * steps, "steps") as advance:
+            probe = probe_lr(self.student, teacher, self.config, self.bundle, self.precision, self.ctx, total,
+                             advance=advance)
+        self.reporter.note(probe.describe())
+        return probe.lr, probe.to_dict()
+
     def _keep_start(self) -> None:
         """Make the start (after reconstruction and BatchNorm re-estimation) the best so far, "epoch 0": it is
         checkpointed as ``best.pt`` and exported, and an epoch becomes the best only by beating its top-1. A short run
@@ -282,7 +307,7 @@ class _Job:
         start = self.run_state.start.record()
         if start is None:
             return
-        self.run_state.best_top1, self.run_state.best_epoch = start["val_top1"], 0
+        self.run_state.best_top1, self.run_state.best_epoch, self.run_state.best_step = start["val_top1"], 0, 0
         self._keep_best(self._save())
 
     def _keep_best(self, last: Path) -> None:
@@ -300,7 +325,7 @@ class _Job:
         info = {"device": str(self.precision.device), "precision": self.precision.name,
                 "processes": self.ctx.world_size, "train images": len(self.bundle.train),
                 "val images": len(self.bundle.val), "steps/epoch": run.steps_per_epoch,
-                "epochs": run.planned(self.config)[1],
+                "epochs": run.planned(self.config)[1], "lr": f"{run.lr:.1e}" if run.lr is not None else None,
                 "resumed at": f"epoch {run.epoch + 1} step {run.step_in_epoch}" if resumed else None}
         self.reporter.start(info)
         for warning in self.warnings if not resumed else []:
@@ -355,7 +380,7 @@ class _Job:
         return path
 
     def _on_epoch(self, event: EpochEvent) -> None:
-        """Checkpoint every epoch; keep the best one and export its weights."""
+        """Checkpoint at every epoch's end and validation point; keep the best one and export its weights."""
         assert self.engine is not None
         last = self._save()
         if self.ctx.is_main:
@@ -423,7 +448,9 @@ class _Job:
             return "no checkpoint was written yet"
         text = f"last good checkpoint kept: {kept} (global step {self.saved_step})"
         if self.exported is not None and self.run_state is not None:
-            best = "the start" if self.run_state.best_epoch == 0 else f"epoch {self.run_state.best_epoch}"
+            run = self.run_state
+            best = ("the start" if run.best_epoch == 0 else f"epoch {run.best_epoch}"
+                    + (f", step {run.best_step}" if run.best_step else ""))
             text += f"; {self.exported} holds the best finite weights ({best})"
         return text
 
@@ -434,7 +461,8 @@ class _Job:
         assert self.run_state is not None
         run, history = self.run_state, self.run_state.history
         best = (run.start.record() if run.best_epoch == 0 else
-                next((rec for rec in history if rec["epoch"] == run.best_epoch), None))
+                next((rec for rec in history if "val_top1" in rec and (
+                    rec["step"] == run.best_step if run.best_step else rec["epoch"] == run.best_epoch)), None))
         images = run.global_step * self.config.batch_size * self.ctx.world_size
         return FinetuneResult(
             status=status, artifact=str(self.out_dir), epochs=run.planned(self.config)[1], epochs_done=run.epoch,
@@ -444,7 +472,8 @@ class _Job:
             start=run.start, best=best, final=next((rec for rec in reversed(history) if "val_top1" in rec), None),
             finetuned_weights=str(self.exported) if self.exported else _existing(self.out_dir / FINETUNED_FILE),
             checkpoint=str(self.ckpt_dir / LAST_FILE), metrics_log=str(self.log.path),
-            config=self.config.model_dump(), data_config=self.data_cfg.to_dict(),
+            config=self.config.model_dump(), data_config=self.data_cfg.to_dict(), lr=run.lr,
+            lr_choice=run.lr_choice,
             splits={"train": self.bundle.train.description, "val": self.bundle.val.description}
             if self.bundle is not None else {},
             classes=list(self.bundle.classes) if self.bundle is not None else [],
@@ -458,7 +487,7 @@ class _Job:
             assert self.run_state is not None
             start = self.run_state.start.record()
             if self.run_state.best_epoch == 0 and start is not None and self.run_state.epoch > 0:
-                self.reporter.warn(f"no validated epoch beat the start ({start['val_top1']:.2f}% top-1): the exported "
+                self.reporter.warn(f"no validation point beat the start ({start['val_top1']:.2f}% top-1): the exported "
                                    "weights are the start's; try a lower --lr")
         finally:
             self.reporter.close()
