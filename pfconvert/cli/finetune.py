@@ -1,22 +1,20 @@
 """``pfconvert finetune``: recover a converted model's accuracy by distillation from its original model.
 
-The command's options are generated from :class:`~pfconvert.recover.finetune.config.FinetuneConfig`: one flag per
-field (``--batch-size`` for ``batch_size``, ``--ema/--no-ema`` for a bool), its help the field's description and
-default. Only the flags a user gives override the config (or the saved config on ``--resume``). :data:`PANELS` groups
-them in ``--help``; a field missing from it fails at import, so a new config field cannot go without a flag.
+The command's options are generated from the settings of
+:class:`~pfconvert.recover.finetune.config.FinetuneConfig`: one flag per field (``--batch-size`` for ``batch_size``,
+``--ema/--no-ema`` for a bool), its help the field's description and default. Only the flags a user gives override
+the config (or the saved config on ``--resume``). :data:`PANELS` groups them in ``--help``; a field missing from it
+fails at import, so a new config field cannot go without a flag.
 
-The fields are read from the config's source (:func:`config_fields`), not by importing it: importing pydantic would
-double the command line's start-up time; a test checks they are the fields pydantic sees.
+The fields are the rows of :data:`pfconvert.recover.finetune.settings.SETTINGS`, the table ``FinetuneConfig`` is
+built from; that module imports neither pydantic nor torch, which would double the command line's start-up time.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import inspect
 import time
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -26,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import TrainingError
+from ..recover.finetune.settings import settings
 from . import _options as o
 from ._console import err_console, out_console
 from .app import INTERRUPTED, app, on_interrupt
@@ -33,8 +32,7 @@ from .app import INTERRUPTED, app, on_interrupt
 if TYPE_CHECKING:
     from ..recover.finetune.results import FinetuneResult
 
-__all__ = ["PANELS", "ALIASES", "FIELDS", "ConfigField", "config_fields", "flag_of", "finetune_command",
-           "render_result"]
+__all__ = ["PANELS", "ALIASES", "FIELDS", "flag_of", "finetune_command", "render_result"]
 
 PANELS: dict[str, tuple[str, ...]] = {
     "Data": ("data", "img_size", "augment", "val_split", "limit_train", "limit_val", "workers"),
@@ -49,46 +47,8 @@ PANELS: dict[str, tuple[str, ...]] = {
 ALIASES: dict[str, tuple[str, ...]] = {"task_weight": ("--ce-weight",)}
 """Extra flag names of a field (earlier names kept working)."""
 
-
-
-@dataclass(frozen=True)
-class ConfigField:
-    """A field of ``FinetuneConfig`` as the command line needs it."""
-
-    name: str
-    annotation: Any
-    default: Any
-    required: bool
-    description: str
-
-
-def config_fields() -> dict[str, ConfigField]:
-    """``FinetuneConfig``'s fields, in order, read from the class body in ``config.py`` (each ``name: type =
-    Field(default, ..., description=...)``); from pydantic itself where the source cannot be read."""
-    spec = importlib.util.find_spec("pfconvert.recover.finetune.config")
-    try:
-        tree = ast.parse(Path(spec.origin).read_text())  # type: ignore[union-attr, arg-type]
-    except (OSError, TypeError, AttributeError, SyntaxError):
-        from ..recover.finetune.config import FinetuneConfig
-
-        return {name: ConfigField(name, f.annotation, f.default, f.is_required(), f.description or "")
-                for name, f in FinetuneConfig.model_fields.items()}
-    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "FinetuneConfig").body
-    fields = {}
-    for node in body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and
-                isinstance(node.value, ast.Call)):
-            continue
-        call, name = node.value, node.target.id
-        keywords = {k.arg: k.value for k in call.keywords}
-        default = call.args[0] if call.args else keywords.get("default")
-        annotation = eval(ast.unparse(node.annotation), {"Literal": typing.Literal})  # noqa: S307 - our own source
-        fields[name] = ConfigField(name, annotation, ast.literal_eval(default) if default else None, default is None,
-                                   ast.literal_eval(keywords["description"]))
-    return fields
-
-
-FIELDS = config_fields()
+FIELDS = settings()
+"""The config's settings by name: one flag each."""
 _missing = set(FIELDS) ^ {name for names in PANELS.values() for name in names}
 if _missing:
     raise RuntimeError(f"FinetuneConfig fields and the finetune command's PANELS differ: {sorted(_missing)}")
@@ -111,7 +71,7 @@ def _cli_type(annotation: Any) -> tuple[type, str]:
 
 def _option(name: str, panel: str) -> inspect.Parameter:
     field = FIELDS[name]
-    kind, extra = _cli_type(field.annotation)
+    kind, extra = _cli_type(field.type)
     text = field.description or name
     text = text[0].upper() + text[1:]
     if not field.required and "(default:" not in text:  # a description may say what its default means

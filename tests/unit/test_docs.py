@@ -24,13 +24,15 @@ def test_every_config_field_has_one_finetune_flag() -> None:
 
 
 def test_the_flags_are_generated_from_the_fields_pydantic_sees() -> None:
-    """The command line reads FinetuneConfig's fields from its source (to start without pydantic): the same ones."""
+    """The command line reads FinetuneConfig's settings table (to start without pydantic): pydantic's fields are its
+    rows, with the same types, defaults, bounds and descriptions."""
     assert list(FIELDS) == list(FinetuneConfig.model_fields)
     for name, field in FinetuneConfig.model_fields.items():
-        read = FIELDS[name]
-        assert (read.annotation, read.required, read.description) == (field.annotation, field.is_required(),
-                                                                      field.description)
-        assert read.required or read.default == field.default
+        row = FIELDS[name]
+        assert (row.type, row.required, row.description) == (field.annotation, field.is_required(), field.description)
+        assert row.required or row.default == field.default
+        bounds = {key: getattr(m, key) for m in field.metadata for key in ("ge", "gt", "lt", "le") if hasattr(m, key)}
+        assert bounds == row.bounds, name
 
 
 def test_the_finetune_flags_the_docs_name_exist() -> None:
