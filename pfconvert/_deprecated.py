@@ -1,4 +1,5 @@
-"""Old names kept for one release: each use warns (``DeprecationWarning``) and names the new one.
+"""Old names kept for one release: each use warns (``DeprecationWarning``) and names the new one. (The command
+line's old option names warn with the same line on stderr: :func:`pfconvert.cli._options.renamed`.)
 
 Example::
 
@@ -17,7 +18,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["deprecated_alias", "renamed_kwargs", "REMOVED_IN"]
+__all__ = ["deprecated_alias", "renamed_kwargs", "deprecation_message", "REMOVED_IN"]
 
 REMOVED_IN = "0.2"
 """The release that drops the old names."""
@@ -25,9 +26,13 @@ REMOVED_IN = "0.2"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def deprecation_message(old: str, new: str) -> str:
+    """The one line every old name warns with (the command line prints it for its old option names)."""
+    return f"{old} is deprecated and will be removed in pfconvert {REMOVED_IN}; use {new}"
+
+
 def _warn(old: str, new: str) -> None:
-    warnings.warn(f"{old} is deprecated and will be removed in pfconvert {REMOVED_IN}; use {new}",
-                  DeprecationWarning, stacklevel=3)
+    warnings.warn(deprecation_message(old, new), DeprecationWarning, stacklevel=3)
 
 
 def deprecated_alias(old: str, new: str) -> Any:

@@ -5,21 +5,25 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NamedTuple, Optional
 
 import typer
 
 from ..errors import PfconvertError
 
 __all__ = ["ModelArg", "ArtifactArg", "RuleOpt", "CheckpointOpt", "PretrainedOpt", "PretrainedFileOpt",
-           "NumClassesOpt", "InChansOpt", "InputSizeOpt", "InterpolationOpt", "CropPctOpt", "CropModeOpt", "MeanOpt",
-           "StdOpt", "KwargOpt", "AllowEmptyOpt", "JsonOpt", "model_kwargs", "data_overrides", "parse_input_size",
-           "parse_int_list", "parse_floats", "finite", "json_text", "img_size_fix", "MAX_BATCH", "MAX_SIDE"]
+           "NumClassesOpt", "InChansOpt", "InputSizeOpt", "SideSizeOpt", "ImgSizeOpt", "DataOpt", "ValSplitOpt",
+           "BnRecalibOpt", "EvalBatchSizeOpt", "LimitOpt", "LimitValOpt",
+           "InterpolationOpt", "CropPctOpt", "CropModeOpt", "MeanOpt", "StdOpt", "KwargOpt", "AllowEmptyOpt",
+           "JsonOpt", "InputSize", "model_kwargs", "data_overrides", "parse_input_size", "side_size", "artifact_side", "renamed", "parse_int_list",
+           "parse_floats", "finite", "json_text", "img_size_fix", "MAX_BATCH", "MAX_SIDE", "MIN_SIDE"]
 
 MAX_BATCH = 65536
 """Largest batch size accepted (memory is checked as well, against the model's activations)."""
 MAX_SIDE = 16384
 """Largest input height or width accepted (memory is checked as well)."""
+MIN_SIDE = 8
+"""Smallest input side the commands that feed a dataset accept (eval, plan, sensitivity, finetune)."""
 
 
 def finite(param: typer.CallbackParam, value: Any) -> Any:
@@ -31,11 +35,11 @@ def finite(param: typer.CallbackParam, value: Any) -> Any:
 
 
 def img_size_fix(img_size: int | None) -> str:
-    """How to give a timm model built for a fixed input size (a ViT) the size ``--img-size`` asks for."""
+    """How to give a timm model built for a fixed input size (a ViT) the size ``--input-size`` asks for."""
     if img_size is None:
         return ""
     return (f"pass --kwarg img_size={img_size} (timm builds the model for that size) or --kwarg dynamic_img_size=true "
-            "(where the model supports it), or drop --img-size")
+            "(where the model supports it), or drop --input-size")
 
 
 def json_text(data: Any, **kwargs: Any) -> str:
@@ -74,7 +78,26 @@ StdOpt = Annotated[Optional[str], typer.Option(
 NumClassesOpt = Annotated[Optional[int], typer.Option(min=1, help="Classifier size passed to timm.create_model.")]
 InChansOpt = Annotated[Optional[int], typer.Option(min=1, help="Input channels passed to timm.create_model.")]
 InputSizeOpt = Annotated[Optional[str], typer.Option(
-    help="Input size C,H,W of the traced forward (default: the model's pretrained config).")]
+    "--input-size", help="Input size of the traced forward: C,H,W, or N for N x N at the model's channels (default: "
+    "the model's pretrained config).")]
+SideSizeOpt = Annotated[Optional[str], typer.Option(
+    "--input-size", help="Input height and width N in pixels (or C,N,N with the model's channels C), instead of the "
+    "model's.", show_default=False)]
+ImgSizeOpt = Annotated[Optional[str], typer.Option(
+    "--img-size", hidden=True, help="Deprecated name of --input-size (removed in pfconvert 0.2).")]
+DataOpt = Annotated[str, typer.Option(
+    "--data", help="ImageFolder dir (train/, val/), IDX dir, or 'fashion-mnist'.")]
+ValSplitOpt = Annotated[float, typer.Option(
+    "--val-split", min=0.0, max=0.99, callback=finite, help="Share of the training images carved out (seeded) as the "
+    "validation split (0: the data's val/ folder, with test/); the test split is never used.")]
+BnRecalibOpt = Annotated[int, typer.Option(
+    "--bn-recalib-images", min=0, help="Re-estimate BatchNorm on N other training images per converted variant "
+    "(0: off).")]
+EvalBatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Evaluation batch size.")]
+LimitOpt = Annotated[Optional[int], typer.Option(
+    "--limit", min=1, help="Evaluate on a fixed random subset of N validation images.")]
+LimitValOpt = Annotated[Optional[int], typer.Option(
+    "--limit-val", min=1, hidden=True, help="Deprecated name of --limit (removed in pfconvert 0.2).")]
 KwargOpt = Annotated[Optional[list[str]], typer.Option(
     "--kwarg", help="Extra timm.create_model kwarg KEY=VALUE (VALUE parsed as JSON when it can be); repeatable.")]
 AllowEmptyOpt = Annotated[bool, typer.Option(help="Do not fail when the rule matches no layer.")]
@@ -123,23 +146,114 @@ def data_overrides(interpolation: str | None, crop_pct: float | None, crop_mode:
     return {key: value for key, value in given.items() if value is not None}
 
 
-def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
-    """``"3,224,224"`` -> (3, 224, 224)."""
+class InputSize(NamedTuple):
+    """An ``--input-size`` as given: ``N`` (channels None: the model's, N x N) or ``C,H,W``."""
+
+    channels: int | None
+    height: int
+    width: int
+    option: str = "--input-size"
+
+    def __str__(self) -> str:
+        return str(self.height) if self.channels is None else f"{self.channels},{self.height},{self.width}"
+
+    def shape(self, channels: int) -> tuple[int, int, int]:
+        """(C, H, W): the given channels, else ``channels`` (the model's)."""
+        return (self.channels if self.channels is not None else channels, self.height, self.width)
+
+    def side(self, channels: int | None = None) -> int:
+        """The side of a square size, for the commands that take one; a given C must be the model's ``channels``.
+
+        Raises:
+            PfconvertError: the size is not square, or its channels are not the model's.
+        """
+        if self.height != self.width:
+            raise PfconvertError(f"{self.option} {self}: this command takes a square input (height = width); give N "
+                                 f"such as {self.height}, or C,N,N")
+        if channels is not None and self.channels is not None and self.channels != channels:
+            raise PfconvertError(f"{self.option} {self}: the model takes {channels} input channels, not "
+                                 f"{self.channels}; give {self.height} or {channels},{self.height},{self.width}")
+        return self.height
+
+
+def parse_input_size(text: str | None, option: str = "--input-size", minimum: int = 1) -> InputSize | None:
+    """``"3,224,224"`` -> InputSize(3, 224, 224); ``"64"`` -> InputSize(None, 64, 64) (the model's channels).
+
+    Raises:
+        PfconvertError: not N or C,H,W, a side under ``minimum`` or too large (one line naming ``option``).
+    """
     if text is None:
         return None
     try:
-        c, h, w = (int(v) for v in text.replace("x", ",").split(","))
+        values = [int(v) for v in text.replace("x", ",").split(",")]
     except ValueError:
-        raise PfconvertError(f"--input-size {text!r}: expected C,H,W such as 3,224,224") from None
-    if min(c, h, w) < 1:
-        raise PfconvertError(f"--input-size {text!r}: sizes must be positive")
-    if max(h, w) > MAX_SIDE or c > 4096:
-        raise PfconvertError(f"--input-size {text!r}: at most {MAX_SIDE} pixels a side and 4096 channels; give a size "
+        values = []
+    if len(values) not in (1, 3):
+        raise PfconvertError(f"{option} {text!r}: expected N (height = width) such as 224, or C,H,W such as "
+                             "3,224,224")
+    c, h, w = (None, values[0], values[0]) if len(values) == 1 else values
+    if min(h, w) < minimum or (c is not None and c < 1):
+        raise PfconvertError(f"{option} {text!r}: sizes must be positive" if minimum <= 1 else
+                             f"{option} {text!r}: at least {minimum} pixels a side")
+    if max(h, w) > MAX_SIDE or (c or 0) > 4096:
+        raise PfconvertError(f"{option} {text!r}: at most {MAX_SIDE} pixels a side and 4096 channels; give a size "
                              "such as 3,224,224")
     from .._inputs import check_memory
 
-    check_memory(None, (c, h, w), {"--input-size": [1]})  # the probe image alone must fit
-    return c, h, w
+    check_memory(None, (c or 3, h, w), {option: [1]})  # the probe image alone must fit
+    return InputSize(c, h, w, option)
+
+
+def side_size(input_size: str | None, img_size: str | None) -> InputSize | None:
+    """The square ``--input-size`` of the commands that feed a dataset (or its deprecated name ``--img-size``),
+    parsed; :meth:`InputSize.side` checks it against the model."""
+    text = renamed("--img-size", img_size, "--input-size", input_size)
+    size = parse_input_size(text, "--img-size" if img_size is not None else "--input-size", MIN_SIDE)
+    if size is not None:
+        size.side()  # square, before any work
+    return size
+
+
+def artifact_side(size: InputSize | None, artifact: Path) -> int | None:
+    """The side of a square ``--input-size`` given for an artifact's model; a given C must be the channels the
+    artifact was converted at (an artifact that cannot be read is left to the command, which says why)."""
+    if size is None:
+        return None
+    channels = None
+    if size.channels is not None:
+        from ..conversion.artifact import RECIPE_FILE, Recipe
+
+        try:
+            channels = Recipe.from_file(artifact / RECIPE_FILE).input_size[0]
+        except PfconvertError:
+            pass
+    return size.side(channels)
+
+
+def renamed(old: str, old_value: Any, new: str, new_value: Any, ctx: typer.Context | None = None,
+            param: str | None = None) -> Any:
+    """The value of option ``new``, or of ``old``, its deprecated name (kept for one release), with a one-line
+    warning on stderr naming the new one. An option ``new`` with a default needs the command's ``ctx`` and its
+    parameter name ``param`` (default: its flag in snake case) to tell whether it was given; otherwise it was when
+    its value is not None.
+
+    Raises:
+        PfconvertError: both names were given.
+    """
+    if old_value is None:
+        return new_value
+    from .._deprecated import deprecation_message
+    from ._console import say
+
+    if ctx is not None:
+        source = ctx.get_parameter_source(param or new.lstrip("-").replace("-", "_"))
+        given = source is not None and source.name != "DEFAULT"
+    else:
+        given = new_value is not None
+    if given:
+        raise PfconvertError(f"{old} and {new} are one option ({old} is its deprecated name); give only {new}")
+    say(f"Warning: {deprecation_message(old, new)}")
+    return old_value
 
 
 def parse_int_list(text: str, option: str) -> list[int]:

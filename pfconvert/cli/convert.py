@@ -25,20 +25,27 @@ def _default_out(model: str, rule: str) -> Path:
 _SIZE_FIX = "give an --input-size the model takes (a ViT: add --kwarg img_size=H, or --kwarg dynamic_img_size=true)"
 
 
-def _check_size(model: str, size: tuple[int, int, int], kwargs: dict) -> None:
+def _check_size(model: str, size: o.InputSize, kwargs: dict) -> None:
     """Refuse an --input-size the model does not take, or one whose activations would not fit in memory, on a
     shapes-only (meta) copy of the model: nothing is allocated, no weights are read."""
     import torch
 
     from .._inputs import check_input
-    from ..conversion.models import create_model
+    from ..conversion.models import create_model, input_size as model_input_size
 
     try:
         with torch.device("meta"):
             shapes = create_model(model, **kwargs)
     except Exception:  # noqa: BLE001 - a model that cannot be built on meta tensors: the conversion says what is wrong
         return
-    check_input(shapes, size, what=model, fix=_SIZE_FIX)
+    check_input(shapes, size.shape(model_input_size(shapes)[0]), what=model, fix=_SIZE_FIX)
+
+
+def _library_size(size: o.InputSize | None) -> tuple[int, int, int] | int | None:
+    """What :func:`pfconvert.convert` takes: (C, H, W), or the side N when the model's channels are meant."""
+    if size is None:
+        return None
+    return size.height if size.channels is None else (size.channels, size.height, size.width)
 
 
 def _interrupt_note(target: Path, started: float) -> Callable[[], str]:
@@ -115,7 +122,7 @@ def convert_cmd(
     from ..report.counting import count_macs
 
     with err_console.status(escape(f"converting {model} with rule '{rules.name}'...")):
-        original, converted, record = convert_pair(model, rules, checkpoint=checkpoint, input_size=size,
+        original, converted, record = convert_pair(model, rules, checkpoint=checkpoint, input_size=_library_size(size),
                                                    allow_empty=allow_empty, pretrained=pretrained,
                                                    pretrained_file=pretrained_file, new_head=new_head, data=data,
                                                    **kwargs)
@@ -163,7 +170,7 @@ def inspect_cmd(
     """Dry run: list each layer the rule matches and what it would become. Nothing is written."""
     kwargs = o.model_kwargs(num_classes, in_chans, kwarg)
     size = o.parse_input_size(input_size)
-    from ..conversion.models import build_model
+    from ..conversion.models import build_model, input_size as model_input_size
     from ..conversion.rewrite import preview
     from ..data.config import resolve_data_config
     from ..errors import RuleError
@@ -171,12 +178,13 @@ def inspect_cmd(
 
     rules = load_rules(rule)
     built, source = build_model(model, **kwargs)
-    header(source=source, data_cfg=resolve_data_config(built, input_size=size))
-    if size is not None:
+    shape = size.shape(model_input_size(built)[0]) if size is not None else None
+    header(source=source, data_cfg=resolve_data_config(built, input_size=shape))
+    if shape is not None:
         from .._inputs import check_input
 
-        check_input(built, size, what=model, fix=_SIZE_FIX)
-    replacements = preview(built, rules, size)
+        check_input(built, shape, what=model, fix=_SIZE_FIX)
+    replacements = preview(built, rules, shape)
     if not replacements and not allow_empty:
         raise RuleError(f"rule '{rules.name}' matched no layer of {model}; pass --allow-empty to accept that")
     if as_json:

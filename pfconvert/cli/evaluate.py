@@ -30,8 +30,10 @@ def eval_command(
     weights: Annotated[str, typer.Option("--weights", help="auto (fine-tuned when present), converted or "
                                          "finetuned.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 128,
-    img_size: Annotated[Optional[int], typer.Option("--img-size", min=8, help="Input height and width (default: "
-                                                    "the artifact's).", show_default=False)] = None,
+    input_size: Annotated[Optional[str], typer.Option(
+        "--input-size", help="Input height and width N in pixels, or C,N,N (default: the artifact's).",
+        show_default=False)] = None,
+    img_size: o.ImgSizeOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate a fixed random subset of N "
                                                  "images.", show_default=False)] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading worker processes.")] = 2,
@@ -56,10 +58,11 @@ def eval_command(
     from ..recover.finetune.api import evaluate_artifact
     from .progress import RichPhases
 
+    side = o.artifact_side(o.side_size(input_size, img_size), artifact)
     deploy = _deployer(backend, data, calib_images, val_split) if backend else None
     on_interrupt(lambda: "eval stopped by Ctrl-C; nothing was written (eval writes no files)")
     report = evaluate_artifact(artifact, data, split=split, weights=weights, batch_size=batch_size,
-                               img_size=img_size, limit=limit, workers=workers, device=device, original=original,
+                               img_size=side, limit=limit, workers=workers, device=device, original=original,
                                val_split=val_split, progress=RichPhases(err_console, quiet=env_rank() != 0),
                                on_note=say if env_rank() == 0 else None, deploy=deploy)
     if env_rank() != 0:  # under torchrun every process evaluates a shard; rank 0 prints the total

@@ -32,7 +32,7 @@ from .app import INTERRUPTED, app, on_interrupt
 if TYPE_CHECKING:
     from ..recover.finetune.results import FinetuneResult
 
-__all__ = ["PANELS", "ALIASES", "FIELDS", "flag_of", "finetune_command", "render_result"]
+__all__ = ["PANELS", "FLAGS", "ALIASES", "SIZE_FIELDS", "FIELDS", "flag_of", "finetune_command", "render_result"]
 
 PANELS: dict[str, tuple[str, ...]] = {
     "Data": ("data", "img_size", "augment", "val_split", "limit_train", "limit_val", "workers"),
@@ -44,8 +44,13 @@ PANELS: dict[str, tuple[str, ...]] = {
             "eval_every", "val_every"),
 }
 """Help panel of each config field."""
-ALIASES: dict[str, tuple[str, ...]] = {"task_weight": ("--ce-weight",)}
-"""Extra flag names of a field (earlier names kept working)."""
+FLAGS: dict[str, str] = {"img_size": "--input-size"}
+"""The flag of a field whose flag is not its name (one name per concept across the commands)."""
+ALIASES: dict[str, str] = {"img_size": "--img-size", "task_weight": "--ce-weight"}
+"""The deprecated flag of a field: still read for one release, with a warning naming the new one; hidden from
+``--help``."""
+SIZE_FIELDS = frozenset({"img_size"})
+"""Fields given as an input size (N, or C,N,N: :func:`pfconvert.cli._options.side_size`)."""
 
 FIELDS = settings()
 """The config's settings by name: one flag each."""
@@ -55,8 +60,14 @@ if _missing:
 
 
 def flag_of(field: str) -> str:
-    """The command-line flag of a config field (``batch_size`` -> ``--batch-size``)."""
-    return "--" + field.replace("_", "-")
+    """The command-line flag of a config field (``batch_size`` -> ``--batch-size``; ``img_size`` ->
+    ``--input-size``)."""
+    return FLAGS.get(field) or "--" + field.replace("_", "-")
+
+
+def _alias_param(field: str) -> str:
+    """The command's parameter of a field's deprecated flag (``--ce-weight`` -> ``deprecated_ce_weight``)."""
+    return "deprecated_" + ALIASES[field][2:].replace("-", "_")
 
 
 def _cli_type(annotation: Any) -> tuple[type, str]:
@@ -72,17 +83,43 @@ def _cli_type(annotation: Any) -> tuple[type, str]:
 def _option(name: str, panel: str) -> inspect.Parameter:
     field = FIELDS[name]
     kind, extra = _cli_type(field.type)
+    if name in SIZE_FIELDS:
+        kind, extra = str, " Give N, or C,N,N with the model's channels C."
     text = field.description or name
     text = text[0].upper() + text[1:]
     if not field.required and "(default:" not in text:  # a description may say what its default means
         default = {None: "off", True: "on", False: "off"}.get(field.default, field.default)  # type: ignore[arg-type]
         text += f" (default: {default})."
     flag = flag_of(name)
-    decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag, *ALIASES.get(name, ())]
+    decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
     option = typer.Option(*decls, help=text + extra, rich_help_panel=panel, show_default=False,
                           callback=o.finite if kind is float else None)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[kind], option])  # type: ignore[valid-type]
+
+
+def _deprecated_option(name: str) -> inspect.Parameter:
+    """The hidden option of a field's deprecated flag (:data:`ALIASES`)."""
+    kind = str if name in SIZE_FIELDS else _cli_type(FIELDS[name].type)[0]
+    option = typer.Option(ALIASES[name], hidden=True, help=f"Deprecated name of {flag_of(name)}.",
+                          callback=o.finite if kind is float else None)
+    return inspect.Parameter(_alias_param(name), inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[Optional[kind], option])  # type: ignore[valid-type]
+
+
+def _given(artifact: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The config values of the flags given: a deprecated flag's value under its field (with a warning; refused
+    next to the new flag), an input size as its side."""
+    values = dict(overrides)
+    for name in ALIASES:
+        old = values.pop(_alias_param(name))
+        if name in SIZE_FIELDS:
+            values[name] = o.artifact_side(o.side_size(values.get(name), old), artifact)
+        else:
+            values[name] = o.renamed(ALIASES[name], old, flag_of(name), values.get(name))
+    for name in SIZE_FIELDS - set(ALIASES):
+        values[name] = o.artifact_side(o.side_size(values.get(name), None), artifact)
+    return values
 
 
 def _command_parameters() -> list[inspect.Parameter]:
@@ -90,6 +127,7 @@ def _command_parameters() -> list[inspect.Parameter]:
     run = "Run"
     params = [inspect.Parameter("artifact", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=o.ArtifactArg)]
     params += [_option(name, panel) for panel, names in PANELS.items() for name in names]
+    params += [_deprecated_option(name) for name in ALIASES]
     controls: list[tuple[str, Any, bool]] = [
         ("resume", Annotated[bool, typer.Option("--resume", help="Continue the run saved in ARTIFACT/checkpoints/"
                                                 "last.pt exactly.", rich_help_panel=run)], False),
@@ -123,6 +161,7 @@ def finetune_command(artifact: Path, *, resume: bool = False, overwrite: bool = 
     from ..recover.finetune.config import make_config
     from .progress import RichReporter
 
+    overrides = _given(artifact, overrides)
     on_interrupt(_interrupt_note(artifact, time.time()))
     notes: list[str] = []
     if resume:

@@ -78,8 +78,9 @@ def _step(status: object, notes: list[str], text: str) -> None:
 
 @app.command("plan")
 def plan_cmd(
+    ctx: typer.Context,
     model: o.ModelArg,
-    data: Annotated[str, typer.Option(help="ImageFolder dir (train/, val/), IDX dir, or 'fashion-mnist'.")],
+    data: o.DataOpt,
     backend: Annotated[str, typer.Option(help="Where the latency counts: cpu (deployed PyTorch), cpu-eager, ort, "
                                               "ort-int8, ov, ov-int8 (OpenVINO), cuda, cuda-amp. On an int8 backend "
                                               "the candidates are scored in int8.")] = "cpu",
@@ -96,21 +97,20 @@ def plan_cmd(
     num_classes: o.NumClassesOpt = None,
     in_chans: o.InChansOpt = None,
     kwarg: o.KwargOpt = None,
-    img_size: Annotated[Optional[int], typer.Option(min=8, help="Input height/width instead of the model's.")] = None,
+    input_size: o.SideSizeOpt = None,
+    img_size: o.ImgSizeOpt = None,
     interpolation: o.InterpolationOpt = None,
     crop_pct: o.CropPctOpt = None,
     crop_mode: o.CropModeOpt = None,
     mean: o.MeanOpt = None,
     std: o.StdOpt = None,
-    limit_val: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on a fixed subset of N validation "
-                                                     "images.")] = 2000,
-    val_split: Annotated[float, typer.Option(min=0.0, max=0.99, callback=o.finite, help="Share of the training images carved out (seeded) "
-                                             "as the validation split; the test split is never used.")] = 0.1,
-    bn_recalib_images: Annotated[int, typer.Option(min=0, help="Re-estimate BatchNorm on N other training images per "
-                                                               "candidate (0: off).")] = 512,
+    limit: o.LimitOpt = 2000,
+    limit_val: o.LimitValOpt = None,
+    val_split: o.ValSplitOpt = 0.1,
+    bn_recalib_images: o.BnRecalibOpt = 512,
     reconstruct_images: Annotated[int, typer.Option(min=0, help="Refit the layers reading each replacement on N "
                                                                 "training images (0: off).")] = 256,
-    batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 64,
+    batch_size: o.EvalBatchSizeOpt = 64,
     calib_images: Annotated[int, typer.Option(min=1, help="int8 backends: training images that calibrate the "
                                               "quantization of the original and of each candidate.")] = 300,
     runs: Annotated[int, typer.Option(min=3, help="Interleaved timing rounds per batch size.")] = 10,
@@ -148,10 +148,11 @@ def plan_cmd(
                                                        "nothing was written"))
     ratios = _ratios(prune_ratios) if prune else []
     overrides = o.data_overrides(interpolation, crop_pct, crop_mode, mean, std)
+    size = o.side_size(input_size, img_size)
+    limit = o.renamed("--limit-val", limit_val, "--limit", limit, ctx)
     from .._files import write_text
     from .._inputs import check_input
-    from ..conversion.models import build_model
-    from ..data.config import resolve_data_config
+    from ..conversion.original import load_original
     from ..report.backends import list_backends
     from ..rules.loading import load_rules
     from ..study.plan import PlanRefused, plan_on_data, plot_plan
@@ -163,19 +164,19 @@ def plan_cmd(
         get_backend(backend)  # says why (an unknown name, or the package to install)
         raise BackendError(f"backend '{backend}' is not available here; choose one of {', '.join(list_backends())}")
     candidates = [load_rules(r) for r in (rule or DEFAULT_RULES)]
-    original, source = build_model(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
-                                   **o.model_kwargs(num_classes, in_chans, kwarg))
-    say(source_line(source))
-    data_cfg = resolve_data_config(original, **overrides)
-    size = data_cfg.with_size(img_size).input_size if img_size else data_cfg.input_size
-    check_input(original, size, {"--batch-sizes": sizes, "--batch-size": [batch_size]}, what=model,
-                fix=o.img_size_fix(img_size))
+    built = load_original(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
+                          data=overrides, **o.model_kwargs(num_classes, in_chans, kwarg))
+    say(source_line(built.source))
+    original, data_cfg = built.model, built.data_config
+    side = size.side(data_cfg.input_size[0]) if size is not None else None
+    check_input(original, data_cfg.with_size(side).input_size if side else data_cfg.input_size,
+                {"--batch-sizes": sizes, "--batch-size": [batch_size]}, what=model, fix=o.img_size_fix(side))
     notes: list[str] = []
     failure: PlanRefused | None = None
     with err_console.status("reading the data...") as status:
         try:
             result = plan_on_data(original, candidates, data, backend=backend, batch_sizes=sizes, max_drop=max_drop,
-                                  data_cfg=data_cfg, img_size=img_size, limit_val=limit_val,
+                                  data_cfg=data_cfg, img_size=side, limit_val=limit,
                                   bn_recalib_images=bn_recalib_images, reconstruct_images=reconstruct_images,
                                   val_split=val_split, batch_size=batch_size, runs=runs, max_seconds=max_seconds,
                                   notes=notes, on_step=lambda text: _step(status, notes, text),

@@ -85,7 +85,8 @@ def report_cmd(
             say(pair.compared)
         if pair.note and size is None:
             say(pair.note)
-        run_size = size or pair.input_size or model_input_size(pair.original)
+        run_size = (size.shape(model_input_size(pair.original)[0]) if size is not None else
+                    pair.input_size or model_input_size(pair.original))
         for model, name in zip((pair.original, pair.converted), pair.names):
             check_input(model, run_size, {"--batch-sizes": sizes}, what=name,
                         fix="give an --input-size the model takes" if size else "")

@@ -47,8 +47,9 @@ def _group(status: Any, notes: list[str], group: str, index: int, total: int) ->
 
 @app.command("sensitivity")
 def sensitivity_cmd(
+    ctx: typer.Context,
     model: o.ModelArg,
-    data: Annotated[str, typer.Option(help="ImageFolder dir (train/, val/), IDX dir, or 'fashion-mnist'.")],
+    data: o.DataOpt,
     rule: o.RuleOpt = "maxpool",
     checkpoint: o.CheckpointOpt = None,
     pretrained: o.PretrainedOpt = False,
@@ -56,21 +57,19 @@ def sensitivity_cmd(
     num_classes: o.NumClassesOpt = None,
     in_chans: o.InChansOpt = None,
     kwarg: o.KwargOpt = None,
-    img_size: Annotated[Optional[int], typer.Option(min=8, help="Input height/width instead of the model's.")] = None,
+    input_size: o.SideSizeOpt = None,
+    img_size: o.ImgSizeOpt = None,
     interpolation: o.InterpolationOpt = None,
     crop_pct: o.CropPctOpt = None,
     crop_mode: o.CropModeOpt = None,
     mean: o.MeanOpt = None,
     std: o.StdOpt = None,
     by: Annotated[str, typer.Option(help="Group layers by 'stage' or 'layer'.")] = "stage",
-    limit_val: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on a fixed subset of N validation "
-                                                     "images.")] = 2000,
-    val_split: Annotated[float, typer.Option(min=0.0, max=0.99, callback=o.finite, help="Share of the training images carved out (seeded) "
-                                             "as the validation split (0: the data's val/ folder, with test/); the "
-                                             "test split is never used.")] = 0.1,
-    bn_recalib_images: Annotated[int, typer.Option(min=0, help="Re-estimate BatchNorm on N other training images per "
-                                                               "variant (0: off).")] = 512,
-    batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 64,
+    limit: o.LimitOpt = 2000,
+    limit_val: o.LimitValOpt = None,
+    val_split: o.ValSplitOpt = 0.1,
+    bn_recalib_images: o.BnRecalibOpt = 512,
+    batch_size: o.EvalBatchSizeOpt = 64,
     max_drop: Annotated[Optional[float], typer.Option(callback=o.finite, help="Accuracy drop (points) a group may cost.")] = None,
     write_rule: Annotated[Optional[Path], typer.Option(help="Write a rule file converting only the groups within "
                                                             "--max-drop.")] = None,
@@ -87,25 +86,27 @@ def sensitivity_cmd(
     on_interrupt(lambda: "sensitivity stopped by Ctrl-C; " + (f"wrote {written[0]}" if written else
                                                               "nothing was written"))
     overrides = o.data_overrides(interpolation, crop_pct, crop_mode, mean, std)
+    size = o.side_size(input_size, img_size)
+    limit = o.renamed("--limit-val", limit_val, "--limit", limit, ctx)
     from .._files import write_text
     from .._inputs import check_input
-    from ..conversion.models import build_model
-    from ..data.config import resolve_data_config
+    from ..conversion.original import load_original
     from ..rules.loading import load_rules
     from ..study.sensitivity import selected_rules, sensitivity_on_data
     from ._render import source_line
 
     rules = load_rules(rule)
-    original, source = build_model(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
-                                   **o.model_kwargs(num_classes, in_chans, kwarg))
-    say(source_line(source))
-    data_cfg = resolve_data_config(original, **overrides)
-    check_input(original, data_cfg.with_size(img_size).input_size if img_size else data_cfg.input_size,
-                {"--batch-size": [batch_size]}, what=model, fix=o.img_size_fix(img_size))
+    built = load_original(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
+                          data=overrides, **o.model_kwargs(num_classes, in_chans, kwarg))
+    say(source_line(built.source))
+    original, data_cfg = built.model, built.data_config
+    side = size.side(data_cfg.input_size[0]) if size is not None else None
+    check_input(original, data_cfg.with_size(side).input_size if side else data_cfg.input_size,
+                {"--batch-size": [batch_size]}, what=model, fix=o.img_size_fix(side))
     notes: list[str] = []
     with err_console.status("reading the data...") as status:
-        result = sensitivity_on_data(original, rules, data, data_cfg=data_cfg, img_size=img_size, by=by,
-                                     limit_val=limit_val, bn_recalib_images=bn_recalib_images, val_split=val_split,
+        result = sensitivity_on_data(original, rules, data, data_cfg=data_cfg, img_size=side, by=by,
+                                     limit_val=limit, bn_recalib_images=bn_recalib_images, val_split=val_split,
                                      batch_size=batch_size, notes=notes,
                                      on_group=lambda g, i, n: _group(status, notes, g, i, n))
     if write_rule is not None and max_drop is not None:

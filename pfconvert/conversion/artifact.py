@@ -535,7 +535,7 @@ def artifact_data_config(path: str | Path, recipe: Recipe, model: Any, img_size:
     if cfg is None:
         cfg = recipe.data(model)
     if img_size is not None:
-        cfg, origin = cfg.with_size(img_size), f"{origin}, at --img-size {img_size}"
+        cfg, origin = cfg.with_size(img_size), f"{origin}, at --input-size {img_size}"
     return cfg, origin
 
 

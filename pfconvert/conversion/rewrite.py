@@ -230,10 +230,15 @@ def apply_matches(model: nn.Module, matches: list[Match], flow: Dataflow,
     return done
 
 
-def _convert(model: nn.Module, rules: LoadedRules, source: ModelSource | None, input_size: tuple[int, int, int] | None,
-             data: dict[str, Any] | None, allow_empty: bool, verify: bool, prune: bool = True) -> ConversionRecord:
+def _convert(model: nn.Module, rules: LoadedRules, source: ModelSource | None,
+             input_size: tuple[int, int, int] | int | None, data: dict[str, Any] | None, allow_empty: bool,
+             verify: bool, prune: bool = True) -> ConversionRecord:
     """Convert ``model`` in place; ``source`` says where it came from (None: a module the caller built)."""
-    size: tuple[int, int, int] = tuple(input_size) if input_size is not None else model_input_size(model)  # type: ignore
+    size: tuple[int, int, int]
+    if isinstance(input_size, int):  # a side: the model's channels at N x N
+        size = (model_input_size(model)[0], input_size, input_size)
+    else:
+        size = tuple(input_size) if input_size is not None else model_input_size(model)  # type: ignore[assignment]
     data_config = resolve_data_config(model, input_size=size, **(data or {}))
     name = source.name if source is not None else None
     checkpoint = source.detail if source is not None and source.weights == "checkpoint" else None
@@ -269,7 +274,7 @@ def convert(
     rule: str | Path | LoadedRules = "maxpool",
     *,
     checkpoint: str | Path | None = None,
-    input_size: tuple[int, int, int] | None = None,
+    input_size: tuple[int, int, int] | int | None = None,
     allow_empty: bool = False,
     inplace: bool = False,
     verify: bool = True,
@@ -287,7 +292,8 @@ def convert(
             ``mobilenetv2``, a tagged name ``resnet50.a1_in1k``, an ``hf-hub:org/name`` id) or any ``nn.Module``.
         rule: A built-in rule name (``maxpool``, ``r50-max``...), a path to a YAML rule file, or loaded rules.
         checkpoint: Local weights for a model name (.pth/.pt/.safetensors, read with ``weights_only=True``).
-        input_size: (C, H, W) of the traced forward; defaults to the model's pretrained config.
+        input_size: (C, H, W) of the traced forward, or a side N (the model's channels at N x N); defaults to the
+            model's pretrained config.
         pretrained: For a model name, load timm's pretrained weights (Hub or its local cache).
         pretrained_file: For a model name, timm's pretrained weights from this local file.
         new_head: With ``checkpoint`` or ``pretrained_file``: re-initialise the classifier instead of loading it
@@ -343,7 +349,8 @@ def _module_source(model: nn.Module) -> ModelSource | None:
 
 
 def convert_pair(name: str, rule: str | Path | LoadedRules = "maxpool", *, checkpoint: str | Path | None = None,
-                 input_size: tuple[int, int, int] | None = None, allow_empty: bool = False, pretrained: bool = False,
+                 input_size: tuple[int, int, int] | int | None = None, allow_empty: bool = False,
+                 pretrained: bool = False,
                  pretrained_file: str | Path | None = None, new_head: bool = False,
                  data: dict[str, Any] | None = None,
                  **model_kwargs: Any) -> tuple[nn.Module, nn.Module, ConversionRecord]:

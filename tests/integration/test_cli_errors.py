@@ -25,7 +25,7 @@ from pfconvert.conversion.artifact import finetuned_metadata, save_weights
 
 pytestmark = pytest.mark.slow  # each case loads models or data: the full run has them, `-m "not slow"` skips them
 
-FT = ["--img-size", "32", "--workers", "0", "--batch-size", "16", "--epochs", "1", "--limit-train", "64",
+FT = ["--input-size", "32", "--workers", "0", "--batch-size", "16", "--epochs", "1", "--limit-train", "64",
       "--limit-val", "32", "--quiet"]
 
 
@@ -89,15 +89,15 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
      lambda w: ["finetune", str(w["art"]), "--data", _bomb(w["root"]), *FT], r"too large to decode safely"),
     ("a decompression-bomb image (eval)",
      lambda w: ["eval", str(w["art"]), "--data", _bomb(w["root"]), "--split", "train"], r"too large to decode safely"),
-    ("sensitivity --limit-val 0", lambda w: ["sensitivity", "resnet14t", "--data", str(w["data"]), "--limit-val", "0"],
-     r"Invalid value for '--limit-val'"),
+    ("sensitivity --limit 0", lambda w: ["sensitivity", "resnet14t", "--data", str(w["data"]), "--limit", "0"],
+     r"Invalid value for '--limit'"),
     ("sensitivity --bn-recalib-images -2",
      lambda w: ["sensitivity", "resnet14t", "--data", str(w["data"]), "--bn-recalib-images", "-2"],
      r"Invalid value for '--bn-recalib-images'"),
     ("sensitivity --batch-size 0", lambda w: ["sensitivity", "resnet14t", "--data", str(w["data"]), "--batch-size", "0"],
      r"Invalid value for '--batch-size'"),
-    ("sensitivity --img-size 0", lambda w: ["sensitivity", "resnet14t", "--data", str(w["data"]), "--img-size", "0"],
-     r"Invalid value for '--img-size'"),
+    ("sensitivity --input-size 0", lambda w: ["sensitivity", "resnet14t", "--data", str(w["data"]), "--input-size", "0"],
+     r"--input-size '0': at least 8 pixels a side"),
     ("export --overwrite --out DIR", lambda w: ["export", str(w["art"]), "--overwrite", "--out", str(w["root"])],
      r"is a directory"),
     ("recipe: non-UTF-8", lambda w: ["eval", _write_bytes(w["art"] / "recipe.json", b"{\xff}") and str(w["art"]),
@@ -116,9 +116,9 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
                                          "--out", str(w["root"] / "o")], r"any --kwarg values"),
     ("--num-classes 0", lambda w: ["convert", "resnet18", "--num-classes", "0"], r"Invalid value for '--num-classes'"),
     ("--num-classes -1", lambda w: ["convert", "resnet18", "--num-classes", "-1"], r"Invalid value for '--num-classes'"),
-    ("sensitivity --limit-val -3",
-     lambda w: ["sensitivity", "resnet14t", "--data", str(w["data"]), "--limit-val", "-3"],
-     r"Invalid value for '--limit-val'"),
+    ("sensitivity --limit -3",
+     lambda w: ["sensitivity", "resnet14t", "--data", str(w["data"]), "--limit", "-3"],
+     r"Invalid value for '--limit'"),
     ("report --max-seconds -1", lambda w: ["report", str(w["art"]), "--max-seconds", "-1"],
      r"Invalid value for '--max-seconds'"),
     ("export --tolerance -1", lambda w: ["export", str(w["art"]), "--tolerance", "-1"], r"Invalid value for '--tolerance'"),

@@ -23,7 +23,7 @@ from helpers import run_cli
 from pfconvert._files import LOCK_FILE
 from pfconvert.errors import ModelError, PfconvertError
 
-FT = ["--img-size", "32", "--workers", "0", "--batch-size", "16", "--epochs", "1", "--limit-train", "64",
+FT = ["--input-size", "32", "--workers", "0", "--batch-size", "16", "--epochs", "1", "--limit-train", "64",
       "--limit-val", "32", "--quiet"]
 
 
@@ -109,7 +109,7 @@ class _Cli:
 
 @pytest.mark.slow
 def test_ctrl_c_during_plan_exits_130_and_writes_nothing(ft_fmnist_dir: Path, tmp_path: Path) -> None:
-    cli = _Cli(["plan", "mobilenetv2_050", "--data", str(ft_fmnist_dir), "--num-classes", "10", "--img-size", "32",
+    cli = _Cli(["plan", "mobilenetv2_050", "--data", str(ft_fmnist_dir), "--num-classes", "10", "--input-size", "32",
                 "--batch-sizes", "1", "--runs", "500", "--max-seconds", "60", "--write-rule", "out/rule.yaml",
                 "--plot", "out/plan.png"], tmp_path)
     cli.wait_for(r"^model: mobilenetv2_050")
@@ -123,7 +123,7 @@ def test_ctrl_c_during_plan_exits_130_and_writes_nothing(ft_fmnist_dir: Path, tm
 @pytest.mark.slow
 def test_ctrl_c_during_eval_exits_130(ft_artifact: Path, ft_fmnist_dir: Path, tmp_path: Path) -> None:
     before = _snapshot(ft_artifact)
-    cli = _Cli(["eval", str(ft_artifact), "--data", str(ft_fmnist_dir), "--split", "train", "--img-size", "256",
+    cli = _Cli(["eval", str(ft_artifact), "--data", str(ft_fmnist_dir), "--split", "train", "--input-size", "256",
                 "--batch-size", "1", "--workers", "0"], tmp_path)
     cli.wait_for(r"^evaluating the student model")
     code, lines = cli.interrupt()
@@ -139,7 +139,7 @@ def test_ctrl_c_during_finetune_set_up_leaves_the_artifact_as_it_was(ft_artifact
 
     art = Path(shutil.copytree(ft_artifact, tmp_path / "art"))
     before = _snapshot(art)
-    cli = _Cli(["finetune", str(art), "--data", str(ft_fmnist_dir), "--img-size", "64", "--workers", "0",
+    cli = _Cli(["finetune", str(art), "--data", str(ft_fmnist_dir), "--input-size", "64", "--workers", "0",
                 "--batch-size", "1", "--limit-val", "160"], tmp_path)
     cli.wait_for(r"^validating the student as converted")
     code, lines = cli.interrupt()
@@ -157,7 +157,7 @@ def test_a_second_ctrl_c_in_training_exits_130_and_says_how_to_resume(ft_artifac
     from pfconvert.recover.finetune.checkpoint import load_run_checkpoint
 
     art = Path(shutil.copytree(ft_artifact, tmp_path / "art"))
-    cli = _Cli(["finetune", str(art), "--data", str(ft_fmnist_dir), "--img-size", "32", "--workers", "0",
+    cli = _Cli(["finetune", str(art), "--data", str(ft_fmnist_dir), "--input-size", "32", "--workers", "0",
                 "--batch-size", "2", "--epochs", "3", "--limit-val", "16", "--limit-train", "64", "--bn-recalib-images", "0", "--reconstruct-images", "0", "--log-every", "1"], tmp_path)
     deadline = time.monotonic() + 180
     metrics = art / "metrics.jsonl"
@@ -341,14 +341,14 @@ def vit_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("argv", "fix"), [
-    (["plan", VIT, "--data", "{data}", "--num-classes", "10", "--img-size", "32", "--rule", "vit-max"],
+    (["plan", VIT, "--data", "{data}", "--num-classes", "10", "--input-size", "32", "--rule", "vit-max"],
      "pass --kwarg img_size=32 (timm builds the model for that size) or --kwarg dynamic_img_size=true"),
-    (["sensitivity", VIT, "--data", "{data}", "--num-classes", "10", "--img-size", "32", "--rule", "vit-max"],
+    (["sensitivity", VIT, "--data", "{data}", "--num-classes", "10", "--input-size", "32", "--rule", "vit-max"],
      "pass --kwarg img_size=32"),
-    (["eval", "{art}", "--data", "{data}", "--img-size", "32"],
-     f"drop --img-size, or convert again for this size (pfconvert convert {VIT} --input-size 3,32,32 --kwarg "
+    (["eval", "{art}", "--data", "{data}", "--input-size", "32"],
+     f"drop --input-size, or convert again for this size (pfconvert convert {VIT} --input-size 3,32,32 --kwarg "
      "img_size=32)"),
-    (["finetune", "{art}", "--data", "{data}", *FT], "drop --img-size, or convert again for this size"),
+    (["finetune", "{art}", "--data", "{data}", *FT], "drop --input-size, or convert again for this size"),
     (["convert", VIT, "--rule", "vit-max", "--input-size", "3,32,32", "--out", "{root}/o"], "--kwarg img_size=H"),
     (["inspect", VIT, "--rule", "vit-max", "--input-size", "3,32,32"], "--kwarg img_size=H"),
 ], ids=["plan", "sensitivity", "eval", "finetune", "convert", "inspect"])

@@ -28,8 +28,8 @@ from pfconvert.data.loaders import unwrap_worker_error
 from pfconvert.errors import DataError, UsageError
 
 ABC = ("a", "b", "c")
-EVAL = ["--img-size", "32", "--workers", "0", "--batch-size", "16"]
-FT = ["--img-size", "32", "--workers", "0", "--batch-size", "8", "--epochs", "1", "--kd-weight", "0",
+EVAL = ["--input-size", "32", "--workers", "0", "--batch-size", "16"]
+FT = ["--input-size", "32", "--workers", "0", "--batch-size", "8", "--epochs", "1", "--kd-weight", "0",
       "--bn-recalib-images", "0", "--quiet"]
 
 
@@ -181,7 +181,7 @@ def test_a_corrupt_image_read_by_a_worker_is_the_same_one_line(workers: int, wor
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """6: with loader workers, torch re-raised the DataError with the worker's 25-line traceback."""
     data = _corrupt(world)
-    code, out, err = run_cli(["eval", str(world["art"]), "--data", data, "--img-size", "32", "--workers",
+    code, out, err = run_cli(["eval", str(world["art"]), "--data", data, "--input-size", "32", "--workers",
                               str(workers)], capsys, monkeypatch)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 1 and "Traceback" not in err + out and "worker" not in err, err

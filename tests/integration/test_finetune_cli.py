@@ -22,7 +22,7 @@ import pfconvert.cli.finetune  # noqa: F401  (registers `finetune`)
 from pfconvert.recover.finetune import FinetuneConfig, Reporter, family_defaults, finetune
 from pfconvert.recover.finetune.checkpoint import load_checkpoint
 
-FAST = ["--img-size", "32", "--batch-size", "16", "--limit-train", "96", "--limit-val", "48", "--workers", "0",
+FAST = ["--input-size", "32", "--batch-size", "16", "--limit-train", "96", "--limit-val", "48", "--workers", "0",
         "--bn-recalib-images", "64", "--quiet"]
 
 

@@ -16,7 +16,7 @@ import pfconvert.cli.finetune  # noqa: F401  (registers `finetune`)
 from pfconvert.cli.app import main
 from pfconvert.recover.finetune.checkpoint import load_checkpoint
 
-ARGS = ["--epochs", "1", "--img-size", "32", "--batch-size", "16", "--limit-train", "128", "--limit-val", "48",
+ARGS = ["--epochs", "1", "--input-size", "32", "--batch-size", "16", "--limit-train", "128", "--limit-val", "48",
         "--workers", "0", "--bn-recalib-images", "32", "--quiet", "--json"]
 
 pytestmark = pytest.mark.slow  # trains or runs processes: all of it is in the full run only

@@ -114,7 +114,7 @@ def test_report_times_the_new_backends_and_names_the_deployed_one() -> None:
 
 @pytest.mark.slow
 def test_eval_reports_fp32_and_int8_side_by_side(ft_artifact: Path, ft_fmnist_dir: Path, capsys, monkeypatch) -> None:
-    code, out, err = run_cli(["eval", str(ft_artifact), "--data", str(ft_fmnist_dir), "--img-size", "32", "--limit",
+    code, out, err = run_cli(["eval", str(ft_artifact), "--data", str(ft_fmnist_dir), "--input-size", "32", "--limit",
                               "32", "--workers", "0", "--original", "--backend", "ov-int8,ort-int8",
                               "--calib-images", "16", "--json"], capsys, monkeypatch)
     assert code == 0, err

@@ -11,7 +11,7 @@ from pfconvert.errors import BackendError, OutputExistsError, RuleError
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--data", str(FASHION_MNIST), "--num-classes", "10", "--img-size", "32", "--limit-val", "64",
+TINY = ["--data", str(FASHION_MNIST), "--num-classes", "10", "--input-size", "32", "--limit", "64",
         "--bn-recalib-images", "32", "--reconstruct-images", "16", "--runs", "3", "--max-seconds", "2",
         "--batch-sizes", "1,4", "--retime-passes", "1", "--backend", "cpu-eager", "-r", "dw-hybrid"]
 

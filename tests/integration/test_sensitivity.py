@@ -77,7 +77,7 @@ def test_cli_on_fashion_mnist(ft_fmnist_dir, tmp_path, capsys, monkeypatch) -> N
     rule_file = tmp_path / "selected.yaml"
     monkeypatch.setattr(sys, "argv", [
         "pfconvert", "sensitivity", "resnet14t", "--rule", "r50-max", "--data", str(ft_fmnist_dir), "--num-classes", "10",
-        "--img-size", "32", "--limit-val", "64", "--bn-recalib-images", "32", "--batch-size", "32",
+        "--input-size", "32", "--limit", "64", "--bn-recalib-images", "32", "--batch-size", "32",
         "--max-drop", "100", "--write-rule", str(rule_file), "--json"])
     main()
     data = json.loads(capsys.readouterr().out)

@@ -215,7 +215,7 @@ def _check_size(student: torch.nn.Module, name: str | None, size: tuple[int, int
     if img_size is not None:
         c = size[0]
         check_input(student, size, what=f"the artifact's model ({name or 'unnamed'})",
-                    fix=f"drop --img-size, or convert again for this size (pfconvert convert {name or 'MODEL'} "
+                    fix=f"drop --input-size, or convert again for this size (pfconvert convert {name or 'MODEL'} "
                         f"--input-size {c},{img_size},{img_size} --kwarg img_size={img_size})")
 
 
