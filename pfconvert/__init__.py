@@ -34,6 +34,7 @@ _lazy_getattr, __dir__, _exported = lazy_exports(__name__, {
     "load": ".conversion.artifact",
     "load_artifact": ".conversion.artifact",
     "build_original": ".conversion.artifact",
+    "load_original": ".conversion.original",
     "create_model": ".conversion.models",
     "list_rules": ".rules.loading",
     "load_rules": ".rules.loading",
@@ -65,6 +66,7 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # the names __getattr__ serves, for type checkers and IDEs
     from .conversion.artifact import build_original, load, load_artifact, save  # noqa: F401
     from .conversion.models import create_model  # noqa: F401
+    from .conversion.original import load_original  # noqa: F401
     from .conversion.rewrite import ConversionRecord, Replacement, convert, convert_pair, preview  # noqa: F401
     from .deploy.cpu import optimize_for_cpu  # noqa: F401
     from .deploy.onnx import export_onnx  # noqa: F401

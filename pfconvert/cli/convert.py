@@ -170,16 +170,15 @@ def inspect_cmd(
     """Dry run: list each layer the rule matches and what it would become. Nothing is written."""
     kwargs = o.model_kwargs(num_classes, in_chans, kwarg)
     size = o.parse_input_size(input_size)
-    from ..conversion.models import build_model, input_size as model_input_size
+    from ..conversion.original import load_original
     from ..conversion.rewrite import preview
-    from ..data.config import resolve_data_config
     from ..errors import RuleError
     from ..rules.loading import load_rules
 
     rules = load_rules(rule)
-    built, source = build_model(model, **kwargs)
-    shape = size.shape(model_input_size(built)[0]) if size is not None else None
-    header(source=source, data_cfg=resolve_data_config(built, input_size=shape))
+    original = load_original(model, input_size=_library_size(size), **kwargs)
+    built, shape = original.model, original.data_config.input_size if size is not None else None
+    header(source=original.source, data_cfg=original.data_config)
     if shape is not None:
         from .._inputs import check_input
 

@@ -220,17 +220,17 @@ app.command("finetune")(finetune_command)
 
 def _print_report(artifact: Path, result: FinetuneResult) -> None:
     """The efficiency report of the original vs. the fine-tuned model, with their validation top-1."""
-    from ..conversion.artifact import artifact_data_config, build_original, load_artifact
+    from ..conversion.artifact import load_artifact
+    from ..conversion.original import load_original
     from ..report.run import run_report
     from ._report_render import render_report
 
     loaded = load_artifact(artifact)
-    teacher = build_original(loaded.recipe, artifact).eval()
+    teacher = load_original(artifact)  # fed as fine-tuned: finetune.json is written by now
     accuracies = (result.start.teacher.top1 if result.start.teacher else None,
                   (result.best or {}).get("val_top1"))
     with err_console.status("measuring latency...") as status:
-        data_cfg, _ = artifact_data_config(artifact, loaded.recipe, loaded.model, summary=result.to_dict())
-        rep = run_report(teacher, loaded.model.eval(), input_size=data_cfg.input_size,
+        rep = run_report(teacher.model.eval(), loaded.model.eval(), input_size=teacher.data_config.input_size,
                          accuracies=accuracies, progress=lambda text: status.update(escape(text)))
     out_console.print(render_report(rep))
 

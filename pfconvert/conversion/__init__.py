@@ -18,6 +18,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "load": ".artifact",
     "load_artifact": ".artifact",
     "build_original": ".artifact",
+    "load_original": ".original",
+    "Original": ".original",
     "save_weights": ".artifact",
     "Artifact": ".artifact",
     "Recipe": ".artifact",

@@ -45,9 +45,10 @@ def load_original(model: str | Path, checkpoint: str | Path | None = None, *, pr
     """The original model and its data config.
 
     Args:
-        model: a timm model name (see :func:`pfconvert.create_model`), or an artifact directory: its original rebuilt
-            from the recipe with the original weights (:func:`pfconvert.build_original`), fed as the artifact's model
-            is (as fine-tuned when ``trained`` and it was, else as converted: :func:`artifact_data_config`).
+        model: a timm model name (a ``str``: see :func:`pfconvert.create_model`), or an artifact directory (a
+            ``Path``; a string is never taken for one): its original rebuilt from the recipe with the original
+            weights (:func:`pfconvert.build_original`), fed as the artifact's model is (as fine-tuned when
+            ``trained`` and it was, else as converted: :func:`artifact_data_config`).
         checkpoint, pretrained, pretrained_file, new_head, kwargs: the weights and ``timm.create_model`` kwargs of a
             model name (see :func:`pfconvert.create_model`); an artifact records its own.
         input_size: (C, H, W), or a side N (the model's channels at N x N); default: the model's (timm's config, or
@@ -60,7 +61,7 @@ def load_original(model: str | Path, checkpoint: str | Path | None = None, *, pr
             :func:`pfconvert.create_model`.
         ArtifactError: the artifact cannot be read or its original weights do not fit.
     """
-    if isinstance(model, Path) or Path(model).is_dir():
+    if isinstance(model, Path):
         given = [name for name, value in (("checkpoint", checkpoint), ("pretrained", pretrained),
                                           ("pretrained_file", pretrained_file), ("new_head", new_head),
                                           ("data", data), *kwargs.items()) if value]
@@ -75,7 +76,7 @@ def load_original(model: str | Path, checkpoint: str | Path | None = None, *, pr
         if isinstance(input_size, tuple):
             cfg, origin = cfg.with_size(input_size[1], input_size[2]), f"{origin}, at {input_size}"
         return Original(original, recipe.source, cfg, origin, path)
-    built, source = build_model(str(model), checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
+    built, source = build_model(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
                                 new_head=new_head, **kwargs)
     size = (model_input_size(built)[0], input_size, input_size) if isinstance(input_size, int) else input_size
     cfg = resolve_data_config(built, input_size=size, **(data or {}))

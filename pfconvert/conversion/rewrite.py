@@ -356,12 +356,14 @@ def convert_pair(name: str, rule: str | Path | LoadedRules = "maxpool", *, check
                  **model_kwargs: Any) -> tuple[nn.Module, nn.Module, ConversionRecord]:
     """Build timm model ``name`` and convert a copy: ``(original, converted, record)``, both with the same weights
     outside the replaced layers (what ``pfconvert convert`` measures and saves). Arguments as :func:`convert`."""
+    from .original import load_original  # imports this module (through .artifact)
+
     rules = _rules(rule)
-    original, source = build_model(name, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
-                                   new_head=new_head, **model_kwargs)
-    converted = copy.deepcopy(original)
-    record = _convert(converted, rules, source, input_size, data, allow_empty, True)
-    return original, converted, record
+    original = load_original(name, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
+                             new_head=new_head, input_size=input_size, data=data, **model_kwargs)
+    converted = copy.deepcopy(original.model)
+    record = _convert(converted, rules, original.source, input_size, data, allow_empty, True)
+    return original.model, converted, record
 
 
 def _verify(model: nn.Module, flow: Dataflow, size: tuple[int, int, int]) -> None:

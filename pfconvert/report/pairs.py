@@ -9,8 +9,8 @@ from typing import Any
 
 from torch import nn
 
-from ..conversion.artifact import Artifact, artifact_data_config, build_original, load_artifact
-from ..conversion.models import create_model
+from ..conversion.artifact import Artifact, artifact_data_config, load_artifact
+from ..conversion.original import load_original
 from ..conversion.rewrite import convert
 from ..errors import PfconvertError
 
@@ -47,7 +47,7 @@ def _load(ref: str, kwargs: dict[str, Any]) -> tuple[nn.Module, str, tuple[int, 
     if _is_artifact(ref):
         art = load_artifact(ref)
         return (art.model, f"{art.recipe.model}+{art.recipe.rule_name}", *_input(art))
-    return create_model(ref, **kwargs), ref, None, None
+    return load_original(ref, **kwargs).model, ref, None, None
 
 
 def resolve_pair(original: str, converted: str | None = None, rule: str | None = None,
@@ -66,8 +66,10 @@ def resolve_pair(original: str, converted: str | None = None, rule: str | None =
         if _is_artifact(original):
             art = load_artifact(original)
             name = art.recipe.model or "original"
-            return ModelPair(build_original(art.recipe, art.path), art.model, (name, f"{name}+{art.recipe.rule_name}"),
-                             *_input(art), data_config=artifact_data_config(art.path, art.recipe, art.model)[0])
+            built = load_original(art.path)
+            cfg = built.data_config
+            return ModelPair(built.model, art.model, (name, f"{name}+{art.recipe.rule_name}"), cfg.input_size,
+                             f"input: {cfg.describe()} ({built.origin})", data_config=cfg)
         if rule is None:
             raise PfconvertError(f"'{original}' is a model name: give a CONVERTED model (name or artifact directory) "
                                  "or --rule RULE to convert it on the fly")
@@ -105,11 +107,11 @@ def _beside(name: str, art: Artifact, kwargs: dict[str, Any]) -> tuple[nn.Module
     recipe, where = art.recipe, art.path
     if name == recipe.model and not kwargs:
         weights = f"checkpoint {recipe.checkpoint}" if recipe.checkpoint else "random init"
-        return build_original(recipe, where), (f"compared: {name} as {where}'s original (rebuilt from its recipe: "
+        return load_original(where).model, (f"compared: {name} as {where}'s original (rebuilt from its recipe: "
                                                f"{_kwargs_text(recipe.model_kwargs)}, weights: {weights})")
     taken = {k: v for k, v in recipe.model_kwargs.items() if k in _SHAPE_KWARGS and k not in kwargs}
     full = {**taken, **kwargs}
-    return create_model(name, **full), (f"compared: {name} with random weights ({_kwargs_text(full)}"
+    return load_original(name, **full).model, (f"compared: {name} with random weights ({_kwargs_text(full)}"
                                         + (f"; {', '.join(taken)} as in {where}" if taken else "") + ")")
 
 

@@ -60,7 +60,7 @@ def test_inspect_is_a_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         (["convert", "mobilenetv2_050", "--rule", "nope"], "unknown rule 'nope'"),
         (["inspect", "resnet18", "--rule", "maxpool"], "matched no layer of resnet18"),
         (["convert", "resnet18", "--checkpoint", "missing.pth"], "checkpoint not found"),
-        (["convert", "resnet18", "--input-size", "3x"], "expected C,H,W"),
+        (["convert", "resnet18", "--input-size", "3x"], "expected N (height = width) such as 224, or C,H,W"),
         (["convert", "resnet18", "--kwarg", "oops"], "expected KEY=VALUE"),
     ],
 )

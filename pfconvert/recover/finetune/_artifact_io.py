@@ -7,8 +7,9 @@ from pathlib import Path
 
 from torch import nn
 
-from ...conversion.artifact import (FINETUNED_FILE, RECIPE_FILE, Recipe, build_original, finetuned_metadata,
-                                   load_artifact, save_weights)
+from ...conversion.artifact import (FINETUNED_FILE, RECIPE_FILE, Recipe, finetuned_metadata, load_artifact,
+                                   save_weights)
+from ...conversion.original import load_original
 
 __all__ = ["FINETUNED_FILE", "RECIPE_FILE", "Recipe", "load_student", "load_teacher", "save_finetuned"]
 
@@ -20,9 +21,10 @@ def load_student(path: Path, weights: str = "converted") -> tuple[nn.Module, Rec
     return artifact.model, artifact.recipe, artifact.weights_file
 
 
-def load_teacher(recipe: Recipe, path: Path) -> nn.Module:
-    """The original, unconverted model with its original weights, rebuilt from the recipe."""
-    return build_original(recipe, path)
+def load_teacher(path: Path) -> nn.Module:
+    """The original, unconverted model with its original weights, rebuilt from the artifact's recipe
+    (:func:`pfconvert.conversion.original.load_original`, as every command builds its original)."""
+    return load_original(path).model
 
 
 def save_finetuned(model: nn.Module, path: Path) -> Path:

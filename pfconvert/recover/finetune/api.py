@@ -79,7 +79,7 @@ def finetune(artifact_dir: str | Path, config: FinetuneConfig | None = None, *, 
 def _finetune(path: Path, config: FinetuneConfig, resume: bool, overwrite: bool,
               reporter: Reporter | None, notes: Sequence[str] = ()) -> FinetuneResult:
     student, recipe, _ = load_student(path, weights="converted")
-    teacher = (load_teacher(recipe, path) if config.kd_weight > 0 or config.feature_weight > 0 or config.eval_teacher
+    teacher = (load_teacher(path) if config.kd_weight > 0 or config.feature_weight > 0 or config.eval_teacher
                or config.reconstruct_images > 0 else None)
     data_cfg, _ = artifact_data_config(path, recipe, student, config.img_size, trained=False)
     _check_size(student, recipe.model, data_cfg.input_size, config.img_size)
@@ -154,7 +154,7 @@ def evaluate_artifact(artifact_dir: str | Path, data: str, *, split: str = "test
     limit = check_limit(limit)
     path = Path(artifact_dir)
     student, recipe, weights_file = load_student(path, weights=weights)
-    models = {"student": student} | ({"original": load_teacher(recipe, path)} if original else {})
+    models = {"student": student} | ({"original": load_teacher(path)} if original else {})
     summary = read_summary(path)
     data_cfg, origin = artifact_data_config(path, recipe, student, img_size, summary=summary)
     _check_size(student, recipe.model, data_cfg.input_size, img_size)
