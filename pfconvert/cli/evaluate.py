@@ -23,7 +23,7 @@ RUNTIMES = ("ort", "ort-int8", "ov", "ov-int8")  # pfconvert.deploy.runtime.RUNT
 @app.command("eval")
 def eval_command(
     artifact: o.ArtifactArg,
-    data: Annotated[str, typer.Option("--data", help="ImageFolder dir (train/, val/), IDX dir, or fashion-mnist.")],
+    data: o.DataOpt,
     split: Annotated[str, typer.Option("--split", help="test (the figures: t10k files, test/ folder, else val/), val "
                                        "(the split fine-tuning selected on, carved from the training images) or "
                                        "train.")] = "test",

@@ -88,7 +88,8 @@ def _option(name: str, panel: str) -> inspect.Parameter:
     text = field.description or name
     text = text[0].upper() + text[1:]
     if not field.required and "(default:" not in text:  # a description may say what its default means
-        default = {None: "off", True: "on", False: "off"}.get(field.default, field.default)  # type: ignore[arg-type]
+        default = "off" if field.default is None or field.default is False else \
+            "on" if field.default is True else field.default  # by identity: 1.0 == True and 0 == False
         text += f" (default: {default})."
     flag = flag_of(name)
     decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
