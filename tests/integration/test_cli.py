@@ -85,3 +85,22 @@ def test_bad_rule_file_names_file_rule_and_field(tmp_path: Path, capsys: pytest.
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     code, _, err = run(["convert"], capsys, monkeypatch)
     assert code == 2 and "Missing argument" in err
+
+
+@pytest.mark.parametrize("command", ["inspect", "convert"])
+def test_input_size_n_is_n_by_n_at_the_model_channels(command: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--input-size 32` is `--input-size C,32,32` with the model's C (here 1, from --in-chans)."""
+    monkeypatch.chdir(tmp_path)
+    runs = []
+    for size in ("32", "1,32,32"):
+        out_dir = ["--out", f"a{len(runs)}"] if command == "convert" else []
+        code, out, err = run([command, "test_efficientnet", "--in-chans", "1", "--num-classes", "10",
+                              "--input-size", size, *out_dir, "--json"], capsys, monkeypatch)
+        assert code == 0 and "input: 1x32x32," in err, err
+        runs.append(json.loads(out))
+    if command == "convert":
+        assert runs[0]["input_size"] == [1, 32, 32] and runs[0]["data_config"] == runs[1]["data_config"]
+        runs = [{k: v for k, v in r.items() if k != "out"} for r in runs]
+    assert runs[0] == runs[1]
