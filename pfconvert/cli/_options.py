@@ -13,9 +13,9 @@ from ..errors import PfconvertError
 
 __all__ = ["ModelArg", "ArtifactArg", "RuleOpt", "CheckpointOpt", "PretrainedOpt", "PretrainedFileOpt",
            "NumClassesOpt", "InChansOpt", "InputSizeOpt", "SideSizeOpt", "ImgSizeOpt", "DataOpt", "ValSplitOpt",
-           "BnRecalibOpt", "EvalBatchSizeOpt", "LimitOpt", "LimitValOpt",
-           "InterpolationOpt", "CropPctOpt", "CropModeOpt", "MeanOpt", "StdOpt", "KwargOpt", "AllowEmptyOpt",
-           "JsonOpt", "InputSize", "model_kwargs", "data_overrides", "parse_input_size", "side_size", "artifact_side", "renamed", "parse_int_list",
+           "BnRecalibOpt", "EvalBatchSizeOpt", "LimitOpt", "LimitValOpt", "InterpolationOpt", "CropPctOpt",
+           "CropModeOpt", "MeanOpt", "StdOpt", "KwargOpt", "AllowEmptyOpt", "JsonOpt", "InputSize", "model_kwargs",
+           "data_overrides", "parse_input_size", "side_size", "artifact_side", "renamed", "parse_int_list",
            "parse_floats", "finite", "json_text", "img_size_fix", "MAX_BATCH", "MAX_SIDE", "MIN_SIDE"]
 
 MAX_BATCH = 65536

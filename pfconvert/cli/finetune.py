@@ -112,14 +112,11 @@ def _given(artifact: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """The config values of the flags given: a deprecated flag's value under its field (with a warning; refused
     next to the new flag), an input size as its side."""
     values = dict(overrides)
-    for name in ALIASES:
-        old = values.pop(_alias_param(name))
-        if name in SIZE_FIELDS:
-            values[name] = o.artifact_side(o.side_size(values.get(name), old), artifact)
-        else:
-            values[name] = o.renamed(ALIASES[name], old, flag_of(name), values.get(name))
-    for name in SIZE_FIELDS - set(ALIASES):
-        values[name] = o.artifact_side(o.side_size(values.get(name), None), artifact)
+    old = {name: values.pop(_alias_param(name)) for name in ALIASES}
+    for name in ALIASES.keys() - SIZE_FIELDS:
+        values[name] = o.renamed(ALIASES[name], old[name], flag_of(name), values.get(name))
+    for name in SIZE_FIELDS:  # --input-size, or --img-size (side_size warns for it)
+        values[name] = o.artifact_side(o.side_size(values.get(name), old.get(name)), artifact)
     return values
 
 
