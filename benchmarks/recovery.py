@@ -38,11 +38,14 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import add_docs_flag, write_page  # noqa: E402
+import pfconvert
+from pfconvert.recover.finetune import FinetuneConfig, TextReporter, family_defaults
+from pfconvert.recover.finetune.start import FinetuneStart
 
-import pfconvert  # noqa: E402
-from pfconvert.recover.finetune import FinetuneConfig, TextReporter, family_defaults  # noqa: E402
+try:
+    from ._results import add_docs_flag, write_page  # imported as benchmarks.recovery (tests, python -m)
+except ImportError:
+    from _results import add_docs_flag, write_page  # run as a script: its directory is sys.path[0]
 
 SWEEP = (1e-3, 3e-4, 1e-4, 3e-5)
 """The manual learning rates the default is compared with (issue 27)."""
@@ -103,7 +106,11 @@ def given_teacher(args: argparse.Namespace) -> Teacher:
 
 
 def convert(teacher: Teacher, rule: str, out: Path, data: str, args: argparse.Namespace) -> tuple[Path, float]:
-    """Convert the teacher with ``rule`` into ``out``; returns the artifact and the teacher's test top-1."""
+    """Convert the teacher with ``rule`` into ``out``; returns the artifact and the teacher's test top-1 (with
+    ``--reuse``, an earlier call's conversion and score are kept)."""
+    scored = out / "teacher_test.json"
+    if args.reuse and (out / "recipe.json").is_file() and scored.is_file():
+        return out, json.loads(scored.read_text())["top1"]
     size = (3, teacher.img_size, teacher.img_size)
     torch.manual_seed(0)
     model, record = pfconvert.convert(teacher.model, rule, checkpoint=teacher.weights, input_size=size,
@@ -111,41 +118,61 @@ def convert(teacher: Teacher, rule: str, out: Path, data: str, args: argparse.Na
     art = pfconvert.save(model, record, out, overwrite=True)
     report = pfconvert.evaluate_artifact(art, data, split="test", original=True, limit=args.test_images,
                                          workers=args.workers, img_size=teacher.img_size)
-    return art, report.metrics["original"].top1
+    top1 = report.metrics["original"].top1
+    scored.write_text(json.dumps({"top1": top1}))
+    return art, top1
+
+
+def _row(summary: dict[str, Any], test: Any, share: float, lr: float | None, images: int,
+         seconds: float | None) -> dict[str, Any]:
+    """A results row from a run's ``finetune.json`` and its test-split metrics."""
+    start = FinetuneStart.from_dict(summary.get("start")).student()
+    best = summary.get("best") or {}
+    choice = summary.get("lr_choice") or {}
+    return {
+        "recipe": "default" if lr is None else f"lr {lr:.0e}", "budget_share": share, "train_images": images,
+        "lr": summary.get("lr"), "lr_method": choice.get("method"), "lr_probe": choice.get("candidates"),
+        "lr_probe_images": choice.get("train_images", 0), "start_state": start[0] if start else None,
+        "start_val_top1": start[1].top1 if start else None, "val_top1": best.get("val_top1"),
+        "best_point": best.get("step", 0) if best.get("epoch") else 0, "test_top1": test.top1,
+        "test_images": test.count, "seconds": seconds, "train_seconds": round(summary.get("train_seconds", 0), 1),
+    }
 
 
 def finetune(base: Path, out: Path, teacher: Teacher, share: float, lr: float | None,
              args: argparse.Namespace) -> dict[str, Any]:
     """One fine-tune of a copy of the converted artifact ``base``: the defaults of ``pfconvert finetune`` (the
-    family's recipe, the probe's learning rate) or ``lr``; returns a results row."""
-    art = Path(shutil.copytree(base, out))
-    _, defaults = family_defaults(art)
+    family's recipe, the probe's learning rate) or ``lr``; returns a results row (kept in ``out/row.json``: with
+    ``--reuse`` a finished run is not run again; a finished run without its row is scored again on the test split)."""
     images = max(1, round(share * teacher.train_images))
-    values: dict[str, Any] = {**defaults, "data": args.data, "img_size": teacher.img_size, "train_images": images,
-                              "limit_val": args.val_images, "workers": args.workers, "seed": args.seed}
-    if args.batch_size:
-        values["batch_size"] = args.batch_size
-    if args.quick:
-        values.update(reconstruct_images=min(values.get("reconstruct_images", 0), 32), bn_recalib_images=32,
-                      lr_probe_images=32)
-    if lr is not None:
-        values["lr"] = lr
+    cached, summary_file = out / "row.json", out / "finetune.json"
+    if args.reuse and cached.is_file():
+        return json.loads(cached.read_text())
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    done = (args.reuse and summary.get("status") == "completed" and summary.get("config", {}).get("train_images")
+            == images and summary.get("config", {}).get("lr") == lr)
     started = time.perf_counter()
-    result = pfconvert.finetune(art, FinetuneConfig(**values), overwrite=True,
-                                reporter=TextReporter(quiet=not args.verbose))
-    test = pfconvert.evaluate_artifact(art, args.data, split="test", limit=args.test_images, workers=args.workers,
+    if not done:
+        shutil.rmtree(out, ignore_errors=True)
+        art = Path(shutil.copytree(base, out))
+        _, defaults = family_defaults(art)
+        values: dict[str, Any] = {**defaults, "data": args.data, "img_size": teacher.img_size, "train_images": images,
+                                  "limit_val": args.val_images, "workers": args.workers, "seed": args.seed}
+        if args.batch_size:
+            values["batch_size"] = args.batch_size
+        if args.quick:
+            values.update(reconstruct_images=min(values.get("reconstruct_images", 0), 32), bn_recalib_images=32,
+                          lr_probe_images=32)
+        if lr is not None:
+            values["lr"] = lr
+        pfconvert.finetune(art, FinetuneConfig(**values), overwrite=True, reporter=TextReporter(quiet=not args.verbose))
+        summary = json.loads(summary_file.read_text())
+    seconds = round(time.perf_counter() - started, 1) if not done else None
+    test = pfconvert.evaluate_artifact(out, args.data, split="test", limit=args.test_images, workers=args.workers,
                                        img_size=teacher.img_size).metrics["student"]
-    start = result.start.student()
-    best = result.best or {}
-    choice = result.lr_choice
-    return {
-        "recipe": "default" if lr is None else f"lr {lr:.0e}", "budget_share": share, "train_images": images,
-        "lr": result.lr, "lr_method": choice.get("method"), "lr_probe": choice.get("candidates"),
-        "lr_probe_images": choice.get("train_images", 0), "start_state": start[0] if start else None,
-        "start_val_top1": start[1].top1 if start else None, "val_top1": best.get("val_top1"),
-        "best_point": best.get("step", 0) if best.get("epoch") else 0, "test_top1": test.top1,
-        "test_images": test.count, "seconds": round(time.perf_counter() - started, 1),
-    }
+    row = _row(summary, test, share, lr, images, seconds)
+    cached.write_text(json.dumps(row, indent=2))
+    return row
 
 
 def _fmt(value: float | None) -> str:
@@ -202,6 +229,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-images", type=int, default=None, help="default: the whole test split")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true", help="keep the runs an earlier call finished in OUT (each "
+                        "run's row.json, or its finetune.json scored again on the test split); without it every "
+                        "run starts afresh")
+    parser.add_argument("--with-results", type=Path, nargs="*", default=[], metavar="OUT",
+                        help="other runs' OUT folders: their cases (results.json) join this run's table and page")
     parser.add_argument("--verbose", action="store_true", help="the fine-tunes' progress lines")
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 px, a few hundred images, the default "
                         "and 1e-3 at 30%%, the default at 100%%")
@@ -231,13 +263,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         runs += [(share, None) for share in args.budgets[1:]] if index == 0 else []
         for share, lr in runs:
             tag = f"{share:g}x-" + ("default" if lr is None else f"lr{lr:.0e}")
-            shutil.rmtree(root / tag, ignore_errors=True)
             row = finetune(base, root / tag, teacher, share, lr, args)
             case["rows"].append(row)
             print(f"[{time.perf_counter() - started:.0f} s] {teacher.model} {name} {tag}: lr {row['lr']:.0e}, "
                   f"val {_fmt(row['val_top1'])}, test {row['test_top1']:.2f}", file=sys.stderr)
         cases.append(case)
         (args.out / "results.json").write_text(json.dumps(cases, indent=2))
+    for extra in args.with_results:
+        cases += json.loads((extra / "results.json").read_text())
     table = markdown(cases)
     (args.out / "results.md").write_text(table + "\n")
     print(table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,20 @@ def test_the_probe_leaves_the_model_and_rngs_as_they_were_and_is_deterministic(p
     first, second = runs
     assert first.steps == 2 and first.images == 64 and first.val_images == 64  # lr_probe_images 64, batch 32
     assert list(first.scores) == list(lr_probe.CANDIDATES) and first.scores == second.scores
-    assert first.lr == min(first.scores, key=lambda lr: first.scores[lr][0])
+    assert first.lr == lr_probe.choose(first.scores)
     assert len({loss for loss, _ in first.scores.values()}) == len(lr_probe.CANDIDATES)  # the rates do differ
+
+
+def test_the_probe_takes_the_highest_rate_within_its_tolerance_of_the_lowest_loss() -> None:
+    # the probe scores measured on the efficientnet-lite1 teacher (issue 27): 3e-5 has the lowest loss, 1e-4 is 4%
+    # above it (and ended higher over the whole run), 3e-4 and 1e-3 undo the reconstruction
+    measured = {1e-3: (12.58, 9.7), 3e-4: (5.22, 58.7), 1e-4: (2.85, 77.2), 3e-5: (2.73, 78.7)}
+    assert lr_probe.choose(measured) == 1e-4
+    assert lr_probe.choose(measured, tolerance=0.0) == 3e-5
+    assert lr_probe.choose({**measured, 3e-4: (2.99, 77.0)}) == 3e-4  # 9.5% above the lowest: still in
+    assert lr_probe.choose({**measured, 3e-4: (3.01, 77.0)}) == 1e-4  # 10.3%: out
+    assert lr_probe.choose({1e-3: (math.inf, 0.0), 3e-4: (math.nan, 0.0)}) == 3e-4  # nothing finite: the lowest rate
+    assert lr_probe.choose({1e-3: (math.nan, 0.0), 1e-4: (1.0, 50.0)}) == 1e-4  # a non-finite loss never wins
 
 
 @pytest.mark.slow

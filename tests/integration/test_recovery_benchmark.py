@@ -37,3 +37,14 @@ def test_quick_run_tables_the_default_against_the_sweep_and_the_budgets(ft_fmnis
     assert "| default | " in proc.stdout and "(probe)" in proc.stdout
     assert "Default against the best of the manual sweep" in proc.stdout
     assert (tmp_path / "results.md").read_text().strip() == proc.stdout.strip()
+
+    # --reuse keeps each finished run (its row.json), and scores again a finished run whose row is missing
+    (tmp_path / "mobilenetv2_050" / "maxpool" / "0.3x-lr1e-03" / "row.json").unlink()
+    again = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--reuse", "--data", str(ft_fmnist_dir), "--out",
+                            str(tmp_path)], check=False, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    (reused,) = json.loads((tmp_path / "results.json").read_text())
+    assert [r["seconds"] for r in reused["rows"]] == [case["rows"][0]["seconds"], None, case["rows"][2]["seconds"]]
+    strip = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in strip} for r in reused["rows"]] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in case["rows"]]
