@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "write_text", "ensure_writable", "os_reason", "short", "LOCK_FILE", "TRANSIENT_PREFIX",
+__all__ = ["atomic_write", "write_text", "ensure_writable", "check_output_file", "os_reason", "short", "LOCK_FILE", "TRANSIENT_PREFIX",
            "exclusive", "quiet_fd"]
 
 LOCK_FILE = ".pfconvert.lock"
@@ -115,6 +115,44 @@ def ensure_writable(out: str | Path, overwrite: bool = False, marker: str | None
         raise OutputExistsError(f"output {short(out)} is not a pfconvert artifact (it has no {marker}) and is not "
                                 "empty; --overwrite only replaces an artifact's own files: choose a new or empty "
                                 "folder")
+
+
+def check_output_file(path: str | Path, overwrite: bool = False, *, option: str = "--out",
+                      example: str = "out", suffix: str | None = None, exists: type[Exception] | None = None,
+                      error: type[Exception] | None = None) -> Path:
+    """The one check of an output *file* (a rule file, a plot, an exported model), before any work starts: refuse a
+    folder, a wrong ``suffix``, an existing file without ``overwrite``, something that is not a regular file, a name
+    under a file, and a folder that cannot be written in. Missing parent folders are fine (they are created). Output
+    *folders* (artifacts) are checked by :func:`ensure_writable`.
+
+    Args:
+        option: the option that named ``path`` (every message starts with it).
+        example: a file name to suggest where a folder was given (``rule.yaml``).
+        suffix: the suffix the file must have (``.png``), or None.
+        exists: the error class for an existing file (default :class:`~pfconvert.errors.OutputExistsError`).
+        error: the error class of the other refusals (default :class:`~pfconvert.errors.PfconvertError`).
+    """
+    from .errors import OutputExistsError, PfconvertError
+
+    exists, error = exists or OutputExistsError, error or PfconvertError
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{option} {short(path)} is a directory; give a file name such as {short(path / example)}")
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise error(f"{option} {short(path)} is not a {suffix} file name; use e.g. {short(path.with_suffix(suffix))}")
+    if path.exists() and not overwrite:
+        raise exists(f"{option} {short(path)} already exists; choose another path or pass --overwrite")
+    if path.exists() and not path.is_file():
+        raise error(f"{option} {short(path)} is not a regular file; choose another path")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the nearest existing folder: the missing ones are created in it
+    if not parent.is_dir():
+        raise error(f"{option} {short(path)} lies under {short(parent)}, which is a file, not a directory; choose "
+                    "another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise error(f"{option} {short(path)}: cannot write in {short(parent)} (permission denied); choose another path")
+    return path
 
 
 def write_text(path: str | Path, text: str) -> Path:

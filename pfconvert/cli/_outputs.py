@@ -6,36 +6,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import OutputExistsError, PfconvertError
+from .._files import check_output_file
+from ..errors import PfconvertError
 
 __all__ = ["check_outputs", "check_output"]
 
 
 def check_output(option: str, path: Path, overwrite: bool, example: str) -> None:
-    """Refuse an output ``path`` that cannot be written: a folder, a name under a file, an unwritable folder, or an
-    existing file without ``overwrite``. Missing parent folders are fine (they are created).
-
-    Args:
-        example: a file name to suggest in a folder given instead of a file (``rule.yaml``).
+    """Refuse an output ``path`` that cannot be written (:func:`pfconvert._files.check_output_file`, the one file
+    guard: a folder, a name under a file, an unwritable folder, an existing file without ``overwrite``); a ``.png``
+    option must name a .png file.
 
     Raises:
         OutputExistsError: the file exists and not ``overwrite``.
         PfconvertError: any other refusal (one line naming the option, the path and the fix).
     """
-    if path.is_dir():
-        raise PfconvertError(f"{option} {path} is a directory; give a file name such as {path / example}")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{option} {path} already exists; choose another path or pass --overwrite")
-    if path.exists() and not path.is_file():
-        raise PfconvertError(f"{option} {path} is not a regular file; choose another path")
-    parent = path.absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent  # the nearest existing folder: the missing ones are created in it
-    if not parent.is_dir():
-        raise PfconvertError(f"{option} {path} lies under {parent}, which is a file, not a directory; choose another "
-                             "path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PfconvertError(f"{option} {path}: cannot write in {parent} (permission denied); choose another path")
+    check_output_file(path, overwrite, option=option, example=example,
+                      suffix=".png" if example.endswith(".png") else None)
 
 
 def check_outputs(outputs: dict[str, tuple[Path | None, str]], overwrite: bool) -> None:

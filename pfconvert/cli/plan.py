@@ -139,9 +139,6 @@ def plan_cmd(
     from ._outputs import check_outputs
 
     check_outputs({"--write-rule": (write_rule, "rule.yaml"), "--plot": (plot, "plan.png")}, overwrite)
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise RuleError(f"--plot {plot} is not a .png file name (the plot is a PNG); use e.g. "
-                        f"{plot.with_suffix('.png')}")
     sizes = o.parse_int_list(batch_sizes, "--batch-sizes")
     written: list[str] = []
     on_interrupt(lambda: "plan stopped by Ctrl-C; " + (f"wrote only {', '.join(written)}" if written else

@@ -69,10 +69,7 @@ def report_cmd(
 
     resolve_method(deploy)  # an unknown method fails before models are built
     if plot is not None:
-        from ._outputs import check_output
-
         check_plot_target(plot, overwrite)
-        check_output("--plot", plot, overwrite, "report.png")
     on_interrupt(lambda: "report stopped by Ctrl-C; nothing was written")
     from .._inputs import check_input
     from ..conversion.models import input_size as model_input_size

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._files import atomic_write, quiet_fd
+from .._files import atomic_write, check_output_file, quiet_fd
 from ..errors import ExportError, ExportExistsError, one_line
 from ..graph.dataflow import probe_input
 
@@ -160,11 +160,7 @@ def export_onnx(model: nn.Module, out: str | Path, input_size: tuple[int, int, i
         ExportError: ``out`` exists and not ``overwrite`` (:class:`~pfconvert.errors.ExportExistsError`), the export
             fails, or the check exceeds ``tolerance`` (the file is kept for inspection; the message says where).
     """
-    out = Path(out)
-    if out.is_dir():
-        raise ExportError(f"--out {out} is a directory; give a file name such as {out / 'model.onnx'}")
-    if out.exists() and not overwrite:
-        raise ExportExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+    out = check_output_file(out, overwrite, example="model.onnx", exists=ExportExistsError, error=ExportError)
     used: list[str] = []
     atomic_write(out, lambda temp: used.append(_export(model, temp, input_size, opset, dynamic_batch, exporter)))
     diff = check_onnx(model, out, input_size, batch_size=2 if dynamic_batch else 1) if check else None

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._files import check_output_file
 from ..errors import ExportError, ExportExistsError, one_line
 from ._deps import installed, require
 from .quantize import Calibration, check_calibration
@@ -194,10 +195,7 @@ def export_openvino(model: nn.Module, out: str | Path, input_size: tuple[int, in
                           "such as model.xml")
     binary = xml.with_suffix(".bin")
     for path in (xml, binary):
-        if path.is_dir():
-            raise ExportError(f"{path} is a directory; give a file name such as {path / 'model.xml'}")
-        if path.exists() and not overwrite:
-            raise ExportExistsError(f"{path} already exists; choose another --out or pass --overwrite")
+        check_output_file(path, overwrite, example="model.xml", exists=ExportExistsError, error=ExportError)
     ov_model = to_openvino(model, input_size)
     if int8:
         from .quantize import synthetic_calibration

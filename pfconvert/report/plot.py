@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._files import atomic_write
-from ..errors import OutputExistsError, PfconvertError
+from .._files import atomic_write, check_output_file
+from ..errors import PfconvertError
 from .report import FASTER, SLOWER, Report
 
 __all__ = ["plot_report", "check_plot_target"]
@@ -84,14 +84,7 @@ def check_plot_target(path: str | Path, overwrite: bool = False) -> Path:
         PfconvertError: the name does not end in ``.png``, or is a directory.
         OutputExistsError: the file exists and ``overwrite`` is not set.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise PfconvertError(f"plot target {path} is a directory; give a file name such as {path / 'report.png'}")
-    if path.suffix.lower() != ".png":
-        raise PfconvertError(f"plot target {path} is not a .png file name; use e.g. {path.with_suffix('.png')}")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; choose another file or pass --overwrite")
-    return path
+    return check_output_file(path, overwrite, option="--plot", example="report.png", suffix=".png")
 
 
 def plot_report(report: Report, path: str | Path, overwrite: bool = False) -> Path:

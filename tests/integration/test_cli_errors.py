@@ -126,7 +126,7 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
     ("report --plot on an existing file", lambda w: ["report", str(w["art"]), "--plot", str(w["victim"])],
      r"not a .png file name"),
     ("report --plot on an existing .png", lambda w: ["report", str(w["art"]), "--plot", _write(
-        w["root"] / "mine.png", "png")], r"already exists; choose another file or pass --overwrite"),
+        w["root"] / "mine.png", "png")], r"already exists; choose another path or pass --overwrite"),
     ("report --plot a folder", lambda w: ["report", str(w["art"]), "--plot", str(w["root"])], r"is a directory"),
     ("finetune --lr inf", lambda w: ["finetune", str(w["art"]), "--data", str(w["data"]), "--lr", "inf", *FT],
      r"Invalid value for '--lr': inf is not a finite number"),
