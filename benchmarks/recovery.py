@@ -101,7 +101,7 @@ def given_teacher(args: argparse.Namespace) -> Teacher:
         raise SystemExit(f"--teacher {args.teacher!r}: expected NAME=WEIGHTS.safetensors with an existing file")
     if not args.teacher_images:
         raise SystemExit("--teacher needs --teacher-images N, the images it was trained on (the budgets' base)")
-    return Teacher(name, Path(weights), args.img_size or 224, args.teacher_images, f"{name} ({Path(weights).name})",
+    return Teacher(name, Path(weights), args.img_size or 224, args.teacher_images, f"{name} ({Path(weights).parent.name}/{Path(weights).name})",
                    {})
 
 
@@ -182,7 +182,7 @@ def _fmt(value: float | None) -> str:
 def markdown(cases: list[dict[str, Any]]) -> str:
     """The tables: per case, each recipe and budget; then the default against the best of the sweep."""
     lines = ["| teacher | rule | px | budget (images) | recipe | learning rate | start (val) | val top-1 | "
-             "test top-1 | gap to teacher (test) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "test top-1 | vs teacher (test) |", "|---|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
     for case in cases:
         for row in case["rows"]:
@@ -190,7 +190,7 @@ def markdown(cases: list[dict[str, Any]]) -> str:
             lines.append(f"| {case['teacher']} | {case['rule']} | {case['img_size']} | {row['budget_share']:.0%} "
                          f"({row['train_images']}) | {row['recipe']} | {lr} | {_fmt(row['start_val_top1'])} | "
                          f"{_fmt(row['val_top1'])} | {_fmt(row['test_top1'])} | "
-                         f"{case['teacher_test_top1'] - row['test_top1']:+.2f} |")
+                         f"{row['test_top1'] - case['teacher_test_top1']:+.2f} |")
         first = min(r["budget_share"] for r in case["rows"])
         same = [r for r in case["rows"] if r["budget_share"] == first]
         auto = next((r for r in same if r["recipe"] == "default"), None)
@@ -202,7 +202,19 @@ def markdown(cases: list[dict[str, Any]]) -> str:
                 f"{auto['test_top1']:.2f} test vs the sweep's best ({top['recipe']}) {top['test_top1']:.2f}: "
                 f"{auto['test_top1'] - top['test_top1']:+.2f} points; start {_fmt(auto['start_val_top1'])} val, "
                 f"default best {_fmt(auto['val_top1'])} val")
-    return "\n".join(lines + ["", "Default against the best of the manual sweep at the same budget:", "", *verdicts])
+    curve = ["| teacher | rule | px | teacher test top-1 | budget (images) | learning rate | test top-1 | vs teacher |",
+             "|---|---|---|---|---|---|---|---|"]
+    for case in cases:
+        defaults = sorted((r for r in case["rows"] if r["recipe"] == "default"), key=lambda r: r["budget_share"])
+        if len(defaults) > 1:
+            curve += [f"| {case['teacher']} | {case['rule']} | {case['img_size']} | {case['teacher_test_top1']:.2f} | "
+                      f"{r['budget_share']:.0%} ({r['train_images']}) | {r['lr']:.0e} (probe) | {r['test_top1']:.2f} "
+                      f"| {r['test_top1'] - case['teacher_test_top1']:+.2f} |" for r in defaults]
+    out = lines + ["", "Default against the best of the manual sweep at the same budget:", "", *verdicts]
+    if len(curve) > 2:
+        out += ["", "Budget curve: the default fine-tune at budgets given as shares of the teacher's training images:",
+                "", *curve]
+    return "\n".join(out)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
