@@ -101,7 +101,8 @@ def given_teacher(args: argparse.Namespace) -> Teacher:
         raise SystemExit(f"--teacher {args.teacher!r}: expected NAME=WEIGHTS.safetensors with an existing file")
     if not args.teacher_images:
         raise SystemExit("--teacher needs --teacher-images N, the images it was trained on (the budgets' base)")
-    return Teacher(name, Path(weights), args.img_size or 224, args.teacher_images, f"{name} ({Path(weights).parent.name}/{Path(weights).name})",
+    path = Path(weights)
+    return Teacher(name, path, args.img_size or 224, args.teacher_images, f"{name} ({path.parent.name}/{path.name})",
                    {})
 
 
