@@ -112,6 +112,7 @@ class Frontier:
         self.data_cfg = resolve_data_config(self.model, input_size=self.size)
         self.budget = max(args.batch_size, round(args.budget_share * original.train_images))
         self.compute: dict[str, float] = {}
+        self.missing: list[str] = []  # cells the table lacks, in words
 
     # -- candidates ----------------------------------------------------------------------------------------------
 
@@ -221,6 +222,8 @@ class Frontier:
             within = [c for c in data["candidates"] if c["latency_ms"]["1"] / c["original_ms"]["1"] <= target]
             if not within:
                 _log(f"{self.orig.model}: no planned candidate within {target:g}x latency")
+                self.missing.append(f"the planner's choice at {target:g}x latency: none of its candidates was "
+                                    f"measured that fast on {self.args.backends[0]} (batch 1)")
                 continue
             best = max(within, key=lambda c: c["top1"])
             cand = Candidate(best["rule"], [g for g in groups_of.get(best["rule"], {})
@@ -229,7 +232,11 @@ class Frontier:
             written = _rules_of(cand, rules, groups_of, 8)
             spec = Spec(f"plan@{target:g}x: {best['name']}", "planner", written.text if written is not None else None,
                         best["prune"] if written is None else None, best["top1"], best.get("top1_before_proxy"))
-            if not any(s.rules == spec.rules and s.prune == spec.prune for s in specs):
+            same = [s for s in specs if s.rules == spec.rules and s.prune == spec.prune]
+            if same:
+                self.missing.append(f"the planner's choice at {target:g}x latency is the one at "
+                                    f"{same[0].name.split(':')[0][5:]} (tabled once)")
+            else:
                 specs.append(spec)
         return specs
 
@@ -326,7 +333,14 @@ class Frontier:
         return {"model": self.orig.model, "label": self.orig.label, "img_size": self.orig.img_size,
                 "budget_images": self.budget, "original_test_top1": original_test, "original_ms": ms["original"],
                 "rows": out, "compute_s": dict(self.compute), "proxy": self.proxy_settings,
-                "correlation": correlation(out), "seeds": self.args.seeds}
+                "correlation": correlation(out), "seeds": self.args.seeds,
+                "missing": self.missing + [f"{r['name']}: not fine-tuned (seeds {self.args.seeds})"
+                                           for r in out if r["test_top1"] is None],
+                "settings": {"val_images": self.args.val_images, "test_images": self.args.test_images or "all",
+                             "finetune_lr": self.args.finetune_lr or "the fine-tune's probe",
+                             "budget_share": self.args.budget_share, "proxy_images": self.args.proxy_images,
+                             "threads": self.args.threads, "backends": self.args.backends,
+                             "plan_prune_ratios": self.args.plan_prune_ratios, "targets": self.args.targets}}
 
     def original_test(self) -> float:
         path = self.out / "original-test.json"
@@ -380,7 +394,8 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
     lines = [f"## {result['label']}", "",
              f"Fine-tune budget: {result['budget_images']} training images per candidate and seed "
              f"({result['seeds']}), FinetuneConfig defaults otherwise; original: test top-1 "
-             f"{result['original_test_top1']:.2f}%.", ""]
+             f"{result['original_test_top1']:.2f}%.", "",
+             "Settings: " + ", ".join(f"{k} {v}" for k, v in result["settings"].items()) + ".", ""]
     lines += ["| candidate | method | planner score, old (val) | planner score, proxy (val) | test top-1 (mean ± sd) |"
               + "".join(f" latency {c} (ms, ratio) |" for c in cells), "|---" * (5 + len(cells)) + "|"]
     lines.append("| original | - | - | - | " + f"{result['original_test_top1']:.2f} |"
@@ -399,7 +414,8 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
               + ("" if corr["candidates"] >= 10 else " (fewer than the 10 candidates the issue asks for)") + ".",
               "", f"Proxy: {p.get('images')} training images per candidate ({p.get('steps')} steps of "
               f"{p.get('batch_size')}, lr {p.get('lr')}, seed {p.get('seed')}).", "",
-              "Compute: " + ", ".join(f"{k} {v:.0f} s" for k, v in result["compute_s"].items()) + ".", ""]
+              "Compute: " + ", ".join(f"{k} {v:.0f} s" for k, v in result["compute_s"].items()) + ".", "",
+              "Missing: " + ("; ".join(result["missing"]) if result["missing"] else "none") + ".", ""]
     lines += [f"![{Path(p_).stem}]({Path(p_).name})" for p_ in plots]
     return "\n".join(lines) + "\n"
 
@@ -477,6 +493,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calib-images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--note", default="", help="a paragraph for the page (what this run leaves out)")
     parser.add_argument("--only-cached", action="store_true", help="table only the fine-tunes already cached")
     parser.add_argument("--quick", action="store_true", help="smoke run: a few hundred images, tiny budgets")
     add_docs_flag(parser)
@@ -518,7 +535,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     (args.out / "frontier.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
     if args.write_docs:
         write_page("frontier", "The accuracy-latency frontier: conversion rules, pruning, the planner (Fashion-MNIST)",
-                   "\n".join(sections), machine, NOTES)
+                   "\n".join(sections), machine, (args.note + "\n\n" if args.note else "") + NOTES)
     return results
 
 
