@@ -38,17 +38,24 @@ def _table(result: PlanResult) -> Table:
                         "beyond it); candidates within the noise of the fastest count as equally fast and the most "
                         "accurate of them is chosen",
                   title_justify="left")
-    for col in ("candidate", "layers", "top-1", "drop", *(f"latency bs{bs}" for bs in result.batch_sizes),
+    proxied = result.proxy is not None
+    for col in ("candidate", "layers", *(("before proxy",) if proxied else ()), "top-1", "drop", *(f"latency bs{bs}" for bs in result.batch_sizes),
                 "rounds", "params", "MACs", "Pareto", "pays off", "choice"):
         table.add_column(col, justify="left" if col in ("candidate", "choice") else "right")
     for c in sorted(result.candidates, key=lambda c: (c.worst_ratio, c.drop)):
         layers = f"{len(c.layers)}+{len(c.shrunk)}" if c.shrunk else str(len(c.layers))
-        table.add_row(escape(c.name), layers, f"{c.top1:.2f}", f"{c.drop:+.2f}",
+        before = (f"{c.top1_before_proxy:.2f}" if c.top1_before_proxy is not None else "-",) if proxied else ()
+        table.add_row(escape(c.name), layers, *before, f"{c.top1:.2f}", f"{c.drop:+.2f}",
                       *(_ratio(c.ratio(bs), c.verdicts[bs], c.margins.get(bs)) for bs in result.batch_sizes),
                       "/".join(str(c.rounds.get(bs, "?")) for bs in result.batch_sizes),
                       f"{c.params / 1e6:.2f}M", f"{c.macs / 1e6:.1f}M", "*" if c.pareto else "",
                       "yes" if c.pays_off else "no", "<- chosen" if c is result.chosen else "")
     notes = []
+    if proxied:
+        p = result.proxy or {}
+        notes.append(f"top-1: after a proxy distillation from the original of {p.get('images')} training images per "
+                     f"candidate ({p.get('share_of_3_epochs', 0):.1%} of a default 3-epoch fine-tune, lr "
+                     f"{p.get('lr')}, seed {p.get('seed')}); 'before proxy': right after conversion and preparation")
     if result.shrinkable:
         notes.append(f"layers: converted+shrunk; shrink: {len(result.shrinkable)} conv(s) whose input map keeps kernel "
                      "taps out of play, replaced by the smaller conv they equal (exact)")
@@ -130,6 +137,10 @@ def plan_cmd(
     prune_ratios: Annotated[str, typer.Option(help="Channel-pruning ratios tried with --prune, comma-separated.")
                             ] = "0.25,0.5",
     prune_round_to: Annotated[int, typer.Option(min=1, help="Pruned channel counts are kept multiples of N.")] = 8,
+    proxy_images: Annotated[int, typer.Option(min=0, help="Score each candidate after a short distillation from the "
+                                                          "original on N training images (the fine-tune's loss, "
+                                                          "augmentation and schedule; a proxy of the fine-tuned "
+                                                          "result); 0: score right after conversion.")] = 2048,
     as_json: o.JsonOpt = False,
 ) -> None:
     """Search built-in rules x stage subsets, measure accuracy (validation split) and latency (BACKEND, side by side
@@ -178,7 +189,8 @@ def plan_cmd(
                                   val_split=val_split, batch_size=batch_size, runs=runs, max_seconds=max_seconds,
                                   notes=notes, on_step=lambda text: _step(status, notes, text),
                                   int8_calib_images=calib_images, shrink=shrink, retime_passes=retime_passes,
-                                  retime_seconds=retime_seconds, prune_ratios=ratios, prune_round_to=prune_round_to)
+                                  retime_seconds=retime_seconds, prune_ratios=ratios, prune_round_to=prune_round_to,
+                                  proxy_images=proxy_images)
         except PlanRefused as exc:  # the table is printed from what was measured, then the refusal (exit 1)
             failure, result = exc, exc.result
     for name, why in result.skipped.items():

@@ -7,6 +7,12 @@ every stage (the rule as written). Each candidate's accuracy is measured after i
 BatchNorm re-estimation on calibration images, when the caller's ``prepare`` does them); all candidates are then
 timed side by side with the original, in the same interleaved rounds, on one backend at each batch size.
 
+Proxy of the fine-tuned result (``proxy``; :func:`plan_on_data`'s ``proxy_images``, 2048 by default): accuracy right
+after conversion does not predict the order after fine-tuning, so each candidate (a copy, once prepared) is first
+distilled briefly from the original (:class:`pfconvert.study.proxy.DistillProxy`: the fine-tune's machinery on a
+small stated share of its budget) and then scored; the score before it is kept (``top1_before_proxy``).
+``benchmarks/frontier.py`` measures both scores' rank correlation with the fine-tuned test top-1.
+
 Geometry-exact shrinking (``shrink=True``): the convs whose traced input map keeps kernel taps out of play (a 3x3
 conv on a 1x1 map) are shrunk to the smaller conv they equal (:mod:`pfconvert.ops.shrink`) in every candidate, on the
 layers its rule leaves, and shrinking alone is a candidate too (exact: no accuracy lost).
@@ -46,6 +52,7 @@ from ..errors import DataError, PfconvertError, RuleError
 from ..graph.match import Match
 from ..rules.loading import LoadedRules, parse_rules
 from .groups import StageGroup
+from .proxy import DEFAULT_PROXY_IMAGES, PROXY_LR
 from .sensitivity import SensitivityResult, run_sensitivity, stage_groups
 
 __all__ = ["Candidate", "PlanResult", "PlanRefused", "plan_conversion", "choose", "close_calls", "same_speed",
@@ -75,6 +82,7 @@ class Candidate:
     rounds: dict[int, int] = field(default_factory=dict)  # batch size -> timed rounds (re-timed rounds included)
     shrunk: list[str] = field(default_factory=list)  # layers shrunk geometry-exactly besides the rule's
     prune: float | None = None  # channel-pruning ratio applied after the rule (None: no pruning)
+    top1_before_proxy: float | None = None  # the old score (after preparation only) when a proxy scored ``top1``
     samples: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict, repr=False)
     """Batch size -> (original, candidate) seconds of every round, paired as they were interleaved."""
 
@@ -183,6 +191,7 @@ class PlanResult:
     chosen_rules: LoadedRules | None = None
     retiming: Retiming | None = None
     shrinkable: list[str] = field(default_factory=list)  # convs with kernel taps out of play at this input size
+    proxy: dict[str, Any] | None = None  # how candidates were scored when a proxy distillation ran (its settings)
 
     def front(self) -> list[Candidate]:
         """The Pareto-optimal candidates (accuracy drop vs worst-case latency ratio), fastest first."""
@@ -196,7 +205,7 @@ class PlanResult:
                 "sensitivity": {k: v.to_dict() for k, v in self.sensitivity.items()}, "skipped": self.skipped,
                 "chosen": self.chosen.name if self.chosen is not None else None,
                 "retiming": asdict(self.retiming) if self.retiming is not None else None,
-                "shrinkable": self.shrinkable}
+                "shrinkable": self.shrinkable, "proxy": self.proxy}
 
 
 class PlanRefused(PfconvertError):
@@ -328,6 +337,7 @@ def plan_conversion(
     prune_ratios: Sequence[float] = (),
     prune_round_to: int = 8,
     recalibrate: Callable[[nn.Module], None] | None = None,
+    proxy: Callable[[nn.Module], None] | None = None,
 ) -> PlanResult:
     """Search, measure and choose (see the module docstring).
 
@@ -356,6 +366,10 @@ def plan_conversion(
         prune_round_to: pruned channel counts are kept multiples of this.
         recalibrate: called on each pruned candidate before evaluation (BatchNorm re-estimation; a reconstruction
             against the original does not apply to pruned channels); default ``prepare``.
+        proxy: called, after its preparation, on a copy of each candidate (the shrunk and pruned ones too) before
+            that copy is scored: a short distillation from the original (:class:`pfconvert.study.proxy.DistillProxy`)
+            whose score predicts the fine-tuned order; the score before it is kept as ``top1_before_proxy``. The
+            stage ranking of the sensitivity study stays on the scores before it. None: the old scoring.
 
     Raises:
         PlanRefused: no candidate pays off within ``max_drop`` (its ``.result`` holds the measured table).
@@ -364,6 +378,16 @@ def plan_conversion(
     from ..graph.modules import count_params
 
     step = on_step or (lambda text: None)
+
+    def score(variant: nn.Module, known: float | None = None) -> tuple[float, float | None]:
+        """(the candidate's score, the score before the proxy or None without one)."""
+        before = known if known is not None else evaluate(variant)
+        if proxy is None:
+            return before, None
+        trained = copy.deepcopy(variant)  # the variant stays as prepared: pruning and timing start from it
+        proxy(trained)
+        return evaluate(trained), before
+
     step("evaluating the original")
     base_top1 = evaluate(model)
     result = PlanResult(base_top1, count_params(model), count_macs(model), backend, backend_label, list(batch_sizes),
@@ -378,9 +402,12 @@ def plan_conversion(
             step(f"shrink: {len(shrink_matches)} conv(s) with kernel taps out of play")
             variant = copy.deepcopy(model)
             apply_matches(variant, shrink_matches, shrink_flow)
-            top1 = evaluate(variant)  # exact: nothing to prepare
+            if proxy is not None:
+                step("shrink: proxy distillation")
+            top1, before = score(variant)  # exact: nothing to prepare
             cand = Candidate(SHRINK_RULE, sorted(stage_groups(shrink_matches)), [], top1, base_top1 - top1,
-                             count_params(variant), count_macs(variant), shrunk=list(result.shrinkable))
+                             count_params(variant), count_macs(variant), shrunk=list(result.shrinkable),
+                             top1_before_proxy=before)
             result.candidates.append(cand)
             variants[cand.name] = variant
     for rules_ in rules:
@@ -407,19 +434,19 @@ def plan_conversion(
             extra = [m for m in shrink_matches if m.site.path not in converted]
             variant = copy.deepcopy(model)
             apply_matches(variant, sorted(members + extra, key=lambda m: m.site.call.index), flow)
+            known = None
             if k == 1:  # measured by the sensitivity study (shrinking is exact); timing does not depend on weights
-                top1 = by_group[chosen[0]].top1
-            else:
-                if prepare is not None:
-                    prepare(variant)
-                top1 = evaluate(variant)
+                known = by_group[chosen[0]].top1
+            if (k > 1 or proxy is not None) and prepare is not None:
+                prepare(variant)
+            top1, before = score(variant, known)
             cand = Candidate(rules_.name, sorted(chosen), [m.site.path for m in members], top1,
                              base_top1 - top1, count_params(variant), count_macs(variant),
-                             shrunk=[m.site.path for m in extra])
+                             shrunk=[m.site.path for m in extra], top1_before_proxy=before)
             result.candidates.append(cand)
             variants[cand.name] = variant
     if prune_ratios:
-        _add_pruned(result, model, variants, input_size, prune_ratios, prune_round_to, evaluate, count_macs,
+        _add_pruned(result, model, variants, input_size, prune_ratios, prune_round_to, score, count_macs,
                     recalibrate or prepare, step)
     if not result.candidates:
         raise RuleError("no candidate rule matched a layer of the model: "
@@ -446,7 +473,7 @@ def plan_conversion(
 
 def _add_pruned(result: PlanResult, model: nn.Module, variants: dict[str, nn.Module],
                 input_size: tuple[int, int, int], ratios: Sequence[float], round_to: int,
-                evaluate: Callable[[nn.Module], float], count_macs: Callable[[nn.Module], int],
+                score: Callable[[nn.Module], tuple[float, float | None]], count_macs: Callable[[nn.Module], int],
                 recalibrate: Callable[[nn.Module], None] | None, step: Callable[[str], None]) -> None:
     """Each ratio as a candidate alone (on the shrunk model when shrinking is on) and after every rule candidate."""
     from ..conversion.pruning import prune_channels
@@ -462,13 +489,14 @@ def _add_pruned(result: PlanResult, model: nn.Module, variants: dict[str, nn.Mod
             prune_channels(variant, ratio, input_size, round_to)
             if recalibrate is not None:
                 recalibrate(variant)
-            top1 = evaluate(variant)
+            top1, before = score(variant)
             if base is None:
                 cand = Candidate(PRUNE_ONLY, [], [], top1, result.base_top1 - top1, count_params(variant),
-                                 count_macs(variant), prune=ratio)
+                                 count_macs(variant), prune=ratio, top1_before_proxy=before)
             else:
                 cand = Candidate(base.rule, list(base.groups), list(base.layers), top1, result.base_top1 - top1,
-                                 count_params(variant), count_macs(variant), shrunk=list(base.shrunk), prune=ratio)
+                                 count_params(variant), count_macs(variant), shrunk=list(base.shrunk), prune=ratio,
+                                 top1_before_proxy=before)
             result.candidates.append(cand)
             variants[cand.name] = variant
 
@@ -523,7 +551,8 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
                  max_seconds: float = 20.0, deploy_method: str = "auto", on_step: Callable[[str], None] | None = None,
                  notes: list[str] | None = None, int8_calib_images: int = 300, shrink: bool = True,
                  retime_passes: int = 3, retime_seconds: float = 120.0, prune_ratios: Sequence[float] = (),
-                 prune_round_to: int = 8) -> PlanResult:
+                 prune_round_to: int = 8, proxy_images: int = DEFAULT_PROXY_IMAGES, proxy_seed: int = 0,
+                 proxy_lr: float = PROXY_LR) -> PlanResult:
     """:func:`plan_conversion` on real data and a real backend.
 
     Accuracy: top-1 on (a fixed subset of) the validation split carved from the training images (never the test
@@ -535,7 +564,10 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     original and every candidate are scored as deployed: quantized on ``int8_calib_images`` training images, then
     evaluated on the runtime (an int8 candidate is scored in int8). ``shrink``, ``retime_passes``,
     ``retime_seconds``, ``prune_ratios`` and ``prune_round_to`` as :func:`plan_conversion` (pruned candidates get
-    BatchNorm re-estimation, no reconstruction). Other arguments as :func:`pfconvert.study.sensitivity_on_data`.
+    BatchNorm re-estimation, no reconstruction). ``proxy_images``: each candidate, once prepared, is distilled from
+    the original on that many training images (:class:`pfconvert.study.proxy.DistillProxy`, seeded by
+    ``proxy_seed``, peak rate ``proxy_lr``) before it is scored, a proxy of the fine-tuned result; 0: scored right
+    after its preparation (the old scoring). Other arguments as :func:`pfconvert.study.sensitivity_on_data`.
 
     Raises:
         PlanRefused: nothing pays off within ``max_drop`` (``.result`` holds the measured table).
@@ -549,6 +581,8 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
 
     if reconstruct_images < 0:
         raise DataError(f"reconstruct_images must be 0 (off) or more, got {reconstruct_images}")
+    if proxy_images < 0:
+        raise DataError(f"proxy_images must be 0 (off) or more, got {proxy_images}")
     tools = validation_tools(model, data, data_cfg=data_cfg, img_size=img_size, limit_val=limit_val,
                              bn_recalib_images=bn_recalib_images, val_split=val_split, batch_size=batch_size,
                              notes=notes)
@@ -557,6 +591,16 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     label = backend_label(backend, deploy_method)
     methods: list[str] = []
     score, calibration = _scorer(backend, tools, size, int8_calib_images, data, notes)
+    proxy = None
+    if proxy_images:
+        from ..data.config import resolve_data_config
+        from .proxy import DistillProxy
+
+        cfg = data_cfg if data_cfg is not None else resolve_data_config(model)
+        proxy = DistillProxy.build(model, data, cfg.with_size(img_size) if img_size else cfg, images=proxy_images,
+                                   val_split=val_split, seed=proxy_seed, lr=proxy_lr, batch_size=batch_size)
+        if notes is not None:
+            notes.append(proxy.describe())
 
     def prepare(variant: nn.Module) -> None:
         if batches:
@@ -574,6 +618,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
         return {bs: {key: list(t) for key, t in times.items()} for (_, bs), times in timings.items()}
 
     def relabel(result: PlanResult) -> PlanResult:
+        result.proxy = proxy.to_dict() if proxy is not None else None
         used = sorted({m for text in methods for m in text.split(" / ")})
         if used and backend == "cpu":
             result.backend_label = backend_label(backend, " / ".join(used))
@@ -585,7 +630,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
                                        batch_sizes=batch_sizes, max_drop=max_drop, prepare=prepare, on_step=on_step,
                                        shrink=shrink, retime_passes=retime_passes, retime_seconds=retime_seconds,
                                        prune_ratios=prune_ratios, prune_round_to=prune_round_to,
-                                       recalibrate=tools.recalibrate))
+                                       recalibrate=tools.recalibrate, proxy=proxy))
     except PlanRefused as exc:
         relabel(exc.result)
         raise

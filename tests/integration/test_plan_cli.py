@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 TINY = ["--data", str(FASHION_MNIST), "--num-classes", "10", "--input-size", "32", "--limit", "64",
         "--bn-recalib-images", "32", "--reconstruct-images", "16", "--runs", "3", "--max-seconds", "2",
-        "--batch-sizes", "1,4", "--retime-passes", "1", "--backend", "cpu-eager", "-r", "dw-hybrid"]
+        "--batch-sizes", "1,4", "--retime-passes", "1", "--backend", "cpu-eager", "-r", "dw-hybrid",
+        "--proxy-images", "64"]
 
 
 def test_plan_prints_the_table_and_writes_what_it_chose_or_refuses(tmp_path) -> None:
@@ -22,6 +23,7 @@ def test_plan_prints_the_table_and_writes_what_it_chose_or_refuses(tmp_path) -> 
     result = CliRunner().invoke(app, ["plan", "mobilenetv2_050", *TINY, "--max-drop", "100", "--write-rule", str(rule),
                                       "--plot", str(png)])
     assert "dw-hybrid: stage" in result.output and "Pareto" in result.output
+    assert "before" in result.output and "proxy distillation" in " ".join(result.output.split())  # the caption
     assert png.stat().st_size > 1000
     if result.exit_code == 0:  # something is faster at batch 1 and 4 without being slower: its rule is written
         assert "name: dw-hybrid-planned" in rule.read_text() and "stages:" in rule.read_text()
@@ -31,7 +33,7 @@ def test_plan_prints_the_table_and_writes_what_it_chose_or_refuses(tmp_path) -> 
 
 def test_an_unavailable_backend_is_one_line(tmp_path) -> None:
     _register()
-    result = CliRunner().invoke(app, ["plan", "mobilenetv2_050", *TINY[:-4], "--backend", "nope"])
+    result = CliRunner().invoke(app, ["plan", "mobilenetv2_050", *TINY[:-6], "--backend", "nope"])
     assert result.exit_code != 0 and str(result.exception).startswith("unknown backend 'nope'; choose from cpu")
     assert isinstance(result.exception, BackendError) and not isinstance(result.exception, RuleError)
 

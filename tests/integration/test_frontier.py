@@ -1,0 +1,58 @@
+"""benchmarks/frontier.py --quick on the committed Fashion-MNIST sample: a tiny original trained, its candidates
+(rules, pruning, the planner's choice) scored by both planner scores, fine-tuned, timed side by side and tabled with
+the rank correlations and a plot; a rerun resumes from the cache without training again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FASHION_MNIST_SAMPLE
+
+pytest.importorskip("torch_pruning")
+pytest.importorskip("scipy")
+
+pytestmark = pytest.mark.slow  # trains a tiny resnet26 and fine-tunes five candidates (a few minutes on 2 cores)
+
+
+def test_quick_frontier_tables_every_method_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import frontier
+
+    argv = ["--quick", "--data", str(FASHION_MNIST_SAMPLE), "--out", str(tmp_path), "--backends", "cpu-eager",
+            "--threads", "1", "--max-rule-candidates", "3"]
+    [result] = frontier.main(argv)
+    rows = {r["name"]: r for r in result["rows"]}
+    methods = {r["method"] for r in rows.values()}
+    assert methods == {"rules", "pruning", "planner"}, rows.keys()
+    assert "r50-max" in rows and "prune 0.2" in rows
+    for row in rows.values():
+        assert row["test_top1"] is not None and 0 <= row["test_top1"] <= 100
+        assert row["old_top1"] is not None and row["proxy_top1"] is not None
+        assert row["latency_ms"]["PyTorch CPU eager (naive) bs1"] > 0
+    assert result["correlation"]["candidates"] == len(rows) >= 5
+    assert set(result["correlation"]) == {"candidates", "proxy_top1", "old_top1"}  # None: a chance-level original
+    out = capsys.readouterr().out
+    assert "| original | - |" in out and "Spearman rank correlation" in out and "Compute: " in out
+    assert list(tmp_path.glob("frontier-resnet26-32px-*.png"))
+    fine_tunes = sorted(tmp_path.glob("resnet26-32px/seed0/*/row.json"))
+    assert len(fine_tunes) == len(rows)
+    stamps = [p.stat().st_mtime for p in fine_tunes]
+    [again] = frontier.main(argv + ["--only-cached"])  # resumes: nothing trained or timed again
+    assert [p.stat().st_mtime for p in fine_tunes] == stamps
+    assert [r["test_top1"] for r in again["rows"]] == [r["test_top1"] for r in result["rows"]]
+    assert json.loads((tmp_path / "frontier.json").read_text())["results"][0]["model"] == "resnet26"
+
+
+def test_rank_correlation_of_each_planner_score() -> None:
+    from benchmarks.frontier import correlation
+
+    rows = [{"test_top1": t, "proxy_top1": p, "old_top1": o}
+            for t, p, o in [(80.0, 60.0, 30.0), (82.0, 61.0, 20.0), (85.0, 70.0, 10.0), (70.0, 50.0, 40.0)]]
+    rows.append({"test_top1": None, "proxy_top1": 1.0, "old_top1": 1.0})  # not fine-tuned: left out
+    corr = correlation(rows)
+    assert corr["candidates"] == 4
+    assert corr["proxy_top1"]["rho"] == pytest.approx(1.0) and corr["old_top1"]["rho"] == pytest.approx(-1.0)
+    flat = correlation([{**r, "proxy_top1": 5.0} for r in rows[:4]])
+    assert flat["proxy_top1"] is None and correlation(rows[:2])["old_top1"] is None
