@@ -247,6 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "run starts afresh")
     parser.add_argument("--with-results", type=Path, nargs="*", default=[], metavar="OUT",
                         help="other runs' OUT folders: their cases (results.json) join this run's table and page")
+    parser.add_argument("--note", default="", help="a sentence for the page (what was not run, the load)")
     parser.add_argument("--verbose", action="store_true", help="the fine-tunes' progress lines")
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 px, a few hundred images, the default "
                         "and 1e-3 at 30%%, the default at 100%%")
@@ -290,8 +291,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.write_docs:
         from pfconvert.report import describe_machine
 
-        notes = (f"Wall time {time.perf_counter() - started:.0f} s. Test top-1 on {cases[0]['rows'][0]['test_images']}"
-                 f" test images; 'start (val)': the student after reconstruction and BatchNorm re-estimation; "
+        runs = [r for case in cases for r in case["rows"]]
+        spent = sum(r.get("seconds") or 0 for r in runs)
+        took = time.perf_counter() - started
+        notes = (f"This call: {took:.0f} s; the runs' own wall time (conversion start, probe, "
+                 f"training, validation; on a machine shared with other jobs): {spent:.0f} s over {len(runs)} runs "
+                 f"(runs kept from an earlier call without a recorded time count 0). {args.note} Test top-1 on "
+                 f"{cases[0]['rows'][0]['test_images']} test images; 'start (val)': the student after reconstruction and BatchNorm re-estimation; "
                  "'val top-1': the best validation point (the exported weights); the probe's images are not counted "
                  "in the budget (finetune.json: lr_choice).")
         write_page("recovery", "Recovery after conversion: default fine-tune vs a learning-rate sweep, and budgets",
