@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         notes = (f"This call: {took:.0f} s; the runs' own wall time (conversion start, probe, "
                  f"training, validation; on a machine shared with other jobs): {spent:.0f} s over {len(runs)} runs "
                  f"(runs kept from an earlier call without a recorded time count 0). {args.note} Test top-1 on "
-                 f"{cases[0]['rows'][0]['test_images']} test images; 'start (val)': the student after reconstruction and BatchNorm re-estimation; "
+                 f"{cases[0]['rows'][0]['test_images']} test images; 'start (val)': the student after reconstruction "
+                 "and BatchNorm re-estimation; "
                  "'val top-1': the best validation point (the exported weights); the probe's images are not counted "
                  "in the budget (finetune.json: lr_choice).")
         write_page("recovery", "Recovery after conversion: default fine-tune vs a learning-rate sweep, and budgets",
