@@ -268,3 +268,24 @@ def parse_int_list(text: str, option: str) -> list[int]:
         raise PfconvertError(f"{option} {text!r}: at most {MAX_BATCH} (memory is checked against the model as "
                              "well); give sizes such as 1,32")
     return values
+
+
+def study_original(model: str, checkpoint: Path | None, pretrained: bool, pretrained_file: Path | None,
+                   overrides: dict[str, Any], model_kwargs: dict[str, Any], size: InputSize | None,
+                   batches: dict[str, list[int]]) -> tuple[Any, Any, int | None]:
+    """The original a study command (plan, sensitivity) works on, built by :func:`pfconvert.load_original`, its
+    source said on stderr, and its input checked at ``size`` for the ``batches`` the command runs (``{option: [batch
+    sizes]}``) before any work; returns ``(model, data config, side)`` (side: the square side asked for, or None)."""
+    from .._inputs import check_input
+    from ..conversion.original import load_original
+    from ._console import say
+    from ._render import source_line
+
+    built = load_original(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file, data=overrides,
+                          **model_kwargs)
+    say(source_line(built.source))
+    data_cfg = built.data_config
+    side = size.side(data_cfg.input_size[0]) if size is not None else None
+    check_input(built.model, data_cfg.with_size(side).input_size if side else data_cfg.input_size, batches,
+                what=model, fix=img_size_fix(side))
+    return built.model, data_cfg, side

@@ -159,12 +159,9 @@ def plan_cmd(
     size = o.side_size(input_size, img_size)
     limit = o.renamed("--limit-val", limit_val, "--limit", limit, ctx)
     from .._files import write_text
-    from .._inputs import check_input
-    from ..conversion.original import load_original
     from ..report.backends import list_backends
     from ..rules.loading import load_rules
     from ..study.plan import PlanRefused, plan_on_data, plot_plan
-    from ._render import source_line
 
     if backend not in list_backends():
         from ..report.backends import get_backend
@@ -172,13 +169,9 @@ def plan_cmd(
         get_backend(backend)  # says why (an unknown name, or the package to install)
         raise BackendError(f"backend '{backend}' is not available here; choose one of {', '.join(list_backends())}")
     candidates = [load_rules(r) for r in (rule or DEFAULT_RULES)]
-    built = load_original(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
-                          data=overrides, **o.model_kwargs(num_classes, in_chans, kwarg))
-    say(source_line(built.source))
-    original, data_cfg = built.model, built.data_config
-    side = size.side(data_cfg.input_size[0]) if size is not None else None
-    check_input(original, data_cfg.with_size(side).input_size if side else data_cfg.input_size,
-                {"--batch-sizes": sizes, "--batch-size": [batch_size]}, what=model, fix=o.img_size_fix(side))
+    original, data_cfg, side = o.study_original(model, checkpoint, pretrained, pretrained_file, overrides,
+                                                o.model_kwargs(num_classes, in_chans, kwarg), size,
+                                                {"--batch-sizes": sizes, "--batch-size": [batch_size]})
     notes: list[str] = []
     failure: PlanRefused | None = None
     with err_console.status("reading the data...") as status:

@@ -89,20 +89,13 @@ def sensitivity_cmd(
     size = o.side_size(input_size, img_size)
     limit = o.renamed("--limit-val", limit_val, "--limit", limit, ctx)
     from .._files import write_text
-    from .._inputs import check_input
-    from ..conversion.original import load_original
     from ..rules.loading import load_rules
     from ..study.sensitivity import selected_rules, sensitivity_on_data
-    from ._render import source_line
 
     rules = load_rules(rule)
-    built = load_original(model, checkpoint, pretrained=pretrained, pretrained_file=pretrained_file,
-                          data=overrides, **o.model_kwargs(num_classes, in_chans, kwarg))
-    say(source_line(built.source))
-    original, data_cfg = built.model, built.data_config
-    side = size.side(data_cfg.input_size[0]) if size is not None else None
-    check_input(original, data_cfg.with_size(side).input_size if side else data_cfg.input_size,
-                {"--batch-size": [batch_size]}, what=model, fix=o.img_size_fix(side))
+    original, data_cfg, side = o.study_original(model, checkpoint, pretrained, pretrained_file, overrides,
+                                                o.model_kwargs(num_classes, in_chans, kwarg), size,
+                                                {"--batch-size": [batch_size]})
     notes: list[str] = []
     with err_console.status("reading the data...") as status:
         result = sensitivity_on_data(original, rules, data, data_cfg=data_cfg, img_size=side, by=by,
