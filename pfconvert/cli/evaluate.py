@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
 __all__ = ["eval_command", "eval_table"]
 
-RUNTIMES = ("ort", "ort-int8", "ov", "ov-int8")  # pfconvert.deploy.runtime.RUNTIMES, named here without importing torch
-
 
 @app.command("eval")
 def eval_command(
@@ -40,7 +38,8 @@ def eval_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     original: Annotated[bool, typer.Option("--original", help="Also evaluate the original (unconverted) "
                                            "model.")] = False,
-    val_split: Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.99, callback=o.finite, help="Share of the training "
+    val_split: Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.99, callback=o.finite,
+                                                       help="Share of the training "
                                                        "images that is the val split (default: the fine-tune's, else "
                                                        "0.1).", show_default=False)] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="Also evaluate the model(s) as deployed on "
@@ -82,48 +81,15 @@ def eval_table(report: EvalReport) -> Table:
         table.add_column(column, justify="left" if column in ("model", "weights") else "right")
     for name, metrics in report.metrics.items():
         weights = report.weights if name.startswith("student") else "original weights"
-        table.add_row(escape(name), escape(weights), f"{metrics.top1:.2f}", f"{metrics.top5:.2f}", f"{metrics.loss:.4f}",
-                      str(metrics.count))
+        table.add_row(escape(name), escape(weights), f"{metrics.top1:.2f}", f"{metrics.top5:.2f}",
+                      f"{metrics.loss:.4f}", str(metrics.count))
     return table
 
 
 def _deployer(backends: str, data: str, calib_images: int, val_split: float | None) -> object:
-    """``evaluate_artifact``'s ``deploy`` hook for ``--backend``: checks the names (and that the runtimes are
-    installed) now, deploys each model when called, int8 ones calibrated on training images of ``data``."""
-    from ..errors import BackendError
+    """``evaluate_artifact``'s ``deploy`` hook for ``--backend`` (:func:`pfconvert.study.deployed.data_deployer`):
+    the names (and that their runtimes are installed) are checked now."""
+    from ..study.deployed import data_deployer
 
-    names = [b.strip() for b in backends.split(",") if b.strip()]
-    for name in names:
-        if name not in RUNTIMES:
-            raise BackendError(f"--backend {name!r}: eval deploys on {', '.join(RUNTIMES)} (without --backend it "
-                                 "evaluates the PyTorch model)")
-    from ..deploy._deps import require
-
-    for name in names:
-        require("onnxruntime" if name.startswith("ort") else "openvino", f"--backend {name}")
-        if name == "ov-int8":
-            require("nncf", "--backend ov-int8")
-    calibrations: dict[tuple[int, int, int], object] = {}
-
-    def deploy(model_name: str, model: object, data_cfg: object) -> list[tuple[str, object]]:
-        from ..data.calibration import calibration_images
-        from ..deploy.quantize import Calibration
-        from ..deploy.runtime import deploy as deploy_on, is_int8
-
-        size = data_cfg.input_size  # type: ignore[attr-defined]
-        calibration = None
-        if any(is_int8(n) for n in names):
-            if size not in calibrations:
-                images, source = calibration_images(data, data_cfg, calib_images,  # type: ignore[arg-type]
-                                                    val_split=0.1 if val_split is None else val_split)
-                calibrations[size] = Calibration.from_tensor(images, source)
-                err_console.print(calibrations[size].describe(), highlight=False)  # type: ignore[attr-defined]
-            calibration = calibrations[size]
-        out = []
-        for name in names:
-            with err_console.status(f"deploying the {model_name} model on {name}..."):
-                deployed = deploy_on(model, name, size, calibration)  # type: ignore[arg-type]
-            out.append((deployed.label, deployed))
-        return out
-
-    return deploy
+    return data_deployer(backends.split(","), data, calib_images, val_split,
+                         on_note=lambda line: err_console.print(escape(line), highlight=False))

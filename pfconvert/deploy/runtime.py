@@ -16,7 +16,7 @@ returns a numpy forward, for a fixed batch size (timing) or any (evaluation). :f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from ._deps import installed
 from .quantize import Calibration, check_calibration, synthetic_calibration
 
 __all__ = ["RUNTIMES", "RUNTIME_LABELS", "INT8_RUNTIMES", "is_int8", "runtime_available", "RuntimeModel",
-           "build_runtime", "Deployed", "deploy"]
+           "build_runtime", "Deployed", "deploy", "check_runtimes"]
 
 RUNTIME_LABELS = {"ort": "ONNX Runtime CPU fp32", "ort-int8": "ONNX Runtime CPU int8 (static QDQ)",
                   "ov": "OpenVINO CPU fp32", "ov-int8": "OpenVINO CPU int8 (NNCF PTQ)"}
@@ -147,3 +147,23 @@ def deploy(model: nn.Module, runtime: str, input_size: tuple[int, int, int], cal
            threads: int | None = None) -> Deployed:
     """``model`` deployed on ``runtime`` (see :func:`build_runtime`), callable like the PyTorch model."""
     return Deployed(build_runtime(model, runtime, input_size, calibration), threads)
+
+
+def check_runtimes(runtimes: Sequence[str], option: str = "--backend") -> list[str]:
+    """``runtimes`` checked: each a known runtime whose packages are installed (blank names dropped).
+
+    Raises:
+        BackendError: an unknown name, or a package missing (the message names the extra to install).
+    """
+    from ..errors import BackendError
+    from ._deps import require
+
+    names = [name.strip() for name in runtimes if name.strip()]
+    for name in names:
+        if name not in RUNTIME_LABELS:
+            raise BackendError(f"{option} {name!r}: choose from {', '.join(RUNTIMES)}")
+    for name in names:
+        require("onnxruntime" if name.startswith("ort") else "openvino", f"{option} {name}")
+        if name == "ov-int8":
+            require("nncf", f"{option} {name}")
+    return names

@@ -20,4 +20,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "plan_conversion": ".plan",
     "plan_on_data": ".plan",
     "plot_plan": ".plan",
+    "data_deployer": ".deployed",
 })

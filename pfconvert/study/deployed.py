@@ -15,7 +15,7 @@ from torch import nn
 from ..data.config import DataConfig
 from ..deploy.quantize import Calibration
 
-__all__ = ["PYTORCH_FP32", "data_calibration", "accuracy_on_runtimes"]
+__all__ = ["PYTORCH_FP32", "data_calibration", "accuracy_on_runtimes", "data_deployer"]
 
 PYTORCH_FP32 = "PyTorch fp32"
 """The label of the reference row (ONNX Runtime and OpenVINO fp32 compute the same within 1e-4)."""
@@ -64,3 +64,44 @@ def accuracy_on_runtimes(models: dict[str, nn.Module], runtimes: Sequence[str], 
             step(f"top-1 of the {name} model on {deployed.label}")
             out.setdefault(deployed.label, {})[name] = evaluate(deployed, loader, precision).top1
     return out
+
+
+def data_deployer(runtimes: Sequence[str], data: str, calib_images: int = 300, val_split: float | None = None,
+                  on_note: Callable[[str], None] | None = None,
+                  ) -> Callable[[str, nn.Module, DataConfig], list[tuple[str, nn.Module]]]:
+    """The ``deploy`` hook of :func:`pfconvert.recover.finetune.api.evaluate_artifact` (``pfconvert eval
+    --backend``): each model it is given is deployed on every runtime of ``runtimes``, int8 ones calibrated on
+    ``calib_images`` training images of ``data`` (never the val or test split). One calibration set per input size
+    is shared by all the models, so the original's and the converted model's int8 figures compare like with like.
+
+    Args:
+        runtimes: names from :data:`pfconvert.deploy.runtime.RUNTIMES`, checked now
+            (:func:`pfconvert.deploy.runtime.check_runtimes`).
+        data: the dataset the evaluation reads.
+        calib_images: training images that calibrate the int8 runtimes.
+        val_split: share of the training images held out as ``val`` (default 0.1), not used for calibration.
+        on_note: receives the calibration's description and a line per deployment.
+    """
+    from ..deploy.runtime import check_runtimes, deploy, is_int8
+
+    names = check_runtimes(runtimes)
+    note = on_note or (lambda _: None)
+    calibrations: dict[tuple[int, ...], Calibration] = {}
+
+    def hook(model_name: str, model: nn.Module, data_cfg: DataConfig) -> list[tuple[str, nn.Module]]:
+        size = tuple(data_cfg.input_size)
+        calibration = None
+        if any(is_int8(name) for name in names):
+            if size not in calibrations:
+                calibrations[size] = data_calibration(data, data_cfg, calib_images,
+                                                      0.1 if val_split is None else val_split)
+                note(calibrations[size].describe())
+            calibration = calibrations[size]
+        out: list[tuple[str, nn.Module]] = []
+        for name in names:
+            note(f"deploying the {model_name} model on {name}")
+            deployed = deploy(model, name, size, calibration)  # type: ignore[arg-type]
+            out.append((deployed.label, deployed))
+        return out
+
+    return hook
