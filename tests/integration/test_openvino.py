@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -174,3 +175,42 @@ def test_synthetic_calibration_says_the_accuracy_is_unknown() -> None:
     calibration = synthetic_calibration((3, 8, 8), 4)
     assert calibration.synthetic and calibration.inputs.shape == (4, 3, 8, 8)
     assert "accuracy is unknown" in calibration.describe()
+
+
+def test_edge_layers_are_the_first_and_last_weighted_nodes() -> None:
+    from pfconvert.deploy.quantize import edge_layers
+
+    nodes = [("in", "Relu"), ("stem", "Conv"), ("b1", "Conv"), ("pool", "MaxPool"), ("fc", "Gemm"), ("out", "Softmax")]
+    assert edge_layers(nodes, ("Conv", "Gemm")) == ["stem", "fc"]
+    assert edge_layers([("only", "Conv")], ("Conv",)) == ["only"]
+    assert edge_layers([("pool", "MaxPool")], ("Conv",)) == []
+
+
+@pytest.mark.slow
+def test_int8_keeps_the_stem_and_the_classifier_in_fp32(resnet: torch.nn.Module, images: dict) -> None:
+    import onnx
+
+    from pfconvert.deploy.runtime import build_runtime
+
+    calibration = Calibration.from_tensor(images["train"], "calibration")
+    graph = onnx.load_model_from_string(build_runtime(resnet, "ort-int8", SIZE, calibration).payload).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    weighted = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    int8_weights = [n.input[1] in dequantized for n in weighted]
+    assert not int8_weights[0] and not int8_weights[-1] and all(int8_weights[1:-1]) and len(weighted) > 10
+
+    ov_model = build_runtime(resnet, "ov-int8", SIZE, calibration).payload
+    convs = [op for op in ov_model.get_ordered_ops() if op.get_type_name() in ("Convolution", "MatMul")]
+
+    def int8_weights(op: Any) -> bool:
+        """The weights come from an int8 constant (Convert, Multiply by the scale...) or through a FakeQuantize."""
+        node = op.input_value(1).get_node()
+        for _ in range(4):
+            if node.get_type_name() == "FakeQuantize" or "int8" in str(node.get_output_element_type(0)):
+                return True
+            if node.get_input_size() == 0:
+                return False
+            node = node.input_value(0).get_node()
+        return False
+
+    assert not int8_weights(convs[0]) and not int8_weights(convs[-1]) and all(map(int8_weights, convs[1:-1]))
