@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from pfconvert.deploy.quantize import KEEP_FP32
 from pfconvert.deploy.runtime import RUNTIME_LABELS, check_runtimes
 from pfconvert.errors import BackendError
 from pfconvert.study.deployed import data_deployer
@@ -47,7 +48,8 @@ def evaluate_case(label: str, artifact: Path, args: argparse.Namespace) -> dict:
     cache = args.out / f"{slug(label)}.json"
     if args.reuse and cache.is_file():
         row = json.loads(cache.read_text())
-        if row.get("artifact") == str(artifact) and row.get("runtimes") == args.runtimes:
+        if (row.get("artifact"), row.get("runtimes"), row.get("keep_fp32", True)) == (str(artifact), args.runtimes,
+                                                                                     KEEP_FP32):
             print(f"{label}: reused {cache}", file=sys.stderr)
             return row
     start = time.perf_counter()
@@ -56,7 +58,8 @@ def evaluate_case(label: str, artifact: Path, args: argparse.Namespace) -> dict:
     report = evaluate_artifact(artifact, args.data, split="test", original=True, limit=args.limit,
                                workers=args.workers, device="cpu", deploy=deploy,
                                on_note=lambda line: print(f"{label}: {line}", file=sys.stderr))
-    row = {"case": label, "artifact": str(artifact), "runtimes": args.runtimes, "calib_images": args.calib_images,
+    row = {"case": label, "artifact": str(artifact), "runtimes": args.runtimes, "keep_fp32": KEEP_FP32,
+           "calib_images": args.calib_images,
            "split": report.split_description or report.split, "input_size": list(report.input_size),
            "weights": report.weights, "top1": {k: round(v.top1, 2) for k, v in report.metrics.items()},
            "count": next(iter(report.metrics.values())).count, "seconds": round(time.perf_counter() - start)}
@@ -89,7 +92,10 @@ def markdown(rows: list[dict], runtimes: list[str]) -> str:
               f"{row['seconds']} s" for row in rows]
     summary = (f"int8 within {TOLERANCE} point of fp32 (PyTorch) top-1 in {sum(verdicts)} of {len(verdicts)} "
                "cells.")
-    return "\n".join(["Top-1 % on the test split.", "", *lines, "", summary, "", *detail])
+    how = ("int8 as pfconvert deploys it: NNCF post-training quantization with full bias correction (OpenVINO), "
+           "ONNX Runtime static QDQ (per-channel weights, MinMax); both keep the first and the last weighted layer "
+           f"in fp32 ({'on' if KEEP_FP32 else 'off'}: pfconvert.deploy.quantize.KEEP_FP32).")
+    return "\n".join(["Top-1 % on the test split.", "", *lines, "", summary, "", how, "", *detail])
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -103,6 +109,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/int8_accuracy"))
     parser.add_argument("--reuse", action="store_true", help="keep the cases an earlier call evaluated in OUT")
+    parser.add_argument("--note", default="", help="a paragraph for the page (the load, what was not run)")
     add_docs_flag(parser)
     args = parser.parse_args(argv)
     try:
@@ -122,7 +129,8 @@ def main(argv: list[str] | None = None) -> str:
     machine += f", {time.perf_counter() - start:.0f} s total, {time.strftime('%Y-%m-%d')}"
     sys.stdout.write(f"Machine: {machine}\n\n{table}\n")
     if args.write_docs:
-        write_page("int8-accuracy", "Accuracy after int8: original and converted, fp32 and int8", table, machine)
+        write_page("int8-accuracy", "Accuracy after int8: original and converted, fp32 and int8", table, machine,
+                   args.note)
     return table
 
 
