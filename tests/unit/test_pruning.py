@@ -70,15 +70,18 @@ def test_group_norm_and_global_pruning_reach_the_ratio_in_multiples_of_round_to(
     torch.manual_seed(0)
     model = timm.create_model("resnet18", num_classes=10).eval()
     full = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    with torch.no_grad():  # layer4.0.conv1: 32 strong channels, 480 weak ones (uniform pruning keeps 60%, 288)
+        model.layer4[0].conv1.weight[32:] *= 0.01
+        model.layer4[0].bn1.weight[32:] *= 0.01
     before = _params(model)
     record, _ = prune_channels(model, 0.4, SIZE, importance=importance, global_pruning=global_pruning)
     assert 0.25 < _params(model) / before < 0.5  # ~(1 - 0.4)^2: a conv loses 40% of its inputs and of its outputs
     counts = _out_channels(record)
     assert counts and all(c % 8 == 0 for c in counts.values())
     if global_pruning:  # one global ratio: per-layer shares differ, none above the cap (0.8; rounding may take 8 more)
-        shares = {path: 1 - c / full[path] for path, c in counts.items()}
-        assert max(shares.values()) - min(shares.values()) > 0.05
+        assert 96 <= counts["layer4.0.conv1"] < 200  # its weak channels go first, down to the cap (0.8 of 512)
         assert all(c >= full[path] * 0.2 - 8 for path, c in counts.items())
+        assert sum(counts.values()) > 0.6 * sum(full[path] for path in counts)  # the other layers lose less
         assert record.global_pruning and record.max_ratio == 0.8 and "global" in record.method
     else:
         assert all(abs(1 - c / full[path] - 0.4) < 0.1 for path, c in counts.items())
