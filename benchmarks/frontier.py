@@ -8,7 +8,9 @@ candidates are:
 
 - conversion rules: ``r50-max`` and ``r50-hybrid`` on every stage and on each stage alone (ResNets), ``maxpool`` and
   ``dw-hybrid`` (depthwise nets), whole and per stage;
-- channel pruning of the original at each ``--prune-ratios`` (:func:`pfconvert.conversion.pruning.prune_channels`);
+- channel pruning of the original at each ``--prune-ratios`` (:func:`pfconvert.conversion.pruning.prune_channels`;
+  ``--prune-importance group-norm`` and ``--prune-global`` choose the stronger pruner, and the planner's, and the
+  candidates' names say which: ``prune 0.35-group-norm-global``);
 - the planner's choices: ``pfconvert plan`` (:func:`pfconvert.study.plan_on_data`, with pruning as a lever and its
   proxy) run once on the first backend at batch 1; at each latency target (``--targets``, fractions of the original's
   latency) the candidate of the highest planner score whose measured ratio is within the target.
@@ -51,6 +53,7 @@ from torch import nn
 
 import pfconvert
 from pfconvert.conversion.models import create_model
+from pfconvert.conversion.pruning import PRUNE_IMPORTANCES
 from pfconvert.report.backends import backend_label
 from pfconvert.report.latency import LatencyConfig, measure
 from pfconvert.report.machine import describe_machine, machine_info
@@ -81,6 +84,8 @@ class Spec:
     method: str  # "rules" | "pruning" | "planner"
     rules: str | None = None  # rule-file YAML
     prune: float | None = None
+    prune_importance: str = "l1"  # how ``prune`` prunes (pfconvert.conversion.pruning.prune_channels)
+    prune_global: bool = False
     proxy_top1: float | None = None  # planner scores (validation split)
     old_top1: float | None = None
 
@@ -147,7 +152,8 @@ class Frontier:
         if spec.prune:
             from pfconvert.conversion.pruning import prune_channels
 
-            prune_channels(model, spec.prune, self.size)
+            prune_channels(model, spec.prune, self.size, importance=spec.prune_importance,
+                           global_pruning=spec.prune_global)
         return model.eval()
 
     # -- planner scores --------------------------------------------------------------------------------------------
@@ -195,7 +201,7 @@ class Frontier:
         from pfconvert.study.plan import Candidate, PlanRefused, _rules_of, plan_on_data
         from pfconvert.study.sensitivity import stage_groups
 
-        path = self.out / "plan.json"
+        path = self.out / f"plan{self.prune_label}.json"
         rules = [load_rules(r) for r in self.rules()]
         if not path.is_file():
             started = time.perf_counter()
@@ -207,6 +213,8 @@ class Frontier:
                                       bn_recalib_images=self.args.calib_images,
                                       reconstruct_images=self.args.calib_images, runs=self.args.plan_runs,
                                       max_seconds=self.args.plan_seconds, prune_ratios=self.args.plan_prune_ratios,
+                                      prune_importance=self.args.prune_importance,
+                                      prune_global=self.args.prune_global,
                                       proxy_images=self.args.proxy_images,
                                       on_step=lambda t: _log(f"{self.orig.model}: plan: {t}"))
             except PlanRefused as exc:
@@ -228,10 +236,12 @@ class Frontier:
             best = max(within, key=lambda c: c["top1"])
             cand = Candidate(best["rule"], [g for g in groups_of.get(best["rule"], {})
                                             if g.to_json() in best["groups"]], best["layers"], best["top1"],
-                             best["drop"], best["params"], best["macs"], shrunk=best["shrunk"], prune=best["prune"])
-            written = _rules_of(cand, rules, groups_of, 8)
+                             best["drop"], best["params"], best["macs"], shrunk=best["shrunk"], prune=best["prune"],
+                             prune_label=best.get("prune_label", ""))
+            written = _rules_of(cand, rules, groups_of, 8, self.args.prune_importance, self.args.prune_global)
             spec = Spec(f"plan@{target:g}x: {best['name']}", "planner", written.text if written is not None else None,
-                        best["prune"] if written is None else None, best["top1"], best.get("top1_before_proxy"))
+                        best["prune"] if written is None else None, self.args.prune_importance,
+                        self.args.prune_global, best["top1"], best.get("top1_before_proxy"))
             same = [s for s in specs if s.rules == spec.rules and s.prune == spec.prune]
             if same:
                 self.missing.append(f"the planner's choice at {target:g}x latency is the one at "
@@ -307,10 +317,22 @@ class Frontier:
         self.compute["timing"] = cached["seconds"]
         return cached["ms"]
 
+    @property
+    def prune_label(self) -> str:
+        """``""`` for L1 uniform pruning, else ``-group-norm``, ``-global``... (names and cache files carry it)."""
+        from pfconvert.conversion.pruning import prune_label
+
+        return prune_label(self.args.prune_importance, self.args.prune_global)
+
+    def prune_specs(self) -> list[Spec]:
+        """Channel pruning of the original at each ``--prune-ratios``, by the ``--prune-importance`` pruner."""
+        return [Spec(f"prune {r:g}{self.prune_label}", "pruning", None, r, self.args.prune_importance,
+                     self.args.prune_global) for r in self.args.prune_ratios]
+
     # -- the whole table -------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        specs = self.rule_specs() + [Spec(f"prune {r:g}", "pruning", None, r) for r in self.args.prune_ratios]
+        specs = self.rule_specs() + self.prune_specs()
         self.score(specs)
         specs += self.planner_specs()
         rows: dict[str, list[dict[str, Any]]] = {}
@@ -340,7 +362,8 @@ class Frontier:
                              "finetune_lr": self.args.finetune_lr or "the fine-tune's probe",
                              "budget_share": self.args.budget_share, "proxy_images": self.args.proxy_images,
                              "threads": self.args.threads, "backends": self.args.backends,
-                             "plan_prune_ratios": self.args.plan_prune_ratios, "targets": self.args.targets}}
+                             "plan_prune_ratios": self.args.plan_prune_ratios, "targets": self.args.targets,
+                             "prune_importance": self.args.prune_importance, "prune_global": self.args.prune_global}}
 
     def original_test(self) -> float:
         path = self.out / "original-test.json"
@@ -471,6 +494,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-share", type=float, default=BUDGET_SHARE,
                         help="fine-tune images per candidate / the original's training images")
     parser.add_argument("--prune-ratios", type=floats, default=[0.2, 0.35, 0.5])
+    parser.add_argument("--prune-importance", choices=PRUNE_IMPORTANCES, default="l1",
+                        help="which channels pruning removes (the pruning candidates' and the planner's): l1, or "
+                             "Torch-Pruning's group norm over coupled layers")
+    parser.add_argument("--prune-global", action="store_true",
+                        help="rank all layers' channels together (one global ratio, no layer above 0.8)")
     parser.add_argument("--targets", type=floats, default=[0.8, 0.65, 0.5], help="latency targets of the planner")
     parser.add_argument("--proxy-images", type=int, default=2048)
     parser.add_argument("--plan-prune-ratios", type=floats, default=None,

@@ -58,7 +58,11 @@ def conversion_table(record: ConversionRecord, before: MacCount, after: MacCount
     for rule, n in record.counts_by_rule().items():
         table.add_row(escape(f"replaced by '{rule}'"), "", str(n), "")
     if record.pruning:
-        table.add_row(f"pruned channels ({record.pruning['ratio']:g}, multiples of {record.pruning['round_to']})", "",
+        from ..conversion.pruning import prune_label
+
+        label = prune_label(record.pruning.get("importance", "l1"), bool(record.pruning.get("global_pruning")))
+        table.add_row(f"pruned channels ({record.pruning['ratio']:g}{label}, multiples of "
+                      f"{record.pruning['round_to']})", "",
                       f"{len(record.pruning['shapes'])} layers", "")
     table.caption = escape(before.convention)
     return table

@@ -137,6 +137,12 @@ def plan_cmd(
     prune_ratios: Annotated[str, typer.Option(help="Channel-pruning ratios tried with --prune, comma-separated.")
                             ] = "0.25,0.5",
     prune_round_to: Annotated[int, typer.Option(min=1, help="Pruned channel counts are kept multiples of N.")] = 8,
+    prune_importance: Annotated[str, typer.Option(help="Which channels --prune removes: l1 (smallest L1 norm of a "
+                                                       "channel's weights) or group-norm (Torch-Pruning's group L2 "
+                                                       "norm over every layer the channel couples).")] = "l1",
+    prune_global: Annotated[bool, typer.Option(help="With --prune: rank all layers' channels together (each ratio "
+                                                    "is the share of all channels; no layer loses more than 0.8 of "
+                                                    "its own) instead of the same ratio in every layer.")] = False,
     proxy_images: Annotated[int, typer.Option(min=0, help="Score each candidate after a short distillation from the "
                                                           "original on N training images (the fine-tune's loss, "
                                                           "augmentation and schedule; a proxy of the fine-tuned "
@@ -155,6 +161,11 @@ def plan_cmd(
     on_interrupt(lambda: "plan stopped by Ctrl-C; " + (f"wrote only {', '.join(written)}" if written else
                                                        "nothing was written"))
     ratios = _ratios(prune_ratios) if prune else []
+    if not prune and (prune_importance != "l1" or prune_global):
+        raise RuleError("--prune-importance and --prune-global choose how --prune prunes; add --prune")
+    from ..conversion.pruning import check_prune_method
+
+    check_prune_method(prune_importance, prune_global, where="--prune-importance")
     overrides = o.data_overrides(interpolation, crop_pct, crop_mode, mean, std)
     size = o.side_size(input_size, img_size)
     limit = o.renamed("--limit-val", limit_val, "--limit", limit, ctx)
@@ -183,6 +194,7 @@ def plan_cmd(
                                   notes=notes, on_step=lambda text: _step(status, notes, text),
                                   int8_calib_images=calib_images, shrink=shrink, retime_passes=retime_passes,
                                   retime_seconds=retime_seconds, prune_ratios=ratios, prune_round_to=prune_round_to,
+                                  prune_importance=prune_importance, prune_global=prune_global,
                                   proxy_images=proxy_images)
         except PlanRefused as exc:  # the table is printed from what was measured, then the refusal (exit 1)
             failure, result = exc, exc.result

@@ -256,7 +256,8 @@ def _convert(model: nn.Module, rules: LoadedRules, source: ModelSource | None,
     if spec is not None and prune:
         from .pruning import prune_channels
 
-        done, state = prune_channels(model, spec.ratio, size, spec.round_to)
+        done, state = prune_channels(model, spec.ratio, size, spec.round_to, spec.importance, spec.global_pruning,
+                                     spec.max_ratio)
         for key, value in state.items():  # a replaced layer keeps its original state, not its replacement's
             removed.setdefault(key, value)
         pruning = done.to_dict()

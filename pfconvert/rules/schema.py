@@ -116,9 +116,25 @@ class PruneSpec(_Strict):
     """Channel pruning after the rules (Torch-Pruning's magnitude pruner; needs `pfconvert[prune]`)."""
 
     ratio: float = Field(gt=0.0, lt=1.0, description="the share of output channels pruned from every layer but the "
-                         "classifier (coupled channels pruned together)")
+                         "classifier (coupled channels pruned together); with `global_pruning`, of all their channels")
     round_to: int = Field(8, ge=1, description="channel counts are kept multiples of this (what CPU kernels run "
                           "fastest at)")
+    importance: Literal["l1", "group-norm"] = Field("l1", description="which channels go: `l1`, the smallest L1 "
+                                                    "norm of a channel's weights; `group-norm`, the smallest L2 norm "
+                                                    "over every layer the channel couples (Torch-Pruning's group "
+                                                    "norm)")
+    global_pruning: bool = Field(False, description="rank the channels of all layers together (one global ratio: "
+                                 "layers that matter less lose more) instead of the same ratio in every layer")
+    max_ratio: float | None = Field(None, gt=0.0, lt=1.0, description="with `global_pruning`: no layer loses more "
+                                    "than this share of its channels (default 0.8, at least `ratio`)")
+
+    @model_validator(mode="after")
+    def _cap(self) -> "PruneSpec":
+        if self.max_ratio is not None and not self.global_pruning:
+            raise ValueError("max_ratio caps global pruning only; set global_pruning: true or drop max_ratio")
+        if self.max_ratio is not None and self.max_ratio < self.ratio:
+            raise ValueError(f"max_ratio {self.max_ratio:g} is below ratio {self.ratio:g}")
+        return self
 
 
 class RuleSet(_Strict):

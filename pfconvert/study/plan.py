@@ -82,6 +82,7 @@ class Candidate:
     rounds: dict[int, int] = field(default_factory=dict)  # batch size -> timed rounds (re-timed rounds included)
     shrunk: list[str] = field(default_factory=list)  # layers shrunk geometry-exactly besides the rule's
     prune: float | None = None  # channel-pruning ratio applied after the rule (None: no pruning)
+    prune_label: str = ""  # the pruning method when not L1 uniform (pruning.prune_label: "-group-norm-global"...)
     top1_before_proxy: float | None = None  # the old score (after preparation only) when a proxy scored ``top1``
     samples: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict, repr=False)
     """Batch size -> (original, candidate) seconds of every round, paired as they were interleaved."""
@@ -89,9 +90,9 @@ class Candidate:
     @property
     def name(self) -> str:
         """``maxpool: stage 1, stage 3`` (``+ shrink`` when layers it leaves are shrunk geometry-exactly)."""
-        pruned = f" + prune {self.prune:g}" if self.prune else ""
+        pruned = f" + prune {self.prune:g}{self.prune_label}" if self.prune else ""
         if self.rule == PRUNE_ONLY:
-            return f"prune {self.prune:g}"
+            return f"prune {self.prune:g}{self.prune_label}"
         extra = " + shrink" if self.shrunk and self.rule != SHRINK_RULE else ""
         return f"{self.rule}: {', '.join(str(g) for g in self.groups)}{extra}{pruned}"
 
@@ -336,6 +337,8 @@ def plan_conversion(
     clock: Callable[[], float] = time.monotonic,
     prune_ratios: Sequence[float] = (),
     prune_round_to: int = 8,
+    prune_importance: str = "l1",
+    prune_global: bool = False,
     recalibrate: Callable[[nn.Module], None] | None = None,
     proxy: Callable[[nn.Module], None] | None = None,
 ) -> PlanResult:
@@ -364,6 +367,10 @@ def plan_conversion(
             candidate alone (after shrinking, when on) and combined with every rule x stage candidate (pruned after
             its rule).
         prune_round_to: pruned channel counts are kept multiples of this.
+        prune_importance: which channels pruning removes (``"l1"`` or ``"group-norm"``,
+            :data:`pfconvert.conversion.pruning.PRUNE_IMPORTANCES`).
+        prune_global: rank all layers' channels together (one global ratio, each layer capped) instead of the same
+            ratio in every layer.
         recalibrate: called on each pruned candidate before evaluation (BatchNorm re-estimation; a reconstruction
             against the original does not apply to pruned channels); default ``prepare``.
         proxy: called, after its preparation, on a copy of each candidate (the shrunk and pruned ones too) before
@@ -374,9 +381,14 @@ def plan_conversion(
     Raises:
         PlanRefused: no candidate pays off within ``max_drop`` (its ``.result`` holds the measured table).
         RuleError: no rule matched any layer.
+        PfconvertError: an unknown pruning importance (checked before any work).
     """
     from ..graph.modules import count_params
 
+    if prune_ratios:
+        from ..conversion.pruning import check_prune_method
+
+        check_prune_method(prune_importance, prune_global, where="--prune-importance")
     step = on_step or (lambda text: None)
 
     def score(variant: nn.Module, known: float | None = None) -> tuple[float, float | None]:
@@ -447,7 +459,7 @@ def plan_conversion(
             variants[cand.name] = variant
     if prune_ratios:
         _add_pruned(result, model, variants, input_size, prune_ratios, prune_round_to, score, count_macs,
-                    recalibrate or prepare, step)
+                    recalibrate or prepare, step, prune_importance, prune_global)
     if not result.candidates:
         raise RuleError("no candidate rule matched a layer of the model: "
                         + "; ".join(f"{k}: {v}" for k, v in result.skipped.items()))
@@ -461,7 +473,8 @@ def plan_conversion(
     eligible = [c for c in result.candidates if c.pays_off and c.drop <= max_drop]
     if eligible:
         result.chosen = choose(eligible)
-        result.chosen_rules = _rules_of(result.chosen, rules, groups_of, prune_round_to)
+        result.chosen_rules = _rules_of(result.chosen, rules, groups_of, prune_round_to, prune_importance,
+                                        prune_global)
         return result
     paying = [c for c in result.candidates if c.pays_off]
     why = (f"the {len(paying)} that are faster lose more than {max_drop} top-1 points (least: "
@@ -474,9 +487,10 @@ def plan_conversion(
 def _add_pruned(result: PlanResult, model: nn.Module, variants: dict[str, nn.Module],
                 input_size: tuple[int, int, int], ratios: Sequence[float], round_to: int,
                 score: Callable[[nn.Module], tuple[float, float | None]], count_macs: Callable[[nn.Module], int],
-                recalibrate: Callable[[nn.Module], None] | None, step: Callable[[str], None]) -> None:
+                recalibrate: Callable[[nn.Module], None] | None, step: Callable[[str], None], importance: str = "l1",
+                global_pruning: bool = False) -> None:
     """Each ratio as a candidate alone (on the shrunk model when shrinking is on) and after every rule candidate."""
-    from ..conversion.pruning import prune_channels
+    from ..conversion.pruning import prune_channels, prune_label
     from ..graph.modules import count_params
 
     bases: list[Candidate | None] = [c for c in result.candidates if c.prune is None]
@@ -486,23 +500,24 @@ def _add_pruned(result: PlanResult, model: nn.Module, variants: dict[str, nn.Mod
         for index, base in enumerate(bases):
             step(f"prune {ratio:g}: candidate {index + 1}/{len(bases)}")
             variant = copy.deepcopy(variants[base.name] if base is not None else model)
-            prune_channels(variant, ratio, input_size, round_to)
+            prune_channels(variant, ratio, input_size, round_to, importance, global_pruning)
             if recalibrate is not None:
                 recalibrate(variant)
             top1, before = score(variant)
             if base is None:
                 cand = Candidate(PRUNE_ONLY, [], [], top1, result.base_top1 - top1, count_params(variant),
-                                 count_macs(variant), prune=ratio, top1_before_proxy=before)
+                                 count_macs(variant), prune=ratio, top1_before_proxy=before,
+                                 prune_label=prune_label(importance, global_pruning))
             else:
                 cand = Candidate(base.rule, list(base.groups), list(base.layers), top1, result.base_top1 - top1,
                                  count_params(variant), count_macs(variant), shrunk=list(base.shrunk), prune=ratio,
-                                 top1_before_proxy=before)
+                                 top1_before_proxy=before, prune_label=prune_label(importance, global_pruning))
             result.candidates.append(cand)
             variants[cand.name] = variant
 
 
 def _rules_of(chosen: Candidate, rules: Sequence[LoadedRules], groups_of: dict[str, dict[StageGroup, list[Match]]],
-              round_to: int = 8) -> LoadedRules:
+              round_to: int = 8, importance: str = "l1", global_pruning: bool = False) -> LoadedRules:
     """The rule file of a candidate: its rule on its stages, then the shrink rule of the layers it shrinks, then its
     channel pruning (a ``prune:`` section)."""
     if chosen.rule in (SHRINK_RULE, PRUNE_ONLY):
@@ -513,7 +528,7 @@ def _rules_of(chosen: Candidate, rules: Sequence[LoadedRules], groups_of: dict[s
     if chosen.prune:
         from ..conversion.pruning import with_prune
 
-        written = with_prune(written, chosen.prune, round_to)
+        written = with_prune(written, chosen.prune, round_to, importance, global_pruning)
     return written  # type: ignore[return-value]
 
 
@@ -551,7 +566,8 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
                  max_seconds: float = 20.0, deploy_method: str = "auto", on_step: Callable[[str], None] | None = None,
                  notes: list[str] | None = None, int8_calib_images: int = 300, shrink: bool = True,
                  retime_passes: int = 3, retime_seconds: float = 120.0, prune_ratios: Sequence[float] = (),
-                 prune_round_to: int = 8, proxy_images: int = DEFAULT_PROXY_IMAGES, proxy_seed: int = 0,
+                 prune_round_to: int = 8, prune_importance: str = "l1", prune_global: bool = False,
+                 proxy_images: int = DEFAULT_PROXY_IMAGES, proxy_seed: int = 0,
                  proxy_lr: float = PROXY_LR) -> PlanResult:
     """:func:`plan_conversion` on real data and a real backend.
 
@@ -563,7 +579,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     batch size; each re-timing pass of the close calls the same). On an int8 backend (``ort-int8``, ``ov-int8``) the
     original and every candidate are scored as deployed: quantized on ``int8_calib_images`` training images, then
     evaluated on the runtime (an int8 candidate is scored in int8). ``shrink``, ``retime_passes``,
-    ``retime_seconds``, ``prune_ratios`` and ``prune_round_to`` as :func:`plan_conversion` (pruned candidates get
+    ``retime_seconds``, ``prune_ratios``, ``prune_round_to``, ``prune_importance`` and ``prune_global`` as :func:`plan_conversion` (pruned candidates get
     BatchNorm re-estimation, no reconstruction). ``proxy_images``: each candidate, once prepared, is distilled from
     the original on that many training images (:class:`pfconvert.study.proxy.DistillProxy`, seeded by
     ``proxy_seed``, peak rate ``proxy_lr``) before it is scored, a proxy of the fine-tuned result; 0: scored right
@@ -630,6 +646,7 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
                                        batch_sizes=batch_sizes, max_drop=max_drop, prepare=prepare, on_step=on_step,
                                        shrink=shrink, retime_passes=retime_passes, retime_seconds=retime_seconds,
                                        prune_ratios=prune_ratios, prune_round_to=prune_round_to,
+                                       prune_importance=prune_importance, prune_global=prune_global,
                                        recalibrate=tools.recalibrate, proxy=proxy))
     except PlanRefused as exc:
         relabel(exc.result)

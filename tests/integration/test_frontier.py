@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import FASHION_MNIST_SAMPLE
 
@@ -56,3 +57,28 @@ def test_rank_correlation_of_each_planner_score() -> None:
     assert corr["proxy_top1"]["rho"] == pytest.approx(1.0) and corr["old_top1"]["rho"] == pytest.approx(-1.0)
     flat = correlation([{**r, "proxy_top1": 5.0} for r in rows[:4]])
     assert flat["proxy_top1"] is None and correlation(rows[:2])["old_top1"] is None
+
+
+def test_the_pruning_candidates_say_which_pruner_and_use_it(capsys: pytest.CaptureFixture[str]) -> None:
+    import types
+
+    import timm
+
+    from benchmarks import frontier
+
+    args = frontier.parse_args(["--prune-importance", "group-norm", "--prune-global", "--prune-ratios", "0.4"])
+    model = timm.create_model("resnet18", num_classes=10).eval()
+    with torch.no_grad():  # 480 weak channels: the global pruner takes them (down to its 0.8 cap), a uniform one 40%
+        model.layer4[0].conv1.weight[32:] *= 0.01
+    fake = types.SimpleNamespace(args=args, model=model, size=(3, 32, 32))
+    fake.prune_label = frontier.Frontier.prune_label.fget(fake)
+    [spec] = frontier.Frontier.prune_specs(fake)
+    assert spec.name == "prune 0.4-group-norm-global" and spec.prune == 0.4
+    assert frontier.Frontier.build(fake, spec).layer4[0].conv1.out_channels < 200
+    fake.args = frontier.parse_args(["--prune-ratios", "0.4"])  # the default: L1, uniform, named as before
+    fake.prune_label = frontier.Frontier.prune_label.fget(fake)
+    [spec] = frontier.Frontier.prune_specs(fake)
+    assert spec.name == "prune 0.4" and frontier.Frontier.build(fake, spec).layer4[0].conv1.out_channels == 304
+    with pytest.raises(SystemExit):
+        frontier.parse_args(["--prune-importance", "taylor"])
+    assert "invalid choice: 'taylor'" in capsys.readouterr().err

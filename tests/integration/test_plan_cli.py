@@ -46,3 +46,14 @@ def test_an_existing_output_is_refused_as_such_before_any_work(tmp_path) -> None
     assert result.exit_code != 0 and "already exists; choose another path or pass --overwrite" in str(result.exception)
     assert isinstance(result.exception, OutputExistsError) and not isinstance(result.exception, RuleError)
     assert rule.read_text() == "mine"
+
+
+@pytest.mark.parametrize("extra,message", [(["--prune", "--prune-importance", "taylor"],
+                                            "--prune-importance: unknown pruning importance 'taylor'; use one of l1, "
+                                            "group-norm"),
+                                           (["--prune-global"], "--prune-importance and --prune-global choose how "
+                                                                "--prune prunes; add --prune")])
+def test_a_bad_pruning_method_is_one_line_before_any_work(extra, message) -> None:
+    _register()
+    result = CliRunner().invoke(app, ["plan", "mobilenetv2_050", *TINY, *extra])
+    assert result.exit_code != 0 and str(result.exception) == message

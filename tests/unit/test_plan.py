@@ -161,7 +161,10 @@ def test_candidates_within_their_combined_noise_are_equally_fast() -> None:
 
 
 @pytest.mark.slow
-def test_pruning_ratios_are_candidates_alone_and_after_each_rule_and_the_written_rule_replays_them() -> None:
+@pytest.mark.parametrize("importance,global_pruning,label", [("l1", False, ""),
+                                                            ("group-norm", True, "-group-norm-global")])
+def test_pruning_ratios_are_candidates_alone_and_after_each_rule_and_the_written_rule_replays_them(
+        importance, global_pruning, label) -> None:
     from pfconvert.graph.modules import count_params
 
     model = timm.create_model("mobilenetv2_050", num_classes=10)
@@ -176,16 +179,18 @@ def test_pruning_ratios_are_candidates_alone_and_after_each_rule_and_the_written
 
     result = plan_conversion(model, [load_rules("maxpool")], SIZE, top1, timer, lambda m: 1000, backend="cpu",
                              backend_label="test", batch_sizes=(1, 32), max_drop=100.0, prune_ratios=(0.5,),
-                             retime_passes=0)
+                             retime_passes=0, prune_importance=importance, prune_global=global_pruning)
     plain = [c for c in result.candidates if c.prune is None]
     pruned = [c for c in result.candidates if c.prune == 0.5]
-    assert len(pruned) == len(plain) and {c.name for c in pruned} == {f"{c.name} + prune 0.5" for c in plain}
+    assert len(pruned) == len(plain) and {c.name for c in pruned} == {f"{c.name} + prune 0.5{label}" for c in plain}
     assert all(p.params < c.params for p, c in zip(pruned, plain))
     chosen = result.chosen
     assert chosen is not None and chosen.prune == 0.5  # the fastest by far here
-    assert "prune:\n  ratio: 0.5\n  round_to: 8" in result.chosen_rules.text
+    extra = "\n  importance: group-norm\n  global_pruning: true" if global_pruning else "\nrules:"
+    assert f"prune:\n  ratio: 0.5\n  round_to: 8{extra}" in result.chosen_rules.text
     converted, record = pfconvert.convert(model, result.chosen_rules, input_size=SIZE)  # convert replays it
     assert record.pruning is not None and count_params(converted) == chosen.params
+    assert record.pruning.get("global_pruning", False) == global_pruning
 
 
 def test_the_refusal_is_its_own_error_with_its_result_and_the_old_name_still_catches_it() -> None:
