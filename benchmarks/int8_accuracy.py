@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/int8_accuracy"))
     parser.add_argument("--reuse", action="store_true", help="keep the cases an earlier call evaluated in OUT")
-    parser.add_argument("--note", default="", help="a paragraph for the page (the load, what was not run)")
+    parser.add_argument("--notes", type=Path, default=None, metavar="FILE.md",
+                        help="Markdown appended to the page (the reading, the load, what was not run)")
     add_docs_flag(parser)
     args = parser.parse_args(argv)
     try:
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> str:
     sys.stdout.write(f"Machine: {machine}\n\n{table}\n")
     if args.write_docs:
         write_page("int8-accuracy", "Accuracy after int8: original and converted, fp32 and int8", table, machine,
-                   args.note)
+                   args.notes.read_text() if args.notes else "")
     return table
 
 
