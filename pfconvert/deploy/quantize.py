@@ -10,8 +10,10 @@ OpenVINO path (NNCF) is in :mod:`pfconvert.deploy.openvino`.
 
 Both int8 paths keep the model's first and last weighted layers (the stem conv, the classifier) in fp32
 (:data:`KEEP_FP32`), the common practice for int8 CNNs: quantizing them cost up to 45 points of top-1 on the
-fine-tuned converted efficientnet_lite1 at 64 px and 0.6-0.9 point on the originals (Fashion-MNIST val split,
-docs/results/int8-accuracy.md), and they are a small share of the compute.
+fine-tuned converted efficientnet_lite1 at 64 px and 0.4-1.1 point on the originals (Fashion-MNIST val split,
+docs/results/int8-accuracy.md). It costs speed, most where the stem is a large share of the model (resnet50
+``r50-max`` on OpenVINO int8: 1.46x / 1.51x at batch 1 / 32, 1.57x / 1.60x with every layer in int8;
+docs/results/deploy-cpu.md); ``keep_fp32=False`` quantizes every layer.
 """
 
 from __future__ import annotations
