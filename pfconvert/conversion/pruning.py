@@ -6,12 +6,13 @@ such as a residual stage's, pruned together; counts rounded to multiples of ``ro
 is the ``importance``'s choice (:data:`PRUNE_IMPORTANCES`): ``"l1"``, the L1 norm of each channel's weights (the
 default, what pfconvert always did), or ``"group-norm"``, Torch-Pruning's recommended group importance (the L2 norm of
 each channel's weights over every layer the channel couples, ``GroupMagnitudeImportance(p=2)``, the DepGraph paper's
-group norm). How many go: by default one uniform ratio per layer; with ``global_pruning`` the channels of all layers
-are ranked together (each layer's scores normalised by their mean, Torch-Pruning's global pruning) and the ratio is
-the share of all channels removed, so layers that matter less lose more, no layer more than ``max_ratio``. It returns a :class:`Pruning`: for every module whose tensors changed shape, its
-shape attributes (``in_channels``, ``num_features``...) and the shape of each of its own parameters and buffers.
-That record is plain JSON: :func:`apply_shapes` gives a freshly built (and converted) model the same shapes, so an
-artifact's weights load into it strictly, with no pickled module.
+group norm). How many go: by default one uniform ratio per layer; with ``global_pruning`` the channels of all layers are
+ranked together (each layer's scores normalised by their mean, Torch-Pruning's global pruning) and the ratio is the
+share of all channels removed, so layers that matter less lose more, no layer more than ``max_ratio``. It returns a
+:class:`Pruning`: for every module whose tensors changed shape, its shape attributes (``in_channels``,
+``num_features``...) and the shape of each of its own parameters and buffers. That record is plain JSON:
+:func:`apply_shapes` gives a freshly built (and converted) model the same shapes, so an artifact's weights load into it
+strictly, with no pickled module.
 """
 
 from __future__ import annotations

@@ -83,10 +83,10 @@ def _progress_to_stderr() -> Iterator[None]:
 
 def quantize_openvino(ov_model: Any, calibration: Calibration, input_size: tuple[int, int, int] | None = None,
                       keep_fp32: bool = KEEP_FP32) -> Any:
-    """NNCF post-training int8 quantization (``nncf.quantize``) of an ``openvino.Model``, calibrated on every input
-    of ``calibration`` (one sample each). NNCF's defaults, except: full bias correction (``fast_bias_correction=
-    False``: with the fast one the fine-tuned converted efficientnet_lite1 ``dw-hybrid`` scored 67.4% on the
-    Fashion-MNIST val split, with the full one 82.6%), and with ``keep_fp32`` the first and the last Convolution / MatMul in fp32
+    """NNCF post-training int8 quantization (``nncf.quantize``) of an ``openvino.Model``, calibrated on every input of
+    ``calibration`` (one sample each). NNCF's defaults, except: full bias correction (``fast_bias_correction=False``:
+    with the fast one the fine-tuned converted efficientnet_lite1 ``dw-hybrid`` scored 67.4% on the Fashion-MNIST val
+    split, with the full one 82.6%), and with ``keep_fp32`` the first and the last Convolution / MatMul in fp32
     (:func:`pfconvert.deploy.quantize.edge_layers`).
 
     Raises:

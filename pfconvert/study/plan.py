@@ -575,15 +575,15 @@ def plan_on_data(model: nn.Module, rules: Sequence[LoadedRules], data: str, *, b
     split), each candidate first reconstructed (least-squares refit of the layers reading its replacements, on
     ``reconstruct_images`` training images) and its BatchNorm re-estimated (on ``bn_recalib_images`` training images).
     Latency: the backend (``cpu``: the deployed PyTorch path, ``cpu-eager``, ``ort``, ``cuda``...) at each batch size,
-    the original and every candidate in the same interleaved rounds (``runs`` rounds, at most ``max_seconds`` per
-    batch size; each re-timing pass of the close calls the same). On an int8 backend (``ort-int8``, ``ov-int8``) the
-    original and every candidate are scored as deployed: quantized on ``int8_calib_images`` training images, then
-    evaluated on the runtime (an int8 candidate is scored in int8). ``shrink``, ``retime_passes``,
-    ``retime_seconds``, ``prune_ratios``, ``prune_round_to``, ``prune_importance`` and ``prune_global`` as :func:`plan_conversion` (pruned candidates get
-    BatchNorm re-estimation, no reconstruction). ``proxy_images``: each candidate, once prepared, is distilled from
-    the original on that many training images (:class:`pfconvert.study.proxy.DistillProxy`, seeded by
-    ``proxy_seed``, peak rate ``proxy_lr``) before it is scored, a proxy of the fine-tuned result; 0: scored right
-    after its preparation (the old scoring). Other arguments as :func:`pfconvert.study.sensitivity_on_data`.
+    the original and every candidate in the same interleaved rounds (``runs`` rounds, at most ``max_seconds`` per batch
+    size; each re-timing pass of the close calls the same). On an int8 backend (``ort-int8``, ``ov-int8``) the original
+    and every candidate are scored as deployed: quantized on ``int8_calib_images`` training images, then evaluated on
+    the runtime (an int8 candidate is scored in int8). ``shrink``, ``retime_passes``, ``retime_seconds``,
+    ``prune_ratios``, ``prune_round_to``, ``prune_importance`` and ``prune_global`` as :func:`plan_conversion` (pruned
+    candidates get BatchNorm re-estimation, no reconstruction). ``proxy_images``: each candidate, once prepared, is
+    distilled from the original on that many training images (:class:`pfconvert.study.proxy.DistillProxy`, seeded by
+    ``proxy_seed``, peak rate ``proxy_lr``) before it is scored, a proxy of the fine-tuned result; 0: scored right after
+    its preparation (the old scoring). Other arguments as :func:`pfconvert.study.sensitivity_on_data`.
 
     Raises:
         PlanRefused: nothing pays off within ``max_drop`` (``.result`` holds the measured table).
