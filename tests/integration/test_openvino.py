@@ -186,6 +186,32 @@ def test_edge_layers_are_the_first_and_last_weighted_nodes() -> None:
     assert edge_layers([("pool", "MaxPool")], ("Conv",)) == []
 
 
+def test_pools_after_the_fp32_stem_stay_fp32_with_their_readers() -> None:
+    from pfconvert.deploy.quantize import fp32_followers
+
+    # a ResNet stem: conv -> relu -> max-pool -> (conv1, downsample); a later pool is not touched
+    nodes = [("stem", "Conv", ["x"], ["s"]), ("relu", "Relu", ["s"], ["r"]), ("pool", "MaxPool", ["r"], ["p"]),
+             ("conv1", "Conv", ["p"], ["c"]), ("down", "Conv", ["p"], ["d"]), ("add", "Add", ["c", "d"], ["a"]),
+             ("pool2", "MaxPool", ["a"], ["q"]), ("fc", "Gemm", ["q"], ["y"])]
+    assert fp32_followers(nodes, ["stem", "fc"]) == ["pool", "conv1", "down"]
+    assert fp32_followers(nodes, []) == []
+    no_pool = [("stem", "Conv", ["x"], ["s"]), ("clip", "Clip", ["s"], ["r"]), ("dw", "Conv", ["r"], ["d"])]
+    assert fp32_followers(no_pool, ["stem"]) == []
+
+
+def test_cpu_has_vnni_reads_the_cpu_flags(monkeypatch) -> None:
+    import platform
+
+    from pfconvert.deploy import quantize
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    for flags, expected in [("fpu avx2 avx512f avx512_vnni", True), ("fpu avx2 avx_vnni", True), ("fpu avx2", False)]:
+        monkeypatch.setattr(quantize.Path, "read_text", lambda self, flags=flags: f"flags\t\t: {flags}\n")
+        assert quantize.cpu_has_vnni() is expected
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert quantize.cpu_has_vnni()
+
+
 @pytest.mark.slow
 def test_int8_keeps_the_stem_and_the_classifier_in_fp32(resnet: torch.nn.Module, images: dict) -> None:
     import onnx
@@ -196,8 +222,11 @@ def test_int8_keeps_the_stem_and_the_classifier_in_fp32(resnet: torch.nn.Module,
     graph = onnx.load_model_from_string(build_runtime(resnet, "ort-int8", SIZE, calibration).payload).graph
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     weighted = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
-    int8_weights = [n.input[1] in dequantized for n in weighted]
-    assert not int8_weights[0] and not int8_weights[-1] and all(int8_weights[1:-1]) and len(weighted) > 10
+    fp32 = {n.name for n in weighted if n.input[1] not in dequantized}
+    # the stem, the classifier, and (ONNX Runtime only) the two convs reading the stem's max-pool
+    assert fp32 == {"/conv1/Conv", "/fc/Gemm", "/layer1/layer1.0/conv1/Conv"} and len(weighted) > 10, fp32
+    pools = [n for n in graph.node if n.op_type == "MaxPool"]
+    assert len(pools) == 1 and not any(i in dequantized for i in pools[0].input)  # the stem's pool reads fp32
 
     ov_model = build_runtime(resnet, "ov-int8", SIZE, calibration).payload
     convs = [op for op in ov_model.get_ordered_ops() if op.get_type_name() in ("Convolution", "MatMul")]
