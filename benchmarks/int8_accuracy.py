@@ -11,6 +11,9 @@ ov,ov-int8,ort-int8`` for each case, tabulated. The speed of the same runtimes i
     python benchmarks/int8_accuracy.py --case "resnet26 r50-max, 32 px=runs/fm/resnet26/r50-max" \\
         --case "lite1 maxpool, 64 px=runs/rec/lite1-64/efficientnet_lite1/maxpool/0.3x-default" --write-docs
 
+``--max-drop D`` adds a column: OpenVINO int8 with NNCF's accuracy-aware quantization (``pfconvert eval --backend
+ov-int8 --int8-max-drop D``), layers put back in fp32 until the drop on 1,000 val images is at most D points.
+
 Results are cached per case in OUT/<case>.json (``--reuse`` keeps them), so cases can be added one run at a time.
 """
 
@@ -36,6 +39,16 @@ except ImportError:
     from _results import add_docs_flag, write_page  # run as a script: its directory is sys.path[0]
 
 TOLERANCE = 0.5  # the issue's target: int8 top-1 within this many points of fp32
+QUANTIZATION = "ort-u8s8"  # what the int8 paths are; a cached row made by other paths is evaluated again
+CONTROLLED = "ov-int8 controlled"  # the column key of --max-drop
+
+
+def columns(runtimes: list[str], max_drop: float | None) -> list[tuple[str, str]]:
+    """(key, label) of each deployed column: the runtimes, then the accuracy-controlled OpenVINO int8 one."""
+    out = [(r, RUNTIME_LABELS[r]) for r in runtimes]
+    if max_drop is not None:
+        out.append((CONTROLLED, f"{RUNTIME_LABELS['ov-int8']}, accuracy-controlled to {max_drop:g}"))
+    return out
 
 
 def slug(text: str) -> str:
@@ -48,18 +61,27 @@ def evaluate_case(label: str, artifact: Path, args: argparse.Namespace) -> dict:
     cache = args.out / f"{slug(label)}.json"
     if args.reuse and cache.is_file():
         row = json.loads(cache.read_text())
-        if (row.get("artifact"), row.get("runtimes"), row.get("keep_fp32", True)) == (str(artifact), args.runtimes,
-                                                                                     KEEP_FP32):
+        key = ("artifact", "runtimes", "keep_fp32", "quantization", "max_drop")
+        if tuple(row.get(k) for k in key) == (str(artifact), args.runtimes, KEEP_FP32, QUANTIZATION, args.max_drop):
             print(f"{label}: reused {cache}", file=sys.stderr)
             return row
+
+    def note(line: str) -> None:
+        print(f"{label}: {line}", file=sys.stderr)
+
     start = time.perf_counter()
-    deploy = data_deployer(args.runtimes, args.data, args.calib_images,
-                           on_note=lambda line: print(f"{label}: {line}", file=sys.stderr))
+    plain = data_deployer(args.runtimes, args.data, args.calib_images, on_note=note)
+    controlled = data_deployer(["ov-int8"], args.data, args.calib_images, on_note=note, max_drop=args.max_drop,
+                               control_images=args.control_images) if args.max_drop is not None else None
+
+    def deploy(name: str, model, data_cfg) -> list:
+        return plain(name, model, data_cfg) + (controlled(name, model, data_cfg) if controlled else [])
+
     report = evaluate_artifact(artifact, args.data, split="test", original=True, limit=args.limit,
                                workers=args.workers, device="cpu", deploy=deploy,
                                on_note=lambda line: print(f"{label}: {line}", file=sys.stderr))
     row = {"case": label, "artifact": str(artifact), "runtimes": args.runtimes, "keep_fp32": KEEP_FP32,
-           "calib_images": args.calib_images,
+           "quantization": QUANTIZATION, "max_drop": args.max_drop, "calib_images": args.calib_images,
            "split": report.split_description or report.split, "input_size": list(report.input_size),
            "weights": report.weights, "top1": {k: round(v.top1, 2) for k, v in report.metrics.items()},
            "count": next(iter(report.metrics.values())).count, "seconds": round(time.perf_counter() - start)}
@@ -68,11 +90,11 @@ def evaluate_case(label: str, artifact: Path, args: argparse.Namespace) -> dict:
     return row
 
 
-def markdown(rows: list[dict], runtimes: list[str]) -> str:
+def markdown(rows: list[dict], runtimes: list[str], max_drop: float | None = None) -> str:
     """The table: one line per case and model; fp32 (PyTorch) then each runtime, and each int8 runtime's change."""
-    int8 = [r for r in runtimes if r.endswith("int8")]
-    head = ["case", "model", "PyTorch fp32", *(RUNTIME_LABELS[r] for r in runtimes),
-            *(f"{r} - fp32" for r in int8)]
+    cols = columns(runtimes, max_drop)
+    int8 = [(key, label) for key, label in cols if "int8" in key]
+    head = ["case", "model", "PyTorch fp32", *(label for _, label in cols), *(f"{key} - fp32" for key, _ in int8)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     verdicts = []
     for row in rows:
@@ -80,9 +102,9 @@ def markdown(rows: list[dict], runtimes: list[str]) -> str:
         for model, name in (("original", "original"), ("student", "converted")):
             fp32 = top1[model]
             cells = [row["case"], name, f"{fp32:.2f}"]
-            cells += [f"{top1[f'{model} on {RUNTIME_LABELS[r]}']:.2f}" for r in runtimes]
-            for r in int8:
-                delta = top1[f"{model} on {RUNTIME_LABELS[r]}"] - fp32
+            cells += [f"{top1[f'{model} on {label}']:.2f}" for _, label in cols]
+            for _, label in int8:
+                delta = top1[f"{model} on {label}"] - fp32
                 cells.append(f"{delta:+.2f}")
                 verdicts.append(abs(delta) <= TOLERANCE)
             lines.append("| " + " | ".join(cells) + " |")
@@ -93,8 +115,12 @@ def markdown(rows: list[dict], runtimes: list[str]) -> str:
     summary = (f"int8 within {TOLERANCE} point of fp32 (PyTorch) top-1 in {sum(verdicts)} of {len(verdicts)} "
                "cells.")
     how = ("int8 as pfconvert deploys it: NNCF post-training quantization with full bias correction (OpenVINO), "
-           "ONNX Runtime static QDQ (per-channel weights, MinMax); both keep the first and the last weighted layer "
-           f"in fp32 ({'on' if KEEP_FP32 else 'off'}: pfconvert.deploy.quantize.KEEP_FP32).")
+           "ONNX Runtime static QDQ (per-channel int8 weights, uint8 activations, MinMax); both keep the first and "
+           f"the last weighted layer in fp32 ({'on' if KEEP_FP32 else 'off'}: pfconvert.deploy.quantize.KEEP_FP32).")
+    if max_drop is not None:
+        how += (f" The accuracy-controlled column is NNCF's quantize_with_accuracy_control with max_drop {max_drop:g} "
+                "(absolute top-1 points) measured on val images (carved from the training images), never the test "
+                "split.")
     return "\n".join(["Top-1 % on the test split.", "", *lines, "", summary, "", how, "", *detail])
 
 
@@ -109,6 +135,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/int8_accuracy"))
     parser.add_argument("--reuse", action="store_true", help="keep the cases an earlier call evaluated in OUT")
+    parser.add_argument("--max-drop", type=float, default=None, metavar="D",
+                        help="add OpenVINO int8 with NNCF's accuracy control at this drop (top-1 points)")
+    parser.add_argument("--control-images", type=int, default=1000, help="--max-drop: val images")
     parser.add_argument("--notes", type=Path, default=None, metavar="FILE.md",
                         help="Markdown appended to the page (the reading, the load, what was not run)")
     add_docs_flag(parser)
@@ -125,7 +154,7 @@ def main(argv: list[str] | None = None) -> str:
         cases.append((label, Path(path)))
     start = time.perf_counter()
     rows = [evaluate_case(label, path, args) for label, path in cases]
-    table = markdown(rows, args.runtimes)
+    table = markdown(rows, args.runtimes, args.max_drop)
     machine = describe_machine(machine_info(None))
     machine += f", {time.perf_counter() - start:.0f} s total, {time.strftime('%Y-%m-%d')}"
     sys.stdout.write(f"Machine: {machine}\n\n{table}\n")

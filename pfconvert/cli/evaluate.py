@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import PfconvertError
 from . import _options as o
 from ._console import err_console, out_console, say
 from .app import app, on_interrupt
@@ -48,6 +49,13 @@ def eval_command(
                                                    show_default=False)] = None,
     calib_images: Annotated[int, typer.Option("--calib-images", min=1, help="int8 backends: training images that "
                                               "calibrate the quantization.")] = 300,
+    int8_max_drop: Annotated[Optional[float], typer.Option("--int8-max-drop", min=0.0, callback=o.finite,
+                                                           help="ov-int8: NNCF's accuracy-aware quantization: layers "
+                                                           "go back to fp32 until the int8 top-1 is at most this many "
+                                                           "points below fp32 on --control-images val images.",
+                                                           show_default=False)] = None,
+    control_images: Annotated[int, typer.Option("--control-images", min=1, help="--int8-max-drop: val images the "
+                                                "drop is measured on.")] = 1000,
     json_out: o.JsonOpt = False,
 ) -> None:
     """Evaluate the artifact's model (fine-tuned weights when present): top-1, top-5 and loss, on the test split by
@@ -58,7 +66,10 @@ def eval_command(
     from .progress import RichPhases
 
     side = o.artifact_side(o.side_size(input_size, img_size), artifact)
-    deploy = _deployer(backend, data, calib_images, val_split) if backend else None
+    if int8_max_drop is not None and "ov-int8" not in (backend or "").split(","):
+        raise PfconvertError("--int8-max-drop controls the ov-int8 backend's quantization; add --backend ov-int8, or "
+                             "drop --int8-max-drop")
+    deploy = _deployer(backend, data, calib_images, val_split, int8_max_drop, control_images) if backend else None
     on_interrupt(lambda: "eval stopped by Ctrl-C; nothing was written (eval writes no files)")
     report = evaluate_artifact(artifact, data, split=split, weights=weights, batch_size=batch_size,
                                img_size=side, limit=limit, workers=workers, device=device, original=original,
@@ -86,10 +97,12 @@ def eval_table(report: EvalReport) -> Table:
     return table
 
 
-def _deployer(backends: str, data: str, calib_images: int, val_split: float | None) -> object:
+def _deployer(backends: str, data: str, calib_images: int, val_split: float | None, max_drop: float | None = None,
+              control_images: int = 1000) -> object:
     """``evaluate_artifact``'s ``deploy`` hook for ``--backend`` (:func:`pfconvert.study.deployed.data_deployer`):
     the names (and that their runtimes are installed) are checked now."""
     from ..study.deployed import data_deployer
 
     return data_deployer(backends.split(","), data, calib_images, val_split,
-                         on_note=lambda line: err_console.print(escape(line), highlight=False))
+                         on_note=lambda line: err_console.print(escape(line), highlight=False), max_drop=max_drop,
+                         control_images=control_images)

@@ -36,6 +36,13 @@ def export_cmd(
                                               "on.")] = 200,
     min_agreement: Annotated[float, typer.Option(min=0.0, max=1.0, callback=o.finite, help="--int8: share of the check images on which "
                                                  "the int8 and PyTorch top-1 must agree.")] = 0.9,
+    int8_max_drop: Annotated[Optional[float], typer.Option("--int8-max-drop", min=0.0, callback=o.finite,
+                                                           help="--int8: NNCF's accuracy-aware quantization: layers "
+                                                           "go back to fp32 until the int8 top-1 is at most this many "
+                                                           "points below fp32 on --control-images validation images "
+                                                           "of --data.", show_default=False)] = None,
+    control_images: Annotated[int, typer.Option(min=1, help="--int8-max-drop: validation images the drop is measured "
+                                                "on (other than the check images).")] = 1000,
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset version.")] = 18,
     dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic.")] = False,
     exporter: Annotated[str, typer.Option(help=f"torch.onnx exporter: {', '.join(EXPORTERS)}.")] = "dynamo",
@@ -54,6 +61,9 @@ def export_cmd(
         raise PfconvertError("--int8 and --data apply to --format openvino; drop them, or pass --format openvino")
     if kind == "openvino" and data is not None and not int8:
         raise PfconvertError("--data calibrates an int8 export; add --int8, or drop --data")
+    if int8_max_drop is not None and (not int8 or data is None):
+        raise PfconvertError("--int8-max-drop measures the int8 drop on labelled images: add --int8 and --data, or "
+                             "drop --int8-max-drop")
     if kind == "openvino":
         from ..deploy._deps import require
 
@@ -70,7 +80,8 @@ def export_cmd(
     say(f"input: {data_cfg.describe()} ({origin})")
     if kind == "openvino":
         _export_openvino(art, target, data_cfg, int8=int8, data=data, calib_images=calib_images,
-                         check_images=check_images, min_agreement=min_agreement, dynamic_batch=dynamic_batch,
+                         check_images=check_images, max_drop=int8_max_drop, control_images=control_images,
+                         min_agreement=min_agreement, dynamic_batch=dynamic_batch,
                          tolerance=tolerance, check=check, overwrite=overwrite, as_json=as_json)
         return
     from ..deploy.onnx import export_onnx
@@ -97,21 +108,32 @@ def export_cmd(
 
 def _export_openvino(art: object, target: Path, data_cfg: object, *, int8: bool, data: str | None,
                      calib_images: int, check_images: int, min_agreement: float, dynamic_batch: bool,
-                     tolerance: float, check: bool, overwrite: bool, as_json: bool) -> None:
-    """``--format openvino``: calibration and check images from ``data``, export, check, print."""
+                     tolerance: float, check: bool, overwrite: bool, as_json: bool, max_drop: float | None = None,
+                     control_images: int = 1000) -> None:
+    """``--format openvino``: calibration, check (and control) images from ``data``, export, check, print."""
     from ..deploy.openvino import export_openvino
-    from ..deploy.quantize import Calibration
+    from ..deploy.quantize import Calibration, Validation
 
-    calibration = check_inputs = None
+    calibration = check_inputs = validation = None
     check_source = ""
     if int8 and data is not None:
-        from ..data.calibration import calibration_images
+        from ..data.calibration import calibration_images, labelled_images
 
-        with err_console.status(f"reading {calib_images} calibration and {check_images} check images..."):
+        extra = control_images if max_drop is not None else 0
+        with err_console.status(f"reading {calib_images} calibration and {check_images + extra} validation "
+                                "images..."):
             images, source = calibration_images(data, data_cfg, calib_images, split="train")  # type: ignore[arg-type]
             calibration = Calibration.from_tensor(images, source)
-            check_inputs, check_source = calibration_images(data, data_cfg, check_images,  # type: ignore[arg-type]
-                                                            split="val")
+            val_images, labels, val_source = labelled_images(data, data_cfg, check_images + extra)  # type: ignore[arg-type]
+        check_inputs = val_images[:check_images]
+        check_source = val_source if not extra else f"{len(check_inputs)} of the {val_source}"
+        if max_drop is not None:
+            if len(val_images) <= check_images:
+                raise PfconvertError(f"--int8-max-drop: {data} has {len(val_images)} validation images, all taken by "
+                                     "--check-images; lower --check-images")
+            validation = Validation.from_tensors(val_images[check_images:], labels[check_images:],
+                                                 f"{len(val_images) - check_images} other images of the {val_source}")
+            say(f"int8 accuracy-controlled: at most {max_drop:g} top-1 points below fp32 on {validation.source}")
         say(calibration.describe())
     elif int8:
         err_console.print("no --data: int8 calibrated on random inputs; the int8 accuracy is unknown (pass --data to "
@@ -124,7 +146,11 @@ def _export_openvino(art: object, target: Path, data_cfg: object, *, int8: bool,
         result = export_openvino(art.model, target, data_cfg.input_size, int8=int8,  # type: ignore[attr-defined]
                                  calibration=calibration, check_inputs=check_inputs, check_source=check_source,
                                  check=check, tolerance=tolerance, min_agreement=min_agreement,
-                                 dynamic_batch=dynamic_batch, overwrite=overwrite)
+                                 dynamic_batch=dynamic_batch, overwrite=overwrite, max_drop=max_drop,
+                                 validation=validation)
+    if result.fp32_layers is not None:
+        say(f"int8 keeps {len(result.fp32_layers)} weighted layer(s) in fp32: {', '.join(result.fp32_layers[:6])}"
+            f"{' ...' if len(result.fp32_layers) > 6 else ''}")
     if as_json:
         out_console.print_json(o.json_text({
             "path": str(result.xml), "bin": str(result.bin), "format": "openvino", "int8": result.int8,
@@ -132,6 +158,7 @@ def _export_openvino(art: object, target: Path, data_cfg: object, *, int8: bool,
             "top1_agreement": result.agreement, "min_agreement": result.min_agreement,
             "check_images": result.check_images, "check_source": result.check_source,
             "calibration": result.calibration, "calibration_synthetic": result.calibration_synthetic,
+            "int8_max_drop": result.max_drop, "fp32_layers": result.fp32_layers,
             "size_bytes": result.size_bytes}))
         return
     if not check:

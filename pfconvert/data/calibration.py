@@ -13,7 +13,7 @@ from .config import DataConfig
 from .datasets import open_split, resolve_source
 from .transforms import build_transforms
 
-__all__ = ["calibration_images"]
+__all__ = ["calibration_images", "labelled_images"]
 
 
 def calibration_images(data: str | Path, data_cfg: DataConfig, count: int, *, split: str = "train",
@@ -34,9 +34,21 @@ def calibration_images(data: str | Path, data_cfg: DataConfig, count: int, *, sp
     """
     if count < 1:
         raise DataError(f"--calib-images must be at least 1, got {count}")
+    images, _, source = labelled_images(data, data_cfg, count, split=split, val_split=val_split, seed=seed)
+    return images, source
+
+
+def labelled_images(data: str | Path, data_cfg: DataConfig, count: int, *, split: str = "val",
+                    val_split: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """As :func:`calibration_images`, with the labels: (N, C, H, W) images, (N,) class indices and a line saying what
+    they are (``split`` defaults to ``val``: images to measure on, outside the calibration images)."""
+    if count < 1:
+        raise DataError(f"the image count must be at least 1, got {count}")
     dataset = open_split(resolve_source(data), split, count, seed=seed, val_fraction=val_split)
     dataset.mode = data_cfg.image_mode
     cfg, _ = data_cfg.for_images(dataset.image_size())
     dataset.transform = build_transforms(cfg, "none")[1]
-    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    return images, f"{len(dataset)} images of {dataset.description} (input {cfg.describe()})"
+    items = [dataset[i] for i in range(len(dataset))]
+    images = torch.stack([image for image, _ in items])
+    labels = torch.tensor([int(label) for _, label in items], dtype=torch.long)
+    return images, labels, f"{len(dataset)} images of {dataset.description} (input {cfg.describe()})"

@@ -33,10 +33,12 @@ from torch import nn
 from .._files import check_output_file
 from ..errors import ExportError, ExportExistsError, one_line
 from ._deps import installed, require
-from .quantize import KEEP_FP32, Calibration, check_calibration, edge_layers
+from .quantize import KEEP_FP32, Calibration, Validation, check_calibration, edge_layers
 
-__all__ = ["openvino_available", "nncf_available", "to_openvino", "quantize_openvino", "compile_openvino",
-           "OpenVINOExportResult", "export_openvino", "top1_agreement"]
+__all__ = ["openvino_available", "nncf_available", "to_openvino", "quantize_openvino", "fp32_weighted_layers",
+           "compile_openvino", "OpenVINOExportResult", "export_openvino", "top1_agreement"]
+
+_WEIGHTED = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
 
 
 def openvino_available() -> bool:
@@ -82,32 +84,68 @@ def _progress_to_stderr() -> Iterator[None]:
 
 
 def quantize_openvino(ov_model: Any, calibration: Calibration, input_size: tuple[int, int, int] | None = None,
-                      keep_fp32: bool = KEEP_FP32) -> Any:
+                      keep_fp32: bool = KEEP_FP32, *, max_drop: float | None = None,
+                      validation: Validation | None = None) -> Any:
     """NNCF post-training int8 quantization (``nncf.quantize``) of an ``openvino.Model``, calibrated on every input of
     ``calibration`` (one sample each). NNCF's defaults, except: full bias correction (``fast_bias_correction=False``:
     with the fast one the fine-tuned converted efficientnet_lite1 ``dw-hybrid`` scored 67.4% on the Fashion-MNIST val
     split, with the full one 82.6%), and with ``keep_fp32`` the first and the last Convolution / MatMul in fp32
     (:func:`pfconvert.deploy.quantize.edge_layers`).
 
+    With ``max_drop`` (top-1 points), NNCF's accuracy-aware quantization (``nncf.quantize_with_accuracy_control``)
+    measures the int8 model's top-1 on ``validation`` against the fp32 model's and puts the layers that cost the most
+    back in fp32 until the drop is at most ``max_drop`` (or nothing is left to put back).
+
     Raises:
-        ExportError: nncf is not installed, the calibration inputs do not fit, or NNCF fails.
+        ExportError: nncf is not installed, the calibration inputs do not fit, ``max_drop`` comes without
+            validation images, or NNCF fails.
     """
     if input_size is not None:
         check_calibration(calibration, input_size)
+    if max_drop is not None and (validation is None or len(validation) == 0):
+        raise ExportError("accuracy-controlled int8 (--int8-max-drop) needs labelled validation images; pass --data")
     nncf = require("nncf", "int8 quantization for OpenVINO (NNCF)")
     import logging
 
     nncf.set_log_level(logging.ERROR)
+    kept = edge_layers([(op.get_friendly_name(), op.get_type_name()) for op in ov_model.get_ordered_ops()],
+                       _WEIGHTED) if keep_fp32 else []
+    options: dict[str, Any] = {
+        "subset_size": len(calibration), "fast_bias_correction": False,
+        "ignored_scope": nncf.IgnoredScope(names=kept, validate=False) if kept else None}
     try:
         with _progress_to_stderr():
-            kept = edge_layers([(op.get_friendly_name(), op.get_type_name()) for op in ov_model.get_ordered_ops()],
-                               ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
-                               ) if keep_fp32 else []
-            return nncf.quantize(ov_model, nncf.Dataset(list(calibration.samples())), subset_size=len(calibration),
-                                 fast_bias_correction=False,
-                                 ignored_scope=nncf.IgnoredScope(names=kept, validate=False) if kept else None)
+            if max_drop is None:
+                return nncf.quantize(ov_model, nncf.Dataset(list(calibration.samples())), **options)
+            return nncf.quantize_with_accuracy_control(
+                ov_model, nncf.Dataset(list(calibration.samples())),
+                nncf.Dataset(list(validation.samples()), lambda item: item[0]),  # type: ignore[union-attr]
+                _top1, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **options)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"NNCF int8 quantization failed: {type(exc).__name__}: {one_line(exc, 200)}") from None
+
+
+def _top1(compiled: Any, items: Any) -> tuple[float, list[float]]:
+    """NNCF's validation function: top-1 in percent over ``(input, label)`` items, and each item's 0 / 100."""
+    hits = [100.0 * float(int(np.argmax(compiled(x)[0])) == label) for x, label in items]
+    return (float(np.mean(hits)) if hits else 0.0), hits
+
+
+def fp32_weighted_layers(ov_model: Any) -> list[str]:
+    """The Convolution / MatMul nodes of ``ov_model`` whose weights are not int8 (for an int8 model: the layers it
+    keeps in fp32), by friendly name in graph order."""
+    def int8_weights(op: Any) -> bool:
+        node = op.input_value(1).get_node()
+        for _ in range(4):  # int8 weights come from an int8 constant (Convert, Multiply by the scale...) or a FakeQuantize
+            if node.get_type_name() == "FakeQuantize" or "int8" in str(node.get_output_element_type(0)):
+                return True
+            if node.get_input_size() == 0:
+                return False
+            node = node.input_value(0).get_node()
+        return False
+
+    return [op.get_friendly_name() for op in ov_model.get_ordered_ops()
+            if op.get_type_name() in _WEIGHTED and not int8_weights(op)]
 
 
 def compile_openvino(ov_model: Any, threads: int | None = None, batch_size: int | None = None) -> Any:
@@ -162,6 +200,8 @@ class OpenVINOExportResult:
         agreement: int8: share of the check images on which the int8 and the PyTorch top-1 agree.
         check_images: How many images ``agreement`` is over, and what they are (``check_source``).
         calibration: What calibrated the int8 model (None for fp32).
+        max_drop: int8 with accuracy control: the most top-1 points below fp32 it allowed (None: not controlled).
+        fp32_layers: int8: the weighted layers the model keeps in fp32.
     """
 
     xml: Path
@@ -175,6 +215,8 @@ class OpenVINOExportResult:
     check_source: str = ""
     calibration: str | None = None
     calibration_synthetic: bool = False
+    max_drop: float | None = None
+    fp32_layers: list[str] | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -186,14 +228,16 @@ def export_openvino(model: nn.Module, out: str | Path, input_size: tuple[int, in
                     calibration: Calibration | None = None, check_inputs: torch.Tensor | None = None,
                     check_source: str = "", check: bool = True, tolerance: float = 1e-3,
                     min_agreement: float = 0.9, dynamic_batch: bool = True,
-                    overwrite: bool = False) -> OpenVINOExportResult:
+                    overwrite: bool = False, max_drop: float | None = None,
+                    validation: Validation | None = None) -> OpenVINOExportResult:
     """Write ``model`` as OpenVINO IR (``out`` = ``NAME.xml``, with ``NAME.bin`` next to it) and check it.
 
     fp32 is checked numerically (max abs difference vs PyTorch on a seeded random batch of 2, at most
     ``tolerance``). int8 (``int8=True``, NNCF with ``calibration``, random inputs when None) is checked by the top-1
     agreement of the int8 model with PyTorch on ``check_inputs`` (images of the user's data, other than the
     calibration images): below ``min_agreement`` the export fails. Without check images the agreement is
-    measured on random inputs and reported, never failed on (the int8 accuracy is then unknown).
+    measured on random inputs and reported, never failed on (the int8 accuracy is then unknown). ``max_drop`` and
+    ``validation``: accuracy-controlled int8 (:func:`quantize_openvino`).
 
     Raises:
         ExportError: a target exists (and not ``overwrite``), openvino / nncf are missing, the conversion fails, or
@@ -212,7 +256,7 @@ def export_openvino(model: nn.Module, out: str | Path, input_size: tuple[int, in
         from .quantize import synthetic_calibration
 
         calibration = calibration if calibration is not None else synthetic_calibration(input_size)
-        ov_model = quantize_openvino(ov_model, calibration, input_size)
+        ov_model = quantize_openvino(ov_model, calibration, input_size, max_drop=max_drop, validation=validation)
     if not dynamic_batch:
         ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([1, *input_size])})
     xml.parent.mkdir(parents=True, exist_ok=True)
@@ -221,7 +265,9 @@ def export_openvino(model: nn.Module, out: str | Path, input_size: tuple[int, in
         shutil.move(str(Path(tmp) / "model.bin"), binary)  # the weights first: the .xml names a complete model
         shutil.move(str(Path(tmp) / "model.xml"), xml)
     result = OpenVINOExportResult(xml, binary, int8, calibration=calibration.source if int8 and calibration else None,
-                                  calibration_synthetic=bool(int8 and calibration and calibration.synthetic))
+                                  calibration_synthetic=bool(int8 and calibration and calibration.synthetic),
+                                  max_drop=max_drop if int8 else None,
+                                  fp32_layers=fp32_weighted_layers(ov_model) if int8 else None)
     if not check:
         return result
     compiled = compile_openvino(ov.Core().read_model(str(xml)))

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import ExportError
 from ._deps import installed
-from .quantize import Calibration, check_calibration, synthetic_calibration
+from .quantize import Calibration, Validation, check_calibration, synthetic_calibration
 
 __all__ = ["RUNTIMES", "RUNTIME_LABELS", "INT8_RUNTIMES", "is_int8", "runtime_available", "RuntimeModel",
            "build_runtime", "Deployed", "deploy", "check_runtimes"]
@@ -57,11 +57,14 @@ class RuntimeModel:
     runtime: str
     payload: Any
     calibration: Calibration | None = None
+    max_drop: float | None = None
+    """Set when int8 was accuracy-controlled: the most top-1 points below fp32 it allowed."""
 
     @property
     def label(self) -> str:
-        """``OpenVINO CPU int8 (NNCF PTQ)``..."""
-        return RUNTIME_LABELS[self.runtime]
+        """``OpenVINO CPU int8 (NNCF PTQ)``..., with ``, accuracy-controlled to 0.5`` when it was."""
+        label = RUNTIME_LABELS[self.runtime]
+        return label if self.max_drop is None else f"{label}, accuracy-controlled to {self.max_drop:g}"
 
     def runner(self, threads: int | None = None, batch_size: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
         """A forward ``(N, C, H, W) float32 -> logits``; ``batch_size`` fixes the batch (OpenVINO compiles static
@@ -85,7 +88,8 @@ class RuntimeModel:
 
 
 def build_runtime(model: nn.Module, runtime: str, input_size: tuple[int, int, int],
-                  calibration: Calibration | None = None, onnx_model: bytes | None = None) -> RuntimeModel:
+                  calibration: Calibration | None = None, onnx_model: bytes | None = None, *,
+                  max_drop: float | None = None, validation: Validation | None = None) -> RuntimeModel:
     """Export ``model`` (eval mode, restored) for ``runtime``, quantizing it when the runtime is int8.
 
     Args:
@@ -95,6 +99,10 @@ def build_runtime(model: nn.Module, runtime: str, input_size: tuple[int, int, in
         calibration: int8 calibration inputs; None calibrates on :func:`synthetic_calibration` (the int8 accuracy
             is then unknown: :attr:`RuntimeModel.calibration` says so).
         onnx_model: The model's ONNX export with a dynamic batch, when the caller has it.
+        max_drop: ``ov-int8``: accuracy-controlled quantization, at most this many top-1 points below fp32 on
+            ``validation`` (:func:`pfconvert.deploy.openvino.quantize_openvino`); the other runtimes ignore it
+            (ONNX Runtime has no accuracy-aware quantization).
+        validation: Labelled images for ``max_drop``.
 
     Raises:
         ExportError: unknown runtime, a package missing, or the export / quantization fails.
@@ -120,8 +128,9 @@ def build_runtime(model: nn.Module, runtime: str, input_size: tuple[int, int, in
 
     ov_model = to_openvino(model, input_size, onnx_model)
     if runtime == "ov-int8":
-        ov_model = quantize_openvino(ov_model, calibration)  # type: ignore[arg-type]
-    return RuntimeModel(runtime, ov_model, calibration)
+        ov_model = quantize_openvino(ov_model, calibration, max_drop=max_drop,  # type: ignore[arg-type]
+                                     validation=validation)
+    return RuntimeModel(runtime, ov_model, calibration, max_drop if runtime == "ov-int8" else None)
 
 
 class Deployed(nn.Module):
@@ -144,9 +153,11 @@ class Deployed(nn.Module):
 
 
 def deploy(model: nn.Module, runtime: str, input_size: tuple[int, int, int], calibration: Calibration | None = None,
-           threads: int | None = None) -> Deployed:
+           threads: int | None = None, *, max_drop: float | None = None,
+           validation: Validation | None = None) -> Deployed:
     """``model`` deployed on ``runtime`` (see :func:`build_runtime`), callable like the PyTorch model."""
-    return Deployed(build_runtime(model, runtime, input_size, calibration), threads)
+    return Deployed(build_runtime(model, runtime, input_size, calibration, max_drop=max_drop, validation=validation),
+                    threads)
 
 
 def check_runtimes(runtimes: Sequence[str], option: str = "--backend") -> list[str]:

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ..data.config import DataConfig
-from ..deploy.quantize import Calibration
+from ..deploy.quantize import DEFAULT_CONTROL_IMAGES, Calibration, Validation
 
-__all__ = ["PYTORCH_FP32", "data_calibration", "accuracy_on_runtimes", "data_deployer"]
+__all__ = ["PYTORCH_FP32", "data_calibration", "data_validation", "accuracy_on_runtimes", "data_deployer"]
 
 PYTORCH_FP32 = "PyTorch fp32"
 """The label of the reference row (ONNX Runtime and OpenVINO fp32 compute the same within 1e-4)."""
@@ -27,6 +27,16 @@ def data_calibration(data: str, data_cfg: DataConfig, count: int, val_split: flo
 
     images, source = calibration_images(data, data_cfg, count, val_split=val_split)
     return Calibration.from_tensor(images, source)
+
+
+def data_validation(data: str, data_cfg: DataConfig, count: int = DEFAULT_CONTROL_IMAGES,
+                    val_split: float = 0.1) -> Validation:
+    """``count`` labelled images of the val split of ``data`` (carved from the training images, as the fine-tune
+    carves it) prepared as ``data_cfg`` feeds them: what accuracy-controlled int8 measures its drop on."""
+    from ..data.calibration import labelled_images
+
+    images, labels, source = labelled_images(data, data_cfg, count, split="val", val_split=val_split)
+    return Validation.from_tensors(images, labels, source)
 
 
 def accuracy_on_runtimes(models: dict[str, nn.Module], runtimes: Sequence[str], data: str, data_cfg: DataConfig, *,
@@ -67,7 +77,8 @@ def accuracy_on_runtimes(models: dict[str, nn.Module], runtimes: Sequence[str], 
 
 
 def data_deployer(runtimes: Sequence[str], data: str, calib_images: int = 300, val_split: float | None = None,
-                  on_note: Callable[[str], None] | None = None,
+                  on_note: Callable[[str], None] | None = None, *, max_drop: float | None = None,
+                  control_images: int = DEFAULT_CONTROL_IMAGES,
                   ) -> Callable[[str, nn.Module, DataConfig], list[tuple[str, nn.Module]]]:
     """The ``deploy`` hook of :func:`pfconvert.recover.finetune.api.evaluate_artifact` (``pfconvert eval
     --backend``): each model it is given is deployed on every runtime of ``runtimes``, int8 ones calibrated on
@@ -81,26 +92,45 @@ def data_deployer(runtimes: Sequence[str], data: str, calib_images: int = 300, v
         calib_images: training images that calibrate the int8 runtimes.
         val_split: share of the training images held out as ``val`` (default 0.1), not used for calibration.
         on_note: receives the calibration's description and a line per deployment.
+        max_drop: ``ov-int8`` only: NNCF's accuracy-aware quantization keeps int8 top-1 within this many points of
+            fp32 on ``control_images`` val images (:func:`pfconvert.deploy.openvino.quantize_openvino`).
+        control_images: val images for ``max_drop``.
     """
     from ..deploy.runtime import check_runtimes, deploy, is_int8
 
     names = check_runtimes(runtimes)
     note = on_note or (lambda _: None)
     calibrations: dict[tuple[int, ...], Calibration] = {}
+    validations: dict[tuple[int, ...], Validation] = {}
+    split = 0.1 if val_split is None else val_split
+    if max_drop is not None and "ort-int8" in names:
+        note("ort-int8: ONNX Runtime has no accuracy-aware quantization; --int8-max-drop applies to ov-int8 only")
 
     def hook(model_name: str, model: nn.Module, data_cfg: DataConfig) -> list[tuple[str, nn.Module]]:
         size = tuple(data_cfg.input_size)
         calibration = None
         if any(is_int8(name) for name in names):
             if size not in calibrations:
-                calibrations[size] = data_calibration(data, data_cfg, calib_images,
-                                                      0.1 if val_split is None else val_split)
+                calibrations[size] = data_calibration(data, data_cfg, calib_images, split)
                 note(calibrations[size].describe())
             calibration = calibrations[size]
+        controlled = max_drop is not None and "ov-int8" in names
+        if controlled and size not in validations:
+            validations[size] = data_validation(data, data_cfg, control_images, split)
+            note(f"ov-int8: accuracy-controlled, at most {max_drop:g} top-1 points below fp32 on "
+                 f"{validations[size].source}")
         out: list[tuple[str, nn.Module]] = []
         for name in names:
             note(f"deploying the {model_name} model on {name}")
-            deployed = deploy(model, name, size, calibration)  # type: ignore[arg-type]
+            control = ({"max_drop": max_drop, "validation": validations[size]}
+                       if controlled and name == "ov-int8" else {})
+            deployed = deploy(model, name, size, calibration, **control)  # type: ignore[arg-type]
+            if control:
+                from ..deploy.openvino import fp32_weighted_layers
+
+                kept = fp32_weighted_layers(deployed.prepared.payload)
+                note(f"ov-int8: the {model_name} model keeps {len(kept)} weighted layer(s) in fp32: "
+                     f"{', '.join(kept[:6])}{' ...' if len(kept) > 6 else ''}")
             out.append((deployed.label, deployed))
         return out
 

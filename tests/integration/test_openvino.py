@@ -128,6 +128,58 @@ def test_eval_reports_fp32_and_int8_side_by_side(ft_artifact: Path, ft_fmnist_di
     assert "int8 calibrated on 16 images of train" in err
 
 
+@pytest.mark.slow
+def test_accuracy_controlled_int8_stays_within_its_drop(resnet: torch.nn.Module, images: dict) -> None:
+    """``max_drop``: NNCF puts layers back in fp32 until the int8 top-1 on the labelled images is within the drop
+    (here 0 points: it may keep every layer fp32, but it may not end below fp32)."""
+    from pfconvert.data.calibration import labelled_images
+    from pfconvert.deploy.openvino import compile_openvino, fp32_weighted_layers, quantize_openvino, to_openvino
+    from pfconvert.deploy.quantize import Validation
+
+    cfg = resolve_data_config(resnet, input_size=SIZE)
+    x, y, source = labelled_images(FASHION_MNIST, cfg, 48)
+    assert x.shape == (48, *SIZE) and y.shape == (48,) and "val" in source
+    validation = Validation.from_tensors(x, y, source)
+    calibration = Calibration.from_tensor(images["train"], "calibration")
+    controlled = quantize_openvino(to_openvino(resnet, SIZE), calibration, SIZE, max_drop=0.0, validation=validation)
+    plain = quantize_openvino(to_openvino(resnet, SIZE), calibration, SIZE)
+
+    def top1(ov_model: Any) -> float:
+        logits = compile_openvino(ov_model)(x.numpy())[0]
+        return float((logits.argmax(1) == y.numpy()).mean() * 100)
+
+    with torch.no_grad():
+        fp32 = float((resnet(x).argmax(1) == y).float().mean() * 100)
+    assert top1(controlled) >= fp32 - 1e-6
+    assert set(fp32_weighted_layers(plain)) <= set(fp32_weighted_layers(controlled))
+    assert len(fp32_weighted_layers(plain)) == 2  # the stem and the classifier
+    with pytest.raises(ExportError, match="--int8-max-drop"):
+        quantize_openvino(to_openvino(resnet, SIZE), calibration, SIZE, max_drop=0.5)
+
+
+@pytest.mark.slow
+def test_eval_int8_max_drop_labels_the_controlled_row(ft_artifact: Path, ft_fmnist_dir: Path, capsys,
+                                                      monkeypatch) -> None:
+    code, out, err = run_cli(["eval", str(ft_artifact), "--data", str(ft_fmnist_dir), "--input-size", "32", "--limit",
+                              "32", "--workers", "0", "--backend", "ov-int8,ort-int8", "--calib-images", "16",
+                              "--int8-max-drop", "1", "--control-images", "24", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    metrics = json.loads(out)["metrics"]
+    assert set(metrics) == {"student", "student on OpenVINO CPU int8 (NNCF PTQ), accuracy-controlled to 1",
+                            "student on ONNX Runtime CPU int8 (static QDQ)"}
+    assert "at most 1 top-1 points below fp32 on 24 images of" in err and "weighted layer(s) in fp32" in err
+    assert "ort-int8: ONNX Runtime has no accuracy-aware quantization" in err
+
+
+@pytest.mark.parametrize("argv", [["eval", "{artifact}", "--data", "fashion-mnist", "--backend", "ort-int8",
+                                   "--int8-max-drop", "0.5"],
+                                  ["export", "{artifact}", "--format", "openvino", "--int8", "--int8-max-drop", "0.5"]])
+def test_int8_max_drop_without_what_it_needs_is_a_one_line_error(argv: list[str], ft_artifact: Path, capsys,
+                                                                 monkeypatch) -> None:
+    code, out, err = run_cli([a.replace("{artifact}", str(ft_artifact)) for a in argv], capsys, monkeypatch)
+    assert code == 1 and out == "" and "--int8-max-drop" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_eval_refuses_an_unknown_runtime_in_one_line(ft_artifact: Path, capsys, monkeypatch) -> None:
     code, _, err = run_cli(["eval", str(ft_artifact), "--data", "fashion-mnist", "--backend", "tensorrt"], capsys,
                            monkeypatch)
@@ -199,6 +251,56 @@ def test_pools_after_the_fp32_stem_stay_fp32_with_their_readers() -> None:
     assert fp32_followers(no_pool, ["stem"]) == []
 
 
+@pytest.mark.slow
+def test_ort_int8_runs_pools_that_read_no_conv_in_fp32(tmp_path: Path) -> None:
+    """A max-pool reading a residual add: left alone, ONNX Runtime folds it into its slow generic NCHW int8 pool; with
+    :func:`unfold_int8_pools` its output gets a scale of its own and it runs in fp32 between DequantizeLinear and
+    QuantizeLinear. A pool reading a quantized conv is left to the NHWC int8 kernel."""
+    import onnx
+    import onnxruntime as ort
+
+    from pfconvert.deploy.onnx import export_onnx_bytes
+    from pfconvert.deploy.quantize import quantize_ort
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.a, self.b = (torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 1),
+                                         torch.nn.Conv2d(8, 8, 1))
+            self.pool = torch.nn.MaxPool2d(3, 1, 1)
+            self.head = torch.nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.stem(x))
+            x = x + torch.relu(self.a(x))
+            x = self.pool(x)  # reads the add
+            x = self.pool(torch.relu(self.b(x)))  # reads a quantized conv
+            return self.head(x.mean((2, 3)))
+
+    model = Net().eval()
+    data = quantize_ort(export_onnx_bytes(model, (3, 16, 16)), synthetic_calibration((3, 16, 16), 8))
+    graph = onnx.load_model_from_string(data).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    readers = {t: node for node in graph.node for t in node.input}
+    pools = [n for n in graph.node if n.op_type == "MaxPool"]
+    assert len(pools) == 2
+    scale_in = [producer[producer[p.input[0]].input[0]].input[1] for p in pools]  # DQ <- Q: the input's scale
+    scale_out = [readers[p.output[0]].input[1] for p in pools]
+    assert scale_in[0] != scale_out[0] and scale_out[0].endswith("_own_scale")
+    assert not scale_out[1].endswith("_own_scale")
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0] - ref).max() < 0.1 * np.abs(ref).max()
+    optimized = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    made = {out: node.op_type for node in optimized.node for out in node.output}
+    nchw_pools = [n for n in optimized.node if n.op_type == "MaxPool"]
+    assert nchw_pools and all(made.get(n.input[0]) == "DequantizeLinear" for n in nchw_pools)  # fp32, not int8
+
+
 def test_cpu_has_vnni_reads_the_cpu_flags(monkeypatch) -> None:
     import platform
 
@@ -216,6 +318,7 @@ def test_cpu_has_vnni_reads_the_cpu_flags(monkeypatch) -> None:
 def test_int8_keeps_the_stem_and_the_classifier_in_fp32(resnet: torch.nn.Module, images: dict) -> None:
     import onnx
 
+    from pfconvert.deploy.openvino import fp32_weighted_layers
     from pfconvert.deploy.runtime import build_runtime
 
     calibration = Calibration.from_tensor(images["train"], "calibration")
@@ -229,17 +332,6 @@ def test_int8_keeps_the_stem_and_the_classifier_in_fp32(resnet: torch.nn.Module,
     assert len(pools) == 1 and not any(i in dequantized for i in pools[0].input)  # the stem's pool reads fp32
 
     ov_model = build_runtime(resnet, "ov-int8", SIZE, calibration).payload
-    convs = [op for op in ov_model.get_ordered_ops() if op.get_type_name() in ("Convolution", "MatMul")]
-
-    def int8_weights(op: Any) -> bool:
-        """The weights come from an int8 constant (Convert, Multiply by the scale...) or through a FakeQuantize."""
-        node = op.input_value(1).get_node()
-        for _ in range(4):
-            if node.get_type_name() == "FakeQuantize" or "int8" in str(node.get_output_element_type(0)):
-                return True
-            if node.get_input_size() == 0:
-                return False
-            node = node.input_value(0).get_node()
-        return False
-
-    assert not int8_weights(convs[0]) and not int8_weights(convs[-1]) and all(map(int8_weights, convs[1:-1]))
+    names = [op.get_friendly_name() for op in ov_model.get_ordered_ops() if op.get_type_name() in ("Convolution",
+                                                                                                     "MatMul")]
+    assert fp32_weighted_layers(ov_model) == [names[0], names[-1]] and len(names) > 10
