@@ -136,7 +136,7 @@ def fp32_weighted_layers(ov_model: Any) -> list[str]:
     keeps in fp32), by friendly name in graph order."""
     def int8_weights(op: Any) -> bool:
         node = op.input_value(1).get_node()
-        for _ in range(4):  # int8 weights come from an int8 constant (Convert, Multiply by the scale...) or a FakeQuantize
+        for _ in range(4):  # int8 weights: an int8 constant (then Convert, Multiply by the scale...) or a FakeQuantize
             if node.get_type_name() == "FakeQuantize" or "int8" in str(node.get_output_element_type(0)):
                 return True
             if node.get_input_size() == 0:
