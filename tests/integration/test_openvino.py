@@ -131,7 +131,7 @@ def test_eval_reports_fp32_and_int8_side_by_side(ft_artifact: Path, ft_fmnist_di
 @pytest.mark.slow
 def test_accuracy_controlled_int8_stays_within_its_drop(resnet: torch.nn.Module, images: dict) -> None:
     """``max_drop``: NNCF puts layers back in fp32 until the int8 top-1 on the labelled images is within the drop
-    (here 0 points: it may keep every layer fp32, but it may not end below fp32); it starts from every layer int8."""
+    (here 0 points: it may keep every layer fp32, but it may not end below fp32)."""
     from pfconvert.data.calibration import labelled_images
     from pfconvert.deploy.openvino import compile_openvino, fp32_weighted_layers, quantize_openvino, to_openvino
     from pfconvert.deploy.quantize import Validation
@@ -152,8 +152,12 @@ def test_accuracy_controlled_int8_stays_within_its_drop(resnet: torch.nn.Module,
         fp32 = float((resnet(x).argmax(1) == y).float().mean() * 100)
     assert top1(controlled) >= fp32 - 1e-6
     assert len(fp32_weighted_layers(plain)) == 2  # the stem and the classifier, by rule
-    # with a bound the rule is off: every layer starts in int8, and nothing is kept in fp32 when nothing costs accuracy
-    free = quantize_openvino(to_openvino(resnet, SIZE), calibration, SIZE, max_drop=100.0, validation=validation)
+    # the control starts from the plain model: with a bound nothing can miss, it keeps exactly the edges in fp32;
+    # with keep_fp32=False it starts from every layer in int8
+    loose = quantize_openvino(to_openvino(resnet, SIZE), calibration, SIZE, max_drop=100.0, validation=validation)
+    assert fp32_weighted_layers(loose) == fp32_weighted_layers(plain)
+    free = quantize_openvino(to_openvino(resnet, SIZE), calibration, SIZE, False, max_drop=100.0,
+                             validation=validation)
     assert fp32_weighted_layers(free) == []
     with pytest.raises(ExportError, match="--int8-max-drop"):
         quantize_openvino(to_openvino(resnet, SIZE), calibration, SIZE, max_drop=0.5)
