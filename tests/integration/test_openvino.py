@@ -177,6 +177,21 @@ def test_eval_int8_max_drop_labels_the_controlled_row(ft_artifact: Path, ft_fmni
     assert "ort-int8: ONNX Runtime has no accuracy-aware quantization" in err
 
 
+@pytest.mark.slow
+def test_export_int8_max_drop_writes_a_controlled_ir(ft_artifact: Path, ft_fmnist_dir: Path, tmp_path: Path, capsys,
+                                                     monkeypatch) -> None:
+    target = tmp_path / "controlled.xml"
+    code, out, err = run_cli(["export", str(ft_artifact), "--format", "openvino", "--int8", "--data",
+                              str(ft_fmnist_dir), "--calib-images", "16", "--check-images", "16", "--control-images",
+                              "16", "--int8-max-drop", "1", "--min-agreement", "0", "--out", str(target), "--json"],
+                             capsys, monkeypatch)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["int8"] and result["int8_max_drop"] == 1.0 and isinstance(result["fp32_layers"], list)
+    assert result["check_images"] == 16 and "16 of the" in result["check_source"] and target.is_file()
+    assert "at most 1 top-1 points below fp32 on 16 other images" in err and "weighted layer(s) in fp32" in err
+
+
 @pytest.mark.parametrize("argv", [["eval", "{artifact}", "--data", "fashion-mnist", "--backend", "ort-int8",
                                    "--int8-max-drop", "0.5"],
                                   ["export", "{artifact}", "--format", "openvino", "--int8", "--int8-max-drop", "0.5"]])
