@@ -61,9 +61,9 @@ def export_cmd(
         raise PfconvertError("--int8 and --data apply to --format openvino; drop them, or pass --format openvino")
     if kind == "openvino" and data is not None and not int8:
         raise PfconvertError("--data calibrates an int8 export; add --int8, or drop --data")
-    if int8_max_drop is not None and (not int8 or data is None):
-        raise PfconvertError("--int8-max-drop measures the int8 drop on labelled images: add --int8 and --data, or "
-                             "drop --int8-max-drop")
+    if int8_max_drop is not None and (kind != "openvino" or not int8 or data is None):
+        raise PfconvertError("--int8-max-drop bounds the drop of an int8 OpenVINO export on labelled images: pass "
+                             "--format openvino --int8 --data PATH, or drop --int8-max-drop")
     if kind == "openvino":
         from ..deploy._deps import require
 

@@ -194,7 +194,8 @@ def test_export_int8_max_drop_writes_a_controlled_ir(ft_artifact: Path, ft_fmnis
 
 @pytest.mark.parametrize("argv", [["eval", "{artifact}", "--data", "fashion-mnist", "--backend", "ort-int8",
                                    "--int8-max-drop", "0.5"],
-                                  ["export", "{artifact}", "--format", "openvino", "--int8", "--int8-max-drop", "0.5"]])
+                                  ["export", "{artifact}", "--format", "openvino", "--int8", "--int8-max-drop", "0.5"],
+                                  ["export", "{artifact}", "--format", "onnx", "--int8-max-drop", "0.5"]])
 def test_int8_max_drop_without_what_it_needs_is_a_one_line_error(argv: list[str], ft_artifact: Path, capsys,
                                                                  monkeypatch) -> None:
     code, out, err = run_cli([a.replace("{artifact}", str(ft_artifact)) for a in argv], capsys, monkeypatch)
