@@ -69,6 +69,9 @@ def eval_command(
     if int8_max_drop is not None and "ov-int8" not in (backend or "").split(","):
         raise PfconvertError("--int8-max-drop controls the ov-int8 backend's quantization; add --backend ov-int8, or "
                              "drop --int8-max-drop")
+    if int8_max_drop is not None and split == "val":
+        say("--int8-max-drop measures its drop on val images, which this evaluation reads too: the accuracy-controlled "
+            "row is optimistic here (evaluate on --split test)")
     deploy = _deployer(backend, data, calib_images, val_split, int8_max_drop, control_images) if backend else None
     on_interrupt(lambda: "eval stopped by Ctrl-C; nothing was written (eval writes no files)")
     report = evaluate_artifact(artifact, data, split=split, weights=weights, batch_size=batch_size,
