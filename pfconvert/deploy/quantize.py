@@ -19,7 +19,7 @@ Both int8 paths keep the model's first and last weighted layers (the stem conv, 
 (:data:`KEEP_FP32`), the common practice for int8 CNNs: quantizing them cost up to 45 points of top-1 on the
 fine-tuned converted efficientnet_lite1 at 64 px and 0.4-1.1 point on the originals (Fashion-MNIST val split,
 docs/results/int8-accuracy.md). It costs speed, most where the stem is a large share of the model (resnet50
-``r50-max`` on OpenVINO int8: 1.46x / 1.51x at batch 1 / 32, 1.57x / 1.60x with every layer in int8;
+``r50-max`` on OpenVINO int8: 1.49x at batch 1 and 32, 1.57x / 1.60x with every layer in int8 in an earlier run;
 docs/results/deploy-cpu.md); ``keep_fp32=False`` quantizes every layer.
 """
 
@@ -159,10 +159,12 @@ def edge_layers(names_and_types: list[tuple[str, str]], weighted: tuple[str, ...
 
 _PASS_THROUGH = frozenset({"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Mul"})
 _POOLS = frozenset({"MaxPool", "AveragePool"})
+_ONNX_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+"""The ONNX node types int8 quantizes weights of (what :func:`edge_layers` looks for in an ONNX graph)."""
 
 
 def fp32_followers(nodes: list[tuple[str, str, list[str], list[str]]], kept: list[str],
-                   weighted: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")) -> list[str]:
+                   weighted: tuple[str, ...] = _ONNX_WEIGHTED) -> list[str]:
     """Pooling nodes that read a kept fp32 layer's output through activations only, and the weighted nodes that read
     those pools' outputs the same way: ``nodes`` are ``(name, op type, inputs, outputs)`` in graph order, ``kept`` the
     fp32 layers (:func:`edge_layers`).
@@ -178,25 +180,24 @@ def fp32_followers(nodes: list[tuple[str, str, list[str], list[str]]], kept: lis
             readers.setdefault(tensor, []).append((name, kind, outputs))
     outputs_of = {name: outputs for name, _, _, outputs in nodes}
 
-    def reached(starts: list[str], stop: frozenset[str]) -> list[tuple[str, str, list[str]]]:
+    def reached(starts: list[str], stop: frozenset[str]) -> list[str]:
         """Nodes of a ``stop`` type reached from ``starts`` through pass-through nodes (the stops not walked past)."""
         frontier = [t for name in starts for t in outputs_of.get(name, [])]
         seen: set[str] = set()
-        found: list[tuple[str, str, list[str]]] = []
+        found: list[str] = []
         while frontier:
             for name, kind, outputs in readers.get(frontier.pop(), []):
                 if name in seen or (kind not in _PASS_THROUGH and kind not in stop):
                     continue
                 seen.add(name)
                 if kind in stop:
-                    found.append((name, kind, outputs))
+                    found.append(name)
                 else:
                     frontier.extend(outputs)
         return found
 
-    pools = [name for name, _, _ in reached(kept, _POOLS)]
-    after = [name for name, _, _ in reached(pools, frozenset(weighted))]
-    return list(dict.fromkeys(pools + after))
+    pools = reached(kept, _POOLS)
+    return list(dict.fromkeys(pools + reached(pools, frozenset(weighted))))
 
 
 def unfold_int8_pools(model: Any) -> int:
@@ -298,10 +299,8 @@ def quantize_ort(onnx_model: bytes, calibration: Calibration, *, per_channel: bo
 
     graph = onnx.load_model_from_string(onnx_model).graph
     name = graph.input[0].name
-    weighted = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-    exclude = edge_layers([(n.name, n.op_type) for n in graph.node], weighted) if keep_fp32 else []
-    exclude += fp32_followers([(n.name, n.op_type, list(n.input), list(n.output)) for n in graph.node], exclude,
-                              weighted)
+    exclude = edge_layers([(n.name, n.op_type) for n in graph.node], _ONNX_WEIGHTED) if keep_fp32 else []
+    exclude += fp32_followers([(n.name, n.op_type, list(n.input), list(n.output)) for n in graph.node], exclude)
     if reduce_range is None:
         reduce_range = not cpu_has_vnni()
     with tempfile.TemporaryDirectory(prefix="pfconvert-ort-int8-") as tmp:

@@ -105,6 +105,7 @@ def data_deployer(runtimes: Sequence[str], data: str, calib_images: int = 300, v
     split = 0.1 if val_split is None else val_split
     if max_drop is not None and "ort-int8" in names:
         note("ort-int8: ONNX Runtime has no accuracy-aware quantization; --int8-max-drop applies to ov-int8 only")
+    controlled = max_drop is not None and "ov-int8" in names
 
     def hook(model_name: str, model: nn.Module, data_cfg: DataConfig) -> list[tuple[str, nn.Module]]:
         size = tuple(data_cfg.input_size)
@@ -114,7 +115,6 @@ def data_deployer(runtimes: Sequence[str], data: str, calib_images: int = 300, v
                 calibrations[size] = data_calibration(data, data_cfg, calib_images, split)
                 note(calibrations[size].describe())
             calibration = calibrations[size]
-        controlled = max_drop is not None and "ov-int8" in names
         if controlled and size not in validations:
             validations[size] = data_validation(data, data_cfg, control_images, split)
             note(f"ov-int8: accuracy-controlled, at most {max_drop:g} top-1 points below fp32 on "
