@@ -156,7 +156,7 @@ def finetune(base: Path, out: Path, teacher: Teacher, share: float, lr: float | 
     if not done:
         shutil.rmtree(out, ignore_errors=True)
         art = Path(shutil.copytree(base, out))
-        _, defaults = family_defaults(art)
+        _, defaults = family_defaults(art, images)
         values: dict[str, Any] = {**defaults, "data": args.data, "img_size": teacher.img_size, "train_images": images,
                                   "limit_val": args.val_images, "workers": args.workers, "seed": args.seed}
         if args.batch_size:

@@ -169,7 +169,7 @@ def finetune_command(artifact: Path, *, resume: bool = False, overwrite: bool = 
     else:
         from ..recover.finetune.recipes import family_defaults
 
-        family, defaults = family_defaults(artifact)
+        family, defaults = family_defaults(artifact, overrides.get("train_images"))
         applied = {k: v for k, v in defaults.items() if overrides.get(k) is None}
         if applied:
             flags = " ".join(flag_of(k) if v is True else f"{flag_of(k)} {v}" for k, v in applied.items())

@@ -45,7 +45,7 @@ from ..graph.match import block_path
 from ..graph.residual import branch_info
 from ..graph.modules import eval_mode
 
-__all__ = ["Refit", "changed_paths", "find_consumers", "reconstruct"]
+__all__ = ["Refit", "changed_paths", "find_consumers", "reconstruct", "reconstruction_capacity"]
 
 
 @dataclass(frozen=True)
@@ -269,6 +269,23 @@ def reconstruct(converted: nn.Module, original: nn.Module, batches: Iterable[tor
                 fits.append(_refit(converted, original, step[0], step[1], batches, ridge))
                 done(1)
     return fits
+
+
+def reconstruction_capacity(converted: nn.Module, original: nn.Module, input_size: tuple[int, int, int],
+                            device: torch.device | str = "cpu") -> int | None:
+    """How many calibration images :func:`reconstruct` can hold in half the free memory of ``device`` together with
+    both models' activations at the largest block it caches (see the module docstring), or None when no refit layer
+    lies in a block it could cache from (every layer then takes partial forwards, and only the images are held)."""
+    device = torch.device(device)
+    with eval_mode(converted), eval_mode(original):
+        flow = trace_dataflow(converted, input_size)
+        consumers = _consumers(flow, converted, original)
+    held = {block_path(path) for path in consumers} - {None}
+    largest = [math.prod(c.input_shape[1:]) for c in flow.calls if c.path in held and c.input_shape]
+    if not largest:
+        return None
+    per_image = 4 * (math.prod(input_size) + 2 * max(largest))  # float32 images and both models' activations
+    return _cache_budget(device) // per_image
 
 
 @dataclass

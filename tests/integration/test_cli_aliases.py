@@ -27,7 +27,7 @@ def _record(monkeypatch: pytest.MonkeyPatch, target: str) -> dict[str, Any]:
 
     monkeypatch.setattr(f"{module}.{name}", fake)
     if module == "pfconvert.recover.finetune.api":
-        monkeypatch.setattr("pfconvert.recover.finetune.recipes.family_defaults", lambda path: (None, {}))
+        monkeypatch.setattr("pfconvert.recover.finetune.recipes.family_defaults", lambda path, train_images=None: (None, {}))
     return seen
 
 

@@ -114,7 +114,8 @@ def uninterrupted(ft_artifact: Path, ft_fmnist_dir: Path, tmp_path_factory: pyte
     family defaults the command adds for this depthwise conversion."""
     out = Path(shutil.copytree(ft_artifact, tmp_path_factory.mktemp("uninterrupted") / "artifact"))
     family, defaults = family_defaults(ft_artifact)
-    assert family == "depthwise" and defaults["freeze_bn"]
+    assert family == "depthwise" and defaults["freeze_bn"] and defaults["reconstruct_images"] == 16384
+    assert family_defaults(ft_artifact, 500)[1]["reconstruct_images"] == 500  # never more than the run's budget
     config = FinetuneConfig(data=str(ft_fmnist_dir), epochs=2, img_size=32, batch_size=16, limit_train=96,
                             limit_val=48, workers=0, bn_recalib_images=64, log_every=1, **defaults)
     assert finetune(out, config, reporter=Reporter()).status == "completed"

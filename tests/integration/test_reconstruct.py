@@ -187,3 +187,27 @@ def test_fine_tuning_starts_from_the_reconstructed_student(ft_artifact: Path, ft
     fit = start["reconstruction"]
     assert start["event"] == "start" and fit["images"] == 64 and fit["layers"] > 0
     assert fit["rel_error_after"] < fit["rel_error_before"] and "reconstructed" in start
+
+
+def test_reconstruction_capacity_counts_the_images_and_both_models_activations(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    converted, original = _pair("mobilenetv2_050", "maxpool")
+    monkeypatch.setattr(refit, "_cache_budget", lambda _device: 10 ** 8)
+    per_image = 4 * (3 * 32 * 32 + 2 * 16 * 16 * 16)  # float32 image + both models' stem outputs (blocks.0.0's input)
+    assert refit.reconstruction_capacity(converted, original, (3, 32, 32)) == 10 ** 8 // per_image
+
+
+@pytest.mark.slow
+def test_fine_tuning_reconstructs_on_what_fits_in_memory(ft_artifact: Path, ft_fmnist_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """More reconstruction images than the cache holds: the run uses as many as it holds (and says so), instead of
+    falling back to partial forwards per layer; the record keeps the seconds it took."""
+    from pfconvert.recover.finetune import runner
+
+    monkeypatch.setattr(runner, "reconstruction_capacity", lambda *args: 24)
+    art = Path(shutil.copytree(ft_artifact, tmp_path / "art"))
+    config = FinetuneConfig(data=str(ft_fmnist_dir), epochs=1, batch_size=32, img_size=32, limit_train=64,
+                            limit_val=32, workers=0, bn_recalib_images=0, reconstruct_images=64, max_steps=1)
+    finetune(art, config)
+    fit = json.loads((art / "metrics.jsonl").read_text().splitlines()[0])["reconstruction"]
+    assert fit["images"] == 24 and fit["seconds"] >= 0

@@ -12,6 +12,7 @@ the start's weights), ``finetuned.safetensors`` (the best weights, for :func:`pf
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from .. import dist
 from ..bn import batchnorm_state, load_batchnorm_state, recalibrate_batchnorm
 from ..metrics import evaluate, infer_num_classes
 from ..precision import Precision, resolve_precision
-from ..refit import reconstruct
+from ..refit import reconstruct, reconstruction_capacity
 from ._artifact_io import FINETUNED_FILE
 from .checkpoint import (
     BEST_FILE,
@@ -213,7 +214,15 @@ class _Job:
         if self.teacher is None:
             raise TrainingError("reconstruction needs the original model; pass it as the teacher, or set "
                                 "reconstruct_images=0")
-        loader = recalibration_loader(self.bundle, self.config, count=self.config.reconstruct_images)
+        count = min(self.config.reconstruct_images, len(self.bundle.train))
+        capacity = reconstruction_capacity(self.student, self.teacher, self.data_cfg.input_size, self.precision.device)
+        if capacity is not None and count > capacity:
+            self.reporter.note(f"reconstruction on {capacity} images instead of {count}: the images and both models' "
+                               "activations at one block for more would take over half the free memory (layer by "
+                               "layer partial forwards instead would be many times slower)")
+            count = max(1, capacity)
+        loader = recalibration_loader(self.bundle, self.config, count=count)
+        began = time.perf_counter()
         with self.reporter.phase(f"least-squares reconstruction on {len(loader.sampler)} images", None,  # type: ignore
                                  "layers refit") as advance:
             batches = [self.precision.to_device(images) for images, _ in loader]
@@ -226,7 +235,7 @@ class _Job:
             return
         start.reconstruction = ReconstructionStats(
             sum(len(b) for b in batches), len(fits), round(sum(f.rel_error_before for f in fits) / len(fits), 4),
-            round(sum(f.rel_error for f in fits) / len(fits), 4))
+            round(sum(f.rel_error for f in fits) / len(fits), 4), round(time.perf_counter() - began, 1))
         start.reconstructed = self._evaluate(self.student, "the student after reconstruction")
 
     def _setup(self, resume: bool, overwrite: bool) -> None:
@@ -348,7 +357,8 @@ class _Job:
         rows = [("teacher (original model)", start.teacher), ("student as converted", start.converted)]
         if fit is not None:
             rows.append((f"student after least-squares reconstruction of {fit.layers} layers on {fit.images} images "
-                         f"(output error {fit.rel_error_before:.0%} -> {fit.rel_error_after:.0%})", start.reconstructed))
+                         f"(output error {fit.rel_error_before:.0%} -> {fit.rel_error_after:.0%}"
+                         + (f", {fit.seconds:.0f} s)" if fit.seconds is not None else ")"), start.reconstructed))
         if bn is not None:
             rows.append((f"student after BatchNorm re-estimation on {bn.images} images", start.recalibrated))
         for label, acc in rows:

@@ -35,12 +35,14 @@ class Accuracy:
 
 @dataclass(frozen=True)
 class ReconstructionStats:
-    """The least-squares refit: images used, layers refit, mean relative output error before and after."""
+    """The least-squares refit: images used, layers refit, mean relative output error before and after, and the
+    seconds it took (None in records written before it was kept)."""
 
     images: int
     layers: int
     rel_error_before: float
     rel_error_after: float
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class FinetuneStart:
         if self.reconstruction is not None:
             r = self.reconstruction
             out["reconstruction"] = {"images": r.images, "layers": r.layers, "rel_error_before": r.rel_error_before,
-                                     "rel_error_after": r.rel_error_after}
+                                     "rel_error_after": r.rel_error_after, "seconds": r.seconds}
         if self.batchnorm is not None:
             b = self.batchnorm
             out["bn_recalib_images"] = b.images
