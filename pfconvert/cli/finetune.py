@@ -38,7 +38,7 @@ PANELS: dict[str, tuple[str, ...]] = {
     "Data": ("data", "img_size", "augment", "val_split", "limit_train", "limit_val", "workers"),
     "Training": ("epochs", "train_images", "batch_size", "opt", "lr", "lr_probe_images", "weight_decay", "momentum",
                  "sched", "warmup_share", "warmup_epochs", "warmup_lr", "min_lr", "grad_clip", "ema", "ema_decay",
-                 "bn_recalib_images", "reconstruct_images", "freeze_bn"),
+                 "bn_recalib_images", "reconstruct_images", "block_steps", "block_lr", "freeze_bn"),
     "Distillation": ("temperature", "kd_weight", "task_weight", "feature_weight", "smoothing", "eval_teacher"),
     "Run": ("seed", "device", "amp", "channels_last", "compile", "compile_backend", "max_steps", "log_every",
             "eval_every", "val_every"),

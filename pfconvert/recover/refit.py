@@ -15,6 +15,11 @@ are kept for every image and carried one block forward at a time, so the whole r
 model; where they do not (or the cache would take more than half the free memory), each layer costs a partial
 forward of both models up to it.
 
+Optionally (``block_steps``), each cached block holding a replaced op is then trained for a few steps to give the
+original block's output from the converted model's input (block-wise distillation, as post-training quantization
+does it: BRECQ), before the next block reads it: a local, cheap complement to the closed-form fit, which only reaches
+the one linear layer after each replacement.
+
 The consumer of a changed module is found from one traced forward of the converted model: the first 1x1 conv
 (``groups=1``) or Linear called after it, inside the same block (read from the module name: ``layer1.0``,
 ``blocks.2.1``, RegNet's ``s1.b1``; else the smallest residual branch holding it), whose input has the changed
@@ -45,7 +50,7 @@ from ..graph.match import block_path
 from ..graph.residual import branch_info
 from ..graph.modules import eval_mode
 
-__all__ = ["Refit", "changed_paths", "find_consumers", "reconstruct", "reconstruction_capacity"]
+__all__ = ["BlockFit", "Refit", "changed_paths", "find_consumers", "reconstruct", "reconstruction_capacity"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,18 @@ class Refit:
     rel_error_before: float
     rel_error: float
     norm: str | None = None
+
+
+@dataclass(frozen=True)
+class BlockFit:
+    """One block trained by block-wise distillation: its path, the steps taken, and the relative error of its output
+    against the original block's on the calibration images before and after (``||y_conv - y_orig|| / ||y_orig||``;
+    a block the steps did not improve is put back as it was, and reports the same error twice)."""
+
+    path: str
+    steps: int
+    rel_error_before: float
+    rel_error: float
 
 
 class _Stop(Exception):
@@ -238,7 +255,8 @@ def _error(weight: torch.Tensor, shift: torch.Tensor, target_w: torch.Tensor, n:
 @torch.no_grad()
 def reconstruct(converted: nn.Module, original: nn.Module, batches: Iterable[torch.Tensor], *,
                 input_size: tuple[int, int, int] | None = None, ridge: float = 1e-3,
-                advance: Callable[[int], None] | None = None) -> list[Refit]:
+                advance: Callable[[int], None] | None = None, block_steps: int = 0, block_lr: float = 1e-3,
+                blocks: list[BlockFit] | None = None) -> list[Refit]:
     """Refit, in place, the layer reading each parameter-free replacement of ``converted`` (see the module docstring).
 
     Args:
@@ -248,6 +266,10 @@ def reconstruct(converted: nn.Module, original: nn.Module, batches: Iterable[tor
         input_size: (C, H, W) for the tracing forward; default: the first batch's.
         ridge: ridge strength, relative to the mean input energy per feature.
         advance: called with 1 after each refit layer.
+        block_steps: block-wise distillation steps per cached block holding a replaced op (0: none), one batch of
+            ``batches`` each, Adam at ``block_lr`` on a cosine schedule; BatchNorm statistics stay as they are.
+        block_lr: the peak learning rate of those steps.
+        blocks: where to append a :class:`BlockFit` per trained block.
 
     Returns:
         One :class:`Refit` per refit layer, in forward order (empty when no replaced op has a linear reader).
@@ -255,6 +277,8 @@ def reconstruct(converted: nn.Module, original: nn.Module, batches: Iterable[tor
     batches = list(batches)
     if not batches:
         raise ConversionError("reconstruction needs at least one batch of calibration images")
+    if block_steps < 0 or not block_lr > 0:
+        raise ConversionError(f"block_steps must be 0 or more and block_lr above 0, got {block_steps} and {block_lr}")
     size = input_size if input_size is not None else tuple(batches[0].shape[1:])
     images = sum(len(b) for b in batches)
     done = advance if advance is not None else (lambda _n: None)
@@ -262,9 +286,11 @@ def reconstruct(converted: nn.Module, original: nn.Module, batches: Iterable[tor
         flow = trace_dataflow(converted, size)  # type: ignore[arg-type]
         consumers = _consumers(flow, converted, original)
         fits: list[Refit] = []
+        tuning = _Tuning(block_steps, block_lr, tuple(changed_paths(converted, original)),
+                         blocks if blocks is not None else [])
         for step in _schedule(flow, consumers, images, batches[0]):
             if isinstance(step, _Segment):
-                fits.extend(_refit_segment(converted, original, step, batches, ridge, done))
+                fits.extend(_refit_segment(converted, original, step, batches, ridge, done, tuning))
             else:
                 fits.append(_refit(converted, original, step[0], step[1], batches, ridge))
                 done(1)
@@ -286,6 +312,20 @@ def reconstruction_capacity(converted: nn.Module, original: nn.Module, input_siz
         return None
     per_image = 4 * (math.prod(input_size) + 2 * max(largest))  # float32 images and both models' activations
     return _cache_budget(device) // per_image
+
+
+@dataclass(frozen=True)
+class _Tuning:
+    """The block-wise distillation asked of :func:`_refit_segment`: steps per block, learning rate, the changed
+    paths (a block holding one is trained) and where the results go."""
+
+    steps: int
+    lr: float
+    changed: tuple[str, ...]
+    done: list[BlockFit]
+
+    def wants(self, block: str) -> bool:
+        return self.steps > 0 and any(path.startswith(block + ".") for path in self.changed)
 
 
 @dataclass
@@ -383,9 +423,10 @@ def _runs_as_chain(model: nn.Module, blocks: Sequence[str], images: torch.Tensor
 
 
 def _refit_segment(converted: nn.Module, original: nn.Module, segment: _Segment, batches: list[torch.Tensor],
-                   ridge: float, done: Callable[[int], None]) -> list[Refit]:
+                   ridge: float, done: Callable[[int], None], tuning: _Tuning | None = None) -> list[Refit]:
     """Refit the layers of ``segment`` from both models' activations at each block, cached for every image and
-    carried one block forward at a time (after the block's own layers are refit)."""
+    carried one block forward at a time (after the block's own layers are refit and, with ``tuning``, the block
+    trained to give the original block's output)."""
     first = segment.blocks[0]
     mine = [_input_of(converted, converted.get_submodule(first), b) for b in batches]
     theirs = [_input_of(original, original.get_submodule(first), b) for b in batches]
@@ -409,10 +450,56 @@ def _refit_segment(converted: nn.Module, original: nn.Module, segment: _Segment,
                            _features(_input_of(their_block, their_layer, x_theirs), their_layer))
             fits.append(_solve(converted, original, path, sources, normal, ridge))
             done(1)
-        if index + 1 < len(segment.blocks):
+        last = index + 1 == len(segment.blocks)
+        if tuning is not None and tuning.wants(block):
+            for i in range(len(theirs)):  # the targets, in place of the original's inputs (not needed any more)
+                theirs[i] = their_block(theirs[i])
+            tuning.done.append(_distill_block(block, my_block, mine, theirs, tuning.steps, tuning.lr))
+            if not last:
+                for i in range(len(mine)):
+                    mine[i] = my_block(mine[i])
+        elif not last:
             for i in range(len(mine)):
                 mine[i], theirs[i] = my_block(mine[i]), their_block(theirs[i])
     return fits
+
+
+def _block_error(block: nn.Module, inputs: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
+    """``||block(x) - y|| / ||y||`` over all the cached batches."""
+    diff = sum(float((block(x).float() - y.float()).pow(2).sum()) for x, y in zip(inputs, targets))
+    energy = sum(float(y.float().pow(2).sum()) for y in targets)
+    return math.sqrt(diff / max(energy, 1e-30))
+
+
+def _distill_block(path: str, block: nn.Module, inputs: list[torch.Tensor], targets: list[torch.Tensor],
+                   steps: int, lr: float) -> BlockFit:
+    """Train ``block`` (in eval mode: BatchNorm statistics fixed, affine weights trained) for ``steps`` batches to
+    give ``targets`` from ``inputs`` (squared error over the target's mean square; Adam, cosine to 0). Kept only when
+    it lowers the error on all the cached batches."""
+    params = [p for p in block.parameters() if p.requires_grad]
+    before = _block_error(block, inputs, targets)
+    if not params:
+        return BlockFit(path, 0, before, before)
+    saved = {name: value.detach().clone() for name, value in block.state_dict().items()}
+    optimizer = torch.optim.Adam(params, lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(0)).tolist()
+    with torch.enable_grad():
+        for step in range(steps):
+            index = order[step % len(order)]
+            target = targets[index].float()
+            loss = (block(inputs[index]).float() - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    for param in params:
+        param.grad = None
+    after = _block_error(block, inputs, targets)
+    if not after < before:  # NaN or no better: put the block back
+        block.load_state_dict(saved)
+        return BlockFit(path, steps, before, before)
+    return BlockFit(path, steps, before, after)
 
 
 def _refit(converted: nn.Module, original: nn.Module, path: str, sources: tuple[str, ...],

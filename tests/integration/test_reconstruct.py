@@ -211,3 +211,24 @@ def test_fine_tuning_reconstructs_on_what_fits_in_memory(ft_artifact: Path, ft_f
     finetune(art, config)
     fit = json.loads((art / "metrics.jsonl").read_text().splitlines()[0])["reconstruction"]
     assert fit["images"] == 24 and fit["seconds"] >= 0
+
+
+@pytest.mark.slow
+def test_block_wise_distillation_brings_each_block_closer_to_the_original() -> None:
+    """Each block holding a replaced op is trained in forward order, is kept only when its output error fell, and is
+    left in eval mode without gradients (its effect on accuracy: docs/finetuning.md)."""
+    converted, original = _pair("mobilenetv2_050", "maxpool")
+    batches = list(tiny_input((3, 32, 32), batch=64, seed=2).split(32))
+    blocks: list[refit.BlockFit] = []
+    fits = reconstruct(converted, original, batches, block_steps=100, block_lr=3e-3, blocks=blocks)
+    assert len(fits) == 17 and [b.path for b in blocks] == sorted({f.path.rsplit(".", 1)[0] for f in fits},
+                                                                   key=[f.path.rsplit(".", 1)[0] for f in fits].index)
+    assert all(b.steps == 100 and b.rel_error <= b.rel_error_before for b in blocks)  # or put back as it was
+    assert sum(b.rel_error for b in blocks) < sum(b.rel_error_before for b in blocks)
+    assert not converted.training and all(p.grad is None for p in converted.parameters())
+
+
+def test_block_steps_need_reconstruction_images() -> None:
+    with pytest.raises(pfconvert.errors.TrainingError, match="block_steps trains on the reconstruction images"):
+        FinetuneConfig(data="x", block_steps=10)
+    assert FinetuneConfig(data="x", block_steps=10, reconstruct_images=64).block_lr == 1e-3

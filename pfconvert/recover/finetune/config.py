@@ -56,6 +56,13 @@ class ConfigBase(BaseModel, metaclass=_OneLineErrors):
             values.setdefault("bn_recalib_images", batches * values.get("batch_size", 64) if batches else 0)
         return values
 
+    @model_validator(mode="after")
+    def _block_steps_need_images(self) -> ConfigBase:
+        if getattr(self, "block_steps", 0) and not getattr(self, "reconstruct_images", 0):
+            raise ValueError("block_steps trains on the reconstruction images: give reconstruct_images N too "
+                             "(--reconstruct-images)")
+        return self
+
     def trajectory_diff(self, other: ConfigBase) -> dict[str, tuple[Any, Any]]:
         """Return ``{field: (self value, other value)}`` for fields that change the weights a run produces."""
         mine, theirs = self.model_dump(), other.model_dump()

@@ -29,7 +29,7 @@ from .. import dist
 from ..bn import batchnorm_state, load_batchnorm_state, recalibrate_batchnorm
 from ..metrics import evaluate, infer_num_classes
 from ..precision import Precision, resolve_precision
-from ..refit import reconstruct, reconstruction_capacity
+from ..refit import BlockFit, reconstruct, reconstruction_capacity
 from ._artifact_io import FINETUNED_FILE
 from .checkpoint import (
     BEST_FILE,
@@ -223,11 +223,17 @@ class _Job:
             count = max(1, capacity)
         loader = recalibration_loader(self.bundle, self.config, count=count)
         began = time.perf_counter()
-        with self.reporter.phase(f"least-squares reconstruction on {len(loader.sampler)} images", None,  # type: ignore
-                                 "layers refit") as advance:
+        steps = self.config.block_steps
+        what = f" and block-wise distillation ({steps} steps per block)" if steps else ""
+        blocks: list[BlockFit] = []
+        with self.reporter.phase(f"least-squares reconstruction{what} on {len(loader.sampler)} images",  # type: ignore
+                                 None, "layers refit") as advance:
             batches = [self.precision.to_device(images) for images, _ in loader]
             fits = reconstruct(self.student, self.teacher, batches, input_size=self.data_cfg.input_size,
-                               advance=advance)
+                               advance=advance, block_steps=steps, block_lr=self.config.block_lr, blocks=blocks)
+        if steps and not blocks:
+            self.reporter.warn("block-wise distillation found no block to train (the blocks holding the replaced ops "
+                               "do not run one after another); continuing without it")
         self.fit_norms = [fit.norm for fit in fits if fit.norm is not None]
         if not fits:
             self.reporter.warn("reconstruction found no layer to refit (no parameter-free replacement is read by a 1x1 "
@@ -235,7 +241,9 @@ class _Job:
             return
         start.reconstruction = ReconstructionStats(
             sum(len(b) for b in batches), len(fits), round(sum(f.rel_error_before for f in fits) / len(fits), 4),
-            round(sum(f.rel_error for f in fits) / len(fits), 4), round(time.perf_counter() - began, 1))
+            round(sum(f.rel_error for f in fits) / len(fits), 4), round(time.perf_counter() - began, 1), len(blocks),
+            round(sum(b.rel_error_before for b in blocks) / len(blocks), 4) if blocks else None,
+            round(sum(b.rel_error for b in blocks) / len(blocks), 4) if blocks else None)
         start.reconstructed = self._evaluate(self.student, "the student after reconstruction")
 
     def _setup(self, resume: bool, overwrite: bool) -> None:
@@ -358,7 +366,10 @@ class _Job:
         if fit is not None:
             rows.append((f"student after least-squares reconstruction of {fit.layers} layers on {fit.images} images "
                          f"(output error {fit.rel_error_before:.0%} -> {fit.rel_error_after:.0%}"
-                         + (f", {fit.seconds:.0f} s)" if fit.seconds is not None else ")"), start.reconstructed))
+                         + (f", {fit.seconds:.0f} s)" if fit.seconds is not None else ")")
+                         + (f" and block-wise distillation of {fit.blocks} blocks (block output error "
+                            f"{fit.block_error_before:.0%} -> {fit.block_error_after:.0%})" if fit.blocks else ""),
+                         start.reconstructed))
         if bn is not None:
             rows.append((f"student after BatchNorm re-estimation on {bn.images} images", start.recalibrated))
         for label, acc in rows:

@@ -94,6 +94,10 @@ SETTINGS: tuple[Setting, ...] = (
        "weights still train)"),
     _s("reconstruct_images", int, 0, "before training, refit the layer after each replaced op by least squares on N "
        "un-augmented training images (0: off)", ge=0),
+    _s("block_steps", int, 0, "after reconstruction, train each block holding a replaced op for N steps (batches of "
+       "the reconstruction images) to give the original block's output from the converted model's input: block-wise "
+       "distillation (0: off; needs --reconstruct-images)", ge=0),
+    _s("block_lr", float, 1e-3, "peak learning rate of --block-steps (Adam, cosine to 0)", gt=0),
     _s("max_steps", int | None, None, "stop (resumably) after this many steps in total; not kept by --resume", ge=1),
     _s("log_every", int, 20, "write a step record to metrics.jsonl every N steps", ge=1),
     _s("eval_every", int, 1, "validate every N epochs and after the last one (the best epoch is chosen among the "

@@ -35,14 +35,17 @@ class Accuracy:
 
 @dataclass(frozen=True)
 class ReconstructionStats:
-    """The least-squares refit: images used, layers refit, mean relative output error before and after, and the
-    seconds it took (None in records written before it was kept)."""
+    """The least-squares refit: images used, layers refit, mean relative output error before and after, the seconds
+    it took (None in records written before it was kept) and, with block-wise distillation, the blocks trained."""
 
     images: int
     layers: int
     rel_error_before: float
     rel_error_after: float
     seconds: float | None = None
+    blocks: int = 0  # blocks trained by block-wise distillation (--block-steps), and their mean relative output error
+    block_error_before: float | None = None
+    block_error_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,9 @@ class FinetuneStart:
             r = self.reconstruction
             out["reconstruction"] = {"images": r.images, "layers": r.layers, "rel_error_before": r.rel_error_before,
                                      "rel_error_after": r.rel_error_after, "seconds": r.seconds}
+            if r.blocks:
+                out["reconstruction"].update(blocks=r.blocks, block_error_before=r.block_error_before,
+                                             block_error_after=r.block_error_after)
         if self.batchnorm is not None:
             b = self.batchnorm
             out["bn_recalib_images"] = b.images
