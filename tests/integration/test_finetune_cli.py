@@ -115,6 +115,7 @@ def uninterrupted(ft_artifact: Path, ft_fmnist_dir: Path, tmp_path_factory: pyte
     out = Path(shutil.copytree(ft_artifact, tmp_path_factory.mktemp("uninterrupted") / "artifact"))
     family, defaults = family_defaults(ft_artifact)
     assert family == "depthwise" and defaults["freeze_bn"] and defaults["reconstruct_images"] == 16384
+    assert defaults["block_steps"] == 500
     assert family_defaults(ft_artifact, 500)[1]["reconstruct_images"] == 500  # never more than the run's budget
     config = FinetuneConfig(data=str(ft_fmnist_dir), epochs=2, img_size=32, batch_size=16, limit_train=96,
                             limit_val=48, workers=0, bn_recalib_images=64, log_every=1, **defaults)
@@ -130,7 +131,10 @@ def test_a_depthwise_conversion_gets_its_family_recipe_unless_a_flag_says_otherw
     code, out, err = run(args, capsys, monkeypatch)
     assert code == 0, err
     config = json.loads((artifact / "finetune.json").read_text())["config"]
-    assert (config["freeze_bn"], config["augment"], config["reconstruct_images"]) == (True, "light", 16)
+    assert (config["freeze_bn"], config["augment"], config["reconstruct_images"], config["block_steps"]) == \
+        (True, "light", 16, 500)
+    start = json.loads((artifact / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["reconstruction"]["blocks"] > 0  # the family's block-wise distillation ran on those 16 images
     assert "depthwise conversion: fine-tuning with --freeze-bn" in " ".join(err.split())
 
 
