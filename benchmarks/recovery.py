@@ -163,7 +163,7 @@ def finetune(base: Path, out: Path, teacher: Teacher, share: float, lr: float | 
             values["batch_size"] = args.batch_size
         if args.quick:
             values.update(reconstruct_images=min(values.get("reconstruct_images", 0), 32), bn_recalib_images=32,
-                          lr_probe_images=32)
+                          lr_probe_images=32, block_steps=min(values.get("block_steps", 0), 20))
         if lr is not None:
             values["lr"] = lr
         pfconvert.finetune(art, FinetuneConfig(**values), overwrite=True, reporter=TextReporter(quiet=not args.verbose))

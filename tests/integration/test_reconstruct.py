@@ -232,3 +232,19 @@ def test_block_steps_need_reconstruction_images() -> None:
     with pytest.raises(pfconvert.errors.TrainingError, match="block_steps trains on the reconstruction images"):
         FinetuneConfig(data="x", block_steps=10)
     assert FinetuneConfig(data="x", block_steps=10, reconstruct_images=64).block_lr == 1e-3
+
+
+def test_the_speed_benchmark_tables_both_paths_with_equal_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reconstruct_speed", Path(__file__).resolve().parents[2]
+                                                  / "benchmarks" / "reconstruct_speed.py")
+    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    bench.main(["--models", "mobilenetv2_050:maxpool", "--size", "32", "--images", "32", "--batch-size", "16",
+                "--rounds", "1", "--block-steps", "2"])
+    out = capsys.readouterr().out
+    assert "Machine: " in out and "ISA" in out
+    row = next(line for line in out.splitlines() if line.startswith("| mobilenetv2_050:maxpool"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "17" and float(cells[5]) < 1e-3 and float(cells[6]) > 0  # same weights on both paths
