@@ -171,6 +171,8 @@ def finetune_command(artifact: Path, *, resume: bool = False, overwrite: bool = 
 
         family, defaults = family_defaults(artifact, overrides.get("train_images"))
         applied = {k: v for k, v in defaults.items() if overrides.get(k) is None}
+        if overrides.get("reconstruct_images") == 0:  # block steps train on the reconstruction images: none asked
+            applied.pop("block_steps", None)
         if applied:
             flags = " ".join(flag_of(k) if v is True else f"{flag_of(k)} {v}" for k, v in applied.items())
             notes.append(f"{family} conversion: fine-tuning with {flags} (this family's measured best recipe; a flag "
