@@ -213,13 +213,23 @@ def _features(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
 
 def _input_of(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The input ``layer`` receives when ``model`` runs on ``images`` (the forward stops there)."""
+    return _capture(model, layer, images, output=False)
+
+
+def _output_of(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The output ``layer`` returns when ``model`` runs on ``images`` (the forward stops there)."""
+    return _capture(model, layer, images, output=True)
+
+
+def _capture(model: nn.Module, layer: nn.Module, images: torch.Tensor, output: bool) -> torch.Tensor:
+    """Run ``model`` on ``images`` until ``layer`` is called; return its first input, or its output."""
     seen: list[torch.Tensor] = []
 
-    def hook(_module: nn.Module, args: tuple) -> None:
-        seen.append(args[0])
+    def hook(_module: nn.Module, args: tuple, result: torch.Tensor | None = None) -> None:
+        seen.append(result if output else args[0])  # type: ignore[arg-type]
         raise _Stop
 
-    handle = layer.register_forward_pre_hook(hook)
+    handle = layer.register_forward_hook(hook) if output else layer.register_forward_pre_hook(hook)
     try:
         model(images)
     except _Stop:
@@ -307,10 +317,10 @@ def reconstruction_capacity(converted: nn.Module, original: nn.Module, input_siz
         flow = trace_dataflow(converted, input_size)
         consumers = _consumers(flow, converted, original)
     held = {block_path(path) for path in consumers} - {None}
-    largest = [math.prod(c.input_shape[1:]) for c in flow.calls if c.path in held and c.input_shape]
-    if not largest:
+    calls = [c for c in flow.calls if c.path in held and c.input_shape]
+    if not calls:
         return None
-    per_image = 4 * (math.prod(input_size) + 2 * max(largest))  # float32 images and both models' activations
+    per_image = 4 * math.prod(input_size) + _cache_bytes(calls, 1, 4)  # float32 images and both models' activations
     return _cache_budget(device) // per_image
 
 
@@ -356,9 +366,9 @@ def _schedule(flow: Dataflow, consumers: dict[str, list[str]], images: int,
             last = None
             continue
         if segment is not None and last is not None and at >= last and _chained(blocks[last:at + 1]) \
-                and _cache_bytes(blocks[position[segment.blocks[0]]:at + 1], images, sample) <= budget:
+                and _cache_bytes(blocks[position[segment.blocks[0]]:at + 1], images, sample.element_size()) <= budget:
             segment.blocks.extend(c.path for c in blocks[last + 1:at + 1])
-        elif _cache_bytes(blocks[at:at + 1], images, sample) <= budget:
+        elif _cache_bytes(blocks[at:at + 1], images, sample.element_size()) <= budget:
             segment = _Segment([block])  # type: ignore[list-item]
             steps.append(segment)
         else:
@@ -375,10 +385,10 @@ def _chained(blocks: Sequence[Call]) -> bool:
     return all(b.input_id is not None and b.input_id == a.output_id for a, b in zip(blocks, blocks[1:]))
 
 
-def _cache_bytes(blocks: Sequence[Call], images: int, sample: torch.Tensor) -> int:
+def _cache_bytes(blocks: Sequence[Call], images: int, element_size: int) -> int:
     """Bytes held by both models' activations at the largest block input of ``blocks``, for every image."""
     largest = max(math.prod(c.input_shape[1:]) if c.input_shape else 0 for c in blocks)
-    return 2 * largest * images * sample.element_size()
+    return 2 * largest * images * element_size
 
 
 def _cache_budget(device: torch.device) -> int:
@@ -389,26 +399,6 @@ def _cache_budget(device: torch.device) -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
     except (ValueError, OSError, AttributeError):  # no sysconf (Windows): partial forwards only
         return 0
-
-
-def _output_of(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The output ``layer`` returns when ``model`` runs on ``images`` (the forward stops there)."""
-    seen: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
-        seen.append(output)
-        raise _Stop
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        model(images)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if not seen:
-        raise ConversionError(f"{type(layer).__name__} was not called in the forward pass; cannot refit it")
-    return seen[0]
 
 
 def _runs_as_chain(model: nn.Module, blocks: Sequence[str], images: torch.Tensor, start: torch.Tensor) -> bool:
