@@ -41,6 +41,7 @@ import torch
 import pfconvert
 from pfconvert.recover.finetune import FinetuneConfig, TextReporter, family_defaults
 from pfconvert.recover.finetune.start import FinetuneStart
+from pfconvert.recover.finetune.start_file import AFTER_START_FIELDS
 
 try:
     from ._results import add_docs_flag, write_page  # imported as benchmarks.recovery (tests, python -m)
@@ -140,6 +141,18 @@ def _row(summary: dict[str, Any], test: Any, share: float, lr: float | None, ima
     }
 
 
+def _shared_start(runs: Path, config: FinetuneConfig) -> Path | None:
+    """The ``start.pt`` of a finished run in ``runs`` whose start settings are ``config``'s (another learning rate or
+    budget): the fine-tune reads it instead of computing the same start again (it checks the weights and data too)."""
+    mine = {k: v for k, v in config.model_dump().items() if k not in AFTER_START_FIELDS}
+    for summary in sorted(runs.glob("*/finetune.json")):
+        kept = summary.parent / "checkpoints" / "start.pt"
+        theirs = json.loads(summary.read_text()).get("config", {})
+        if kept.is_file() and mine == {k: v for k, v in theirs.items() if k not in AFTER_START_FIELDS}:
+            return kept
+    return None
+
+
 def finetune(base: Path, out: Path, teacher: Teacher, share: float, lr: float | None,
              args: argparse.Namespace) -> dict[str, Any]:
     """One fine-tune of a copy of the converted artifact ``base``: the defaults of ``pfconvert finetune`` (the
@@ -166,7 +179,12 @@ def finetune(base: Path, out: Path, teacher: Teacher, share: float, lr: float | 
                           lr_probe_images=32, block_steps=min(values.get("block_steps", 0), 20))
         if lr is not None:
             values["lr"] = lr
-        pfconvert.finetune(art, FinetuneConfig(**values), overwrite=True, reporter=TextReporter(quiet=not args.verbose))
+        config = FinetuneConfig(**values)
+        shared = _shared_start(out.parent, config)
+        if shared is not None:
+            (art / "checkpoints").mkdir(exist_ok=True)
+            shutil.copyfile(shared, art / "checkpoints" / "start.pt")
+        pfconvert.finetune(art, config, overwrite=True, reporter=TextReporter(quiet=not args.verbose))
         summary = json.loads(summary_file.read_text())
     seconds = round(time.perf_counter() - started, 1) if not done else None
     test = pfconvert.evaluate_artifact(out, args.data, split="test", limit=args.test_images, workers=args.workers,
@@ -296,7 +314,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         took = time.perf_counter() - started
         notes = (f"This call: {took:.0f} s; the runs' own wall time (conversion start, probe, "
                  f"training, validation; on a machine shared with other jobs): {spent:.0f} s over {len(runs)} runs "
-                 f"(runs kept from an earlier call without a recorded time count 0). {args.note} Test top-1 on "
+                 "(runs kept from an earlier call without a recorded time count 0; a run whose start settings equal "
+                 "an earlier run's reads that start, checkpoints/start.pt, instead of computing it again, so its time "
+                 f"leaves the reconstruction out). {args.note} Test top-1 on "
                  f"{cases[0]['rows'][0]['test_images']} test images; 'start (val)': the student after reconstruction "
                  "and BatchNorm re-estimation; "
                  "'val top-1': the best validation point (the exported weights); the probe's images are not counted "

@@ -59,9 +59,9 @@ WEIGHTS_FILE = "model.safetensors"
 REMOVED_FILE = "original-removed.safetensors"
 FINETUNED_FILE = "finetuned.safetensors"
 SUMMARY_FILE = "finetune.json"
-CHECKPOINT_FILES = ("last.pt", "best.pt")
-"""The fine-tuning checkpoints in ``checkpoints/`` (``pfconvert.recover.finetune.checkpoint``'s LAST_FILE and
-BEST_FILE, named here because conversion sits below recovery)."""
+CHECKPOINT_FILES = ("last.pt", "best.pt", "start.pt")
+"""The fine-tuning checkpoints in ``checkpoints/`` (``pfconvert.recover.finetune.checkpoint``'s LAST_FILE, BEST_FILE
+and START_FILE, named here because conversion sits below recovery)."""
 RUN_FILES = (FINETUNED_FILE, "checkpoints", "metrics.jsonl", SUMMARY_FILE, "model.onnx")
 """What fine-tuning and export add to an artifact: results of its model, stale once the artifact is re-created."""
 FORMAT = "pfconvert-artifact/1"

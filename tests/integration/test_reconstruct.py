@@ -228,6 +228,40 @@ def test_block_wise_distillation_brings_each_block_closer_to_the_original() -> N
     assert not converted.training and all(p.grad is None for p in converted.parameters())
 
 
+@pytest.mark.slow
+def test_a_run_from_the_same_start_reads_it_and_trains_as_if_it_had_computed_it(
+        ft_artifact: Path, ft_fmnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """checkpoints/start.pt: a second run with the same start settings (another learning rate or budget) reads the
+    start instead of reconstructing again, and ends with the weights it would have had; other start settings or
+    other weights compute it again."""
+    from safetensors.torch import load_file
+
+    from pfconvert.recover.finetune import runner
+
+    calls: list[int] = []
+    real = runner.reconstruct
+    monkeypatch.setattr(runner, "reconstruct", lambda *a, **k: calls.append(1) or real(*a, **k))
+    art = Path(shutil.copytree(ft_artifact, tmp_path / "art"))
+    base = dict(data=str(ft_fmnist_dir), epochs=1, batch_size=32, img_size=32, limit_train=96, limit_val=32,
+                workers=0, bn_recalib_images=32, reconstruct_images=64, block_steps=3, lr=1e-3)
+
+    def run(**changes: object) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+        finetune(art, FinetuneConfig(**{**base, **changes}), overwrite=True)
+        start = json.loads((art / "metrics.jsonl").read_text().splitlines()[0])
+        return load_file(art / "finetuned.safetensors"), start
+
+    computed, start = run()
+    assert len(calls) == 1 and (art / "checkpoints" / "start.pt").is_file()
+    read, read_start = run()
+    assert len(calls) == 1 and read_start == start  # read, not computed
+    assert computed.keys() == read.keys() and all(torch.equal(computed[k], read[k]) for k in computed)
+    run(lr=3e-4, train_images=40)  # settings that act after the start only: read
+    assert len(calls) == 1
+    run(reconstruct_images=32)  # another start: computed, and kept in its place
+    run(reconstruct_images=32)
+    assert len(calls) == 2
+
+
 def test_block_steps_need_reconstruction_images() -> None:
     with pytest.raises(pfconvert.errors.TrainingError, match="block_steps trains on the reconstruction images"):
         FinetuneConfig(data="x", block_steps=10)

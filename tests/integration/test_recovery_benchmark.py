@@ -30,6 +30,10 @@ def test_quick_run_tables_the_default_against_the_sweep_and_the_budgets(ft_fmnis
     assert default["lr_method"] == "probe" and default["lr"] in (1e-3, 3e-4, 1e-4, 3e-5)
     assert len(default["lr_probe"]) == 4 and default["lr_probe_images"] == 4 * 32
     assert manual["lr_method"] == "given" and manual["lr"] == 1e-3 and manual["lr_probe_images"] == 0
+    runs = tmp_path / "mobilenetv2_050" / "maxpool"
+    starts = [json.loads((runs / tag / "finetune.json").read_text())["start"]
+              for tag in ("0.3x-default", "0.3x-lr1e-03")]
+    assert starts[0] == starts[1] and starts[0]["reconstruction"]["seconds"] > 0  # the sweep read the default's start
     for row in case["rows"]:
         assert row["start_state"] in ("reconstructed", "recalibrated")  # the depthwise family's reconstruction
         assert row["val_top1"] >= row["start_val_top1"]  # the best point: the start unless beaten

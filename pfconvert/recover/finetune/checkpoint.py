@@ -25,6 +25,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "LAST_FILE",
     "BEST_FILE",
+    "START_FILE",
     "save_checkpoint",
     "load_checkpoint",
     "load_run_checkpoint",
@@ -35,7 +36,7 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "pfconvert.finetune.v1"
 CHECKPOINT_DIR = "checkpoints"
-LAST_FILE, BEST_FILE = CHECKPOINT_FILES  # named by the artifact, whose --overwrite removes exactly these
+LAST_FILE, BEST_FILE, START_FILE = CHECKPOINT_FILES  # named by the artifact, whose --overwrite removes exactly these
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

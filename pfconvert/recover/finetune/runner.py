@@ -5,7 +5,9 @@
 
 Files in ``out_dir``: ``checkpoints/last.pt`` (at the start, every epoch, and on Ctrl-C / ``max_steps``),
 ``checkpoints/best.pt`` (the best validation top-1, the start included: a run that only makes the model worse leaves
-the start's weights), ``finetuned.safetensors`` (the best weights, for :func:`pfconvert.load`), ``metrics.jsonl`` and
+the start's weights), ``checkpoints/start.pt`` (the student after reconstruction and BatchNorm re-estimation: a later
+run from the same start reads it instead of computing it again, :mod:`~pfconvert.recover.finetune.start_file`),
+``finetuned.safetensors`` (the best weights, for :func:`pfconvert.load`), ``metrics.jsonl`` and
 ``finetune.json``.
 """
 
@@ -35,6 +37,7 @@ from .checkpoint import (
     BEST_FILE,
     CHECKPOINT_DIR,
     LAST_FILE,
+    START_FILE,
     capture_rng,
     copy_checkpoint,
     load_run_checkpoint,
@@ -51,6 +54,7 @@ from .results import METRICS_FILE, FinetuneResult, MetricsLog, write_summary
 from .signals import StopRequest
 from ...data.config import DataConfig
 from .start import Accuracy, BatchNormStats, FinetuneStart, ReconstructionStats
+from .start_file import load_start, save_start, start_key
 
 __all__ = ["run_finetune"]
 
@@ -142,8 +146,9 @@ class _Job:
         return state
 
     def _earlier_run_files(self) -> list[Path]:
-        """Files an earlier run left that a fresh run would replace."""
-        files = sorted(self.ckpt_dir.glob("*.pt")) if self.ckpt_dir.is_dir() else []
+        """Files an earlier run left that a fresh run would replace (its start, ``start.pt``, is kept: a run from the
+        same start reuses it, any other replaces it)."""
+        files = sorted(p for p in self.ckpt_dir.glob("*.pt") if p.name != START_FILE) if self.ckpt_dir.is_dir() else []
         return files + [path for path in (self.out_dir / FINETUNED_FILE,) if path.is_file()]
 
     def _check_out_dir(self, resume: bool, overwrite: bool) -> None:
@@ -167,6 +172,35 @@ class _Job:
                              self.ctx.world_size, self.precision.device.type == "cuda")
         with self.reporter.phase(f"validating {what}", len(loader.sampler), "images") as advance:  # type: ignore
             return Accuracy.of(evaluate(model, loader, self.precision, self.ctx, advance))
+
+    def _start(self) -> FinetuneStart:
+        """The start of a fresh run: read from ``start.pt`` when an earlier run computed it from the same weights,
+        data and start settings (with the generators' states after it, so the run goes on as if computed), else
+        computed and written there."""
+        assert self.bundle is not None
+        data = {"train": self.bundle.fingerprint, "val": self.bundle.val.fingerprint(),
+                "config": self.data_cfg.to_dict()}
+        key = start_key(self.config, self.student, self.teacher, data=data, identity=self.identity,
+                        device=f"{self.precision.device} {self.precision.name}", world_size=self.ctx.world_size)
+        path = self.ckpt_dir / START_FILE
+        kept = load_start(path, key)
+        if kept is not None:
+            weights, start, rng = kept
+            try:
+                self.student.load_state_dict(weights)
+                restore_rng(rng[self.ctx.rank])
+            except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as exc:
+                raise CheckpointError(f"{path} is damaged ({one_line(exc, 200)}); delete it to compute the start "
+                                      "again") from None
+            self.reporter.note(f"start (reconstruction, BatchNorm re-estimation, their evaluations) read from {path}: "
+                               "an earlier run computed it from the same weights, data and start settings (delete "
+                               "the file to compute it again)")
+            return start
+        start = self._fresh_start()
+        rng = dist.all_gather_objects(capture_rng(), self.ctx)
+        if self.ctx.is_main:
+            save_start(path, key, self.student, start, rng)
+        return start
 
     def _fresh_start(self) -> FinetuneStart:
         """Reconstruction, BatchNorm re-estimation and the start-of-run evaluations (student before/after, teacher)."""
@@ -261,7 +295,7 @@ class _Job:
             if model is not None:
                 model.to(device=self.precision.device, memory_format=memory_format)
         teacher = self.teacher if self.config.kd_weight > 0 or self.config.feature_weight > 0 else None
-        start = self._fresh_start() if state is None else FinetuneStart()
+        start = self._start() if state is None else FinetuneStart()
         bad = [name for model in (self.student, self.teacher) if model is not None for name in non_finite_weights(model)]
         if bad:
             raise TrainingError(f"the models hold NaN or infinite weights before training ({len(bad)} tensors, e.g. "
