@@ -54,7 +54,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("opt", str, "adamw", "timm optimizer name (create_optimizer_v2)"),
     _s("lr", float | None, None, "peak learning rate (default: chosen for the case by a short probe after "
        "reconstruction: each of 1e-3, 3e-4, 1e-4, 3e-5 trains from the same start; of those whose distillation loss "
-       "on the val split is within 20% of the lowest, the highest rate wins; see lr_probe_images)", gt=0),
+       "on the val split is within 50% of the lowest, the highest rate wins; see lr_probe_images)", gt=0),
     _s("lr_probe_images", int, 2048, "training images of each candidate of the learning-rate probe (at most the "
        "run's own; stated separately from the run's budget; 0: no probe, 1e-3 when no lr is given)", ge=0),
     _s("weight_decay", float, 0.01, "weight decay (not applied to biases and norms)", ge=0),
