@@ -12,9 +12,11 @@ measurements; docs/results/fashion-mnist.md) with:
   81.83 / 83.03 / 84.00% (test) for ``maxpool`` and 84.60 / 86.52 / 87.20% for ``dw-hybrid`` (docs/finetuning.md).
   The runner lowers it further where the images and the cached activations would not fit in memory.
 - block-wise distillation of each block holding a replaced op after its refit (``block_steps``: 500 steps per
-  block on those images): at the same budgets, lite1 ``maxpool`` 83.90 -> 86.23% and ``dw-hybrid`` 87.20 -> 88.33%
-  (64 px, 12,000 images, teacher 90.98%), the from-scratch mobilenetv2_050 ``maxpool`` 77.78 -> 80.18% (64 px,
-  36,000 images, teacher 80.63%); test split, docs/finetuning.md.
+  block on those images): at the same budgets, lite1 ``maxpool`` 83.90 -> 86.23% and ``dw-hybrid`` 87.20 -> 88.42%
+  (64 px, 12,000 images, teacher 90.98%); with the learning-rate probe, against the earlier default (1,024
+  reconstruction images, no block steps), lite2 ``maxpool`` 81.22 -> 83.48% and ``dw-hybrid`` 80.53 -> 84.58%
+  (128 px, 1,500 images, teacher 87.40%), the from-scratch mobilenetv2_050 ``maxpool`` 77.78 -> 81.32% and
+  ``dw-hybrid`` 81.26 -> 82.78% (64 px, 36,000 images, teacher 80.63%); test split, docs/results/recovery.md.
 
 Compared with it on the same compute budget and chosen on the validation split (mobilenetv2_050 at 64 px, maxpool
 and dw-hybrid), none did better: feature distillation of every converted block (``feature_weight``), keeping the
