@@ -296,7 +296,8 @@ class _Job:
                 model.to(device=self.precision.device, memory_format=memory_format)
         teacher = self.teacher if self.config.kd_weight > 0 or self.config.feature_weight > 0 else None
         start = self._start() if state is None else FinetuneStart()
-        bad = [name for model in (self.student, self.teacher) if model is not None for name in non_finite_weights(model)]
+        bad = [name for model in (self.student, self.teacher) if model is not None
+               for name in non_finite_weights(model)]
         if bad:
             raise TrainingError(f"the models hold NaN or infinite weights before training ({len(bad)} tensors, e.g. "
                                 f"{bad[0]}); reconvert from a finite checkpoint")
