@@ -53,5 +53,6 @@ def test_two_processes_with_gloo_match_one_process(ft_artifact: Path, ft_fmnist_
     assert multi["start"]["teacher"] == single["start"]["teacher"]  # the same (untrained) teacher, all-reduced
     state = load_checkpoint(multi_dir / "checkpoints" / "last.pt")
     assert state["world_size"] == 2 and len(state["rng"]) == 2  # every rank's RNG, for an exact resume
-    assert sorted(p.name for p in (multi_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (multi_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt", "start.pt"]
+    assert len(load_checkpoint(multi_dir / "checkpoints" / "start.pt")["rng"]) == 2  # a start every rank can resume
     pfconvert.load(multi_dir)  # the fine-tuned weights written by rank 0 load strictly
