@@ -41,7 +41,7 @@ import torch
 import pfconvert
 from pfconvert.recover.finetune import FinetuneConfig, TextReporter, family_defaults
 from pfconvert.recover.finetune.start import FinetuneStart
-from pfconvert.recover.finetune.start_file import AFTER_START_FIELDS
+from pfconvert.recover.finetune.start_file import start_settings
 
 try:
     from ._results import add_docs_flag, write_page  # imported as benchmarks.recovery (tests, python -m)
@@ -144,11 +144,10 @@ def _row(summary: dict[str, Any], test: Any, share: float, lr: float | None, ima
 def _shared_start(runs: Path, config: FinetuneConfig) -> Path | None:
     """The ``start.pt`` of a finished run in ``runs`` whose start settings are ``config``'s (another learning rate or
     budget): the fine-tune reads it instead of computing the same start again (it checks the weights and data too)."""
-    mine = {k: v for k, v in config.model_dump().items() if k not in AFTER_START_FIELDS}
+    mine = start_settings(config.model_dump())
     for summary in sorted(runs.glob("*/finetune.json")):
         kept = summary.parent / "checkpoints" / "start.pt"
-        theirs = json.loads(summary.read_text()).get("config", {})
-        if kept.is_file() and mine == {k: v for k, v in theirs.items() if k not in AFTER_START_FIELDS}:
+        if kept.is_file() and mine == start_settings(json.loads(summary.read_text()).get("config", {})):
             return kept
     return None
 

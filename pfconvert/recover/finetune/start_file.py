@@ -13,7 +13,6 @@ computed the start would have (on the CPU, bit for bit). Delete the file to comp
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...data.checks import Fingerprint
 from ...errors import CheckpointError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FinetuneConfig
 from .start import FinetuneStart
 
-__all__ = ["AFTER_START_FIELDS", "start_key", "weights_digest", "save_start", "load_start"]
+__all__ = ["AFTER_START_FIELDS", "start_settings", "start_key", "weights_digest", "save_start", "load_start"]
 
 AFTER_START_FIELDS = frozenset(
     {"epochs", "train_images", "opt", "lr", "lr_probe_images", "weight_decay", "momentum", "sched", "warmup_share",
@@ -38,15 +38,20 @@ AFTER_START_FIELDS = frozenset(
 only in these share a start. Every other setting is part of the start's key."""
 
 
+def start_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings (a config's ``model_dump()``, or as ``finetune.json`` records them) that the start depends on:
+    all but :data:`AFTER_START_FIELDS`."""
+    return {k: v for k, v in settings.items() if k not in AFTER_START_FIELDS}
+
+
 def weights_digest(model: nn.Module | None) -> str:
     """A hash of a model's parameters and buffers (names, dtypes, shapes and values); "" for no model."""
     if model is None:
         return ""
-    digest = hashlib.blake2b(digest_size=16)
+    digest = Fingerprint("weights")
     for name, tensor in model.state_dict().items():
         flat = tensor.detach().to("cpu").contiguous().view(-1)
-        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        digest.add(name, flat.dtype, tuple(tensor.shape), flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -62,10 +67,10 @@ def start_key(config: FinetuneConfig, student: nn.Module, teacher: nn.Module | N
         device: the device the start runs on (``cpu``, ``cuda:0``) and its precision.
         world_size: the number of processes.
     """
-    settings = {k: v for k, v in config.model_dump().items() if k not in AFTER_START_FIELDS}
-    parts = {"settings": settings, "student": weights_digest(student), "teacher": weights_digest(teacher),
-             "data": data, "identity": identity, "device": device, "world_size": world_size}
-    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    parts = {"settings": start_settings(config.model_dump()), "student": weights_digest(student),
+             "teacher": weights_digest(teacher), "data": data, "identity": identity, "device": device,
+             "world_size": world_size}
+    return Fingerprint("start").add(json.dumps(parts, sort_keys=True, default=str)).hexdigest()
 
 
 def save_start(path: Path, key: str, student: nn.Module, start: FinetuneStart, rng: list[dict[str, Any]]) -> None:
