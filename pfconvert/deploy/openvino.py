@@ -154,7 +154,8 @@ def fp32_weighted_layers(ov_model: Any) -> list[str]:
             if op.get_type_name() in _WEIGHTED and not int8_weights(op)]
 
 
-def compile_openvino(ov_model: Any, threads: int | None = None, batch_size: int | None = None) -> Any:
+def compile_openvino(ov_model: Any, threads: int | None = None, batch_size: int | None = None, *,
+                     perf_count: bool = False) -> Any:
     """Compile for the CPU (latency hint, fp32 precision, ``threads`` inference threads).
 
     Args:
@@ -162,6 +163,8 @@ def compile_openvino(ov_model: Any, threads: int | None = None, batch_size: int 
         threads: Inference threads (None: OpenVINO's choice).
         batch_size: Fix the batch dimension to this size (static shapes compile to faster kernels); None keeps
             the model's (dynamic) batch.
+        perf_count: Turn on OpenVINO's per-layer counters (``InferRequest.profiling_info``; they cost a little
+            time per inference).
     """
     ov = _ov()
     if batch_size is not None:
@@ -172,6 +175,8 @@ def compile_openvino(ov_model: Any, threads: int | None = None, batch_size: int 
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
+    if perf_count:
+        config["PERF_COUNT"] = True
     try:
         return ov.Core().compile_model(ov_model, "CPU", config)
     except Exception as exc:  # noqa: BLE001
