@@ -130,12 +130,13 @@ class Frontier:
         specs = []
         for name in self.rules():
             rules = load_rules(name)
-            specs.append(Spec(name, "rules", rules.text))
+            mine = [Spec(name, "rules", rules.text)]
             matches, _ = match_rules(self.model, rules, self.size)
             groups = stage_groups(matches)
             for group in sorted(g for g in groups if g.staged):
                 if len(groups) > 1:
-                    specs.append(Spec(f"{name}: {group}", "rules", candidate_rules(rules, groups, [group]).text))
+                    mine.append(Spec(f"{name}: {group}", "rules", candidate_rules(rules, groups, [group]).text))
+            specs += mine[: self.args.per_rule_candidates] if self.args.per_rule_candidates else mine
         return specs[: self.args.max_rule_candidates] if self.args.max_rule_candidates else specs
 
     def rules(self) -> tuple[str, ...]:
@@ -208,7 +209,8 @@ class Frontier:
             _log(f"{self.orig.model}: pfconvert plan on {self.args.backends[0]} (proxy {self.args.proxy_images} "
                  "images)")
             try:
-                result = plan_on_data(self.model, rules, self.args.data, backend=self.args.backends[0], batch_sizes=(1,),
+                result = plan_on_data(self.model, rules, self.args.data, backend=self.args.backends[0],
+                                      batch_sizes=(1,),
                                       max_drop=100.0, data_cfg=self.data_cfg, limit_val=self.args.val_images,
                                       bn_recalib_images=self.args.calib_images,
                                       reconstruct_images=self.args.calib_images, runs=self.args.plan_runs,
@@ -363,7 +365,9 @@ class Frontier:
                              "budget_share": self.args.budget_share, "proxy_images": self.args.proxy_images,
                              "threads": self.args.threads, "backends": self.args.backends,
                              "plan_prune_ratios": self.args.plan_prune_ratios, "targets": self.args.targets,
-                             "prune_importance": self.args.prune_importance, "prune_global": self.args.prune_global}}
+                             "prune_importance": self.args.prune_importance, "prune_global": self.args.prune_global,
+                             "rule_candidates": {"per_rule": self.args.per_rule_candidates,
+                                                 "max": self.args.max_rule_candidates}}}
 
     def original_test(self) -> float:
         path = self.out / "original-test.json"
@@ -509,6 +513,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--finetune-lr", type=float, default=None,
                         help="peak learning rate of every fine-tune (default: the fine-tune's probe chooses)")
     parser.add_argument("--max-rule-candidates", type=int, default=None, help="keep only the first N rule candidates")
+    parser.add_argument("--per-rule-candidates", type=int, default=None,
+                        help="keep only the first N candidates of each rule (the whole model, then stage 0, 1...)")
     parser.add_argument("--backends", type=lambda t: t.split(","), default=["cpu", "ort"])
     parser.add_argument("--batch-sizes", type=lambda t: [int(v) for v in t.split(",") if v], default=[1])
     parser.add_argument("--runs", type=int, default=30)
