@@ -443,8 +443,46 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
               f"{p.get('batch_size')}, lr {p.get('lr')}, seed {p.get('seed')}).", "",
               "Compute: " + ", ".join(f"{k} {v:.0f} s" for k, v in result["compute_s"].items()) + ".", "",
               "Missing: " + ("; ".join(result["missing"]) if result["missing"] else "none") + ".", ""]
+    lines += verdicts(result)
     lines += [f"![{Path(p_).stem}]({Path(p_).name})" for p_ in plots]
     return "\n".join(lines) + "\n"
+
+
+def verdicts(result: dict[str, Any]) -> list[str]:
+    """The issue's test, per latency target and timed backend: the most accurate fine-tuned candidate of each
+    method whose measured ratio is within the target, and the planner's choice for that target against the best
+    pruning there (mean test top-1)."""
+    targets = result["settings"].get("targets") or []
+    cells = list(result["original_ms"])
+    if not targets or not cells:
+        return []
+    done = [r for r in result["rows"] if r["test_top1"] is not None]
+
+    def best(method: str, cell: str, target: float) -> dict[str, Any] | None:
+        within = [r for r in done if r["method"] == method and cell in r["latency_ms"]
+                  and r["latency_ms"][cell] / result["original_ms"][cell] <= target]
+        return max(within, key=lambda r: r["test_top1"]) if within else None
+
+    def fmt(r: dict[str, Any] | None, cell: str) -> str:
+        if r is None:
+            return "none"
+        return f"{r['name']}: {r['test_top1']:.2f} ({r['latency_ms'][cell] / result['original_ms'][cell]:.2f}x)"
+
+    lines = ["", "At each latency target (measured ratio to the original on that backend at most the target), the most "
+             "accurate fine-tuned candidate of each method, and the planner's own choice for the target (its "
+             "timing during `plan` put it within the target; here it is timed again with the others):", "",
+             "| backend | target | best conversion rule | best pruning | planner's choice | planner - pruning |",
+             "|---|---:|---|---|---|---:|"]
+    for cell in cells:
+        for t in targets:
+            rules, prune = best("rules", cell, t), best("pruning", cell, t)
+            planned = [r for r in done if r["method"] == "planner" and r["name"].startswith(f"plan@{t:g}x")]
+            pick = planned[0] if planned else None
+            diff = (f"{pick['test_top1'] - prune['test_top1']:+.2f}" if pick is not None and prune is not None
+                    else "-")
+            pick_text = fmt(pick, cell) if pick is not None and cell in pick["latency_ms"] else "none"
+            lines.append(f"| {cell} | {t:g}x | {fmt(rules, cell)} | {fmt(prune, cell)} | {pick_text} | {diff} |")
+    return lines + [""]
 
 
 def plot(result: dict[str, Any], folder: Path) -> list[str]:
@@ -528,6 +566,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--note", default="", help="a paragraph for the page (what this run leaves out)")
+    parser.add_argument("--with-results", type=Path, nargs="*", default=[],
+                        help="OUT/frontier.json of other runs (their own models and settings): tabled after this run's")
     parser.add_argument("--only-cached", action="store_true", help="table only the fine-tunes already cached")
     parser.add_argument("--quick", action="store_true", help="smoke run: a few hundred images, tiny budgets")
     add_docs_flag(parser)
@@ -539,6 +579,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.batch_size = 32
     if args.plan_prune_ratios is None:
         args.plan_prune_ratios = args.prune_ratios
+    missing = [str(p) for p in args.with_results if not p.is_file()]
+    if missing:
+        parser.error(f"--with-results: no such file: {', '.join(missing)} (a frontier run writes OUT/frontier.json)")
     if args.teacher and not args.teacher_images:
         parser.error("--teacher needs --teacher-images N (the images it was trained on: the budget's base)")
     return args
@@ -564,6 +607,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         results.append(result)
         sections.append(markdown(result, plot(result, plots_dir)))
         sys.stdout.write(sections[-1] + "\n")
+    for path in args.with_results:  # other runs' tables (their own settings), on the same page
+        for result in json.loads(path.read_text())["results"]:
+            result.setdefault("source", str(path))
+            results.append(result)
+            sections.append(markdown(result, plot(result, plots_dir)))
+            sys.stdout.write(sections[-1] + "\n")
     machine += f"; {time.perf_counter() - started:.0f} s this run"
     sys.stdout.write(f"Machine: {machine}\n")
     (args.out / "frontier.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))

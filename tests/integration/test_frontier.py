@@ -44,6 +44,12 @@ def test_quick_frontier_tables_every_method_and_resumes(tmp_path: Path, capsys: 
     assert [p.stat().st_mtime for p in fine_tunes] == stamps
     assert [r["test_top1"] for r in again["rows"]] == [r["test_top1"] for r in result["rows"]]
     assert json.loads((tmp_path / "frontier.json").read_text())["results"][0]["model"] == "resnet26"
+    earlier = tmp_path / "earlier.json"
+    (tmp_path / "frontier.json").rename(earlier)  # another run's table, tabled after this run's on one page
+    capsys.readouterr()
+    both = frontier.main(argv + ["--only-cached", "--with-results", str(earlier)])
+    assert [r["model"] for r in both] == ["resnet26", "resnet26"] and both[1]["source"] == str(earlier)
+    assert capsys.readouterr().out.count("## resnet26") == 2
 
 
 def test_rank_correlation_of_each_planner_score() -> None:
@@ -82,3 +88,39 @@ def test_the_pruning_candidates_say_which_pruner_and_use_it(capsys: pytest.Captu
     with pytest.raises(SystemExit):
         frontier.parse_args(["--prune-importance", "taylor"])
     assert "invalid choice: 'taylor'" in capsys.readouterr().err
+
+
+def test_per_rule_candidates_keep_each_rules_whole_model_and_first_stages() -> None:
+    import types
+
+    import timm
+
+    from benchmarks import frontier
+
+    model = timm.create_model("resnet26", num_classes=10).eval()
+    fake = types.SimpleNamespace(args=frontier.parse_args(["--per-rule-candidates", "2"]), model=model,
+                                 size=(3, 64, 64), orig=types.SimpleNamespace(model="resnet26"))
+    fake.rules = lambda: frontier.Frontier.rules(fake)
+    names = [s.name for s in frontier.Frontier.rule_specs(fake)]
+    assert names == ["r50-max", "r50-max: stage 0", "r50-hybrid", "r50-hybrid: stage 0"], names
+    fake.args = frontier.parse_args(["--max-rule-candidates", "2"])  # the first two of all, as before
+    assert [s.name for s in frontier.Frontier.rule_specs(fake)] == ["r50-max", "r50-max: stage 0"]
+
+
+def test_verdicts_compare_the_planners_choice_with_the_best_pruning_within_each_target() -> None:
+    from benchmarks.frontier import verdicts
+
+    def row(name: str, method: str, top1: float, ms: float) -> dict:
+        return {"name": name, "method": method, "test_top1": top1, "latency_ms": {"ORT bs1": ms}}
+
+    result = {"original_ms": {"ORT bs1": 10.0}, "settings": {"targets": [0.8, 0.5]},
+              "rows": [row("r50-max", "rules", 85.0, 7.0), row("prune 0.2", "pruning", 86.0, 7.5),
+                       row("prune 0.5", "pruning", 80.0, 4.0), row("plan@0.8x: r50-max: stage 0", "planner", 86.6, 7.9),
+                       row("plan@0.5x: prune 0.5", "planner", 80.0, 5.2)]}
+    table = [line for line in verdicts(result) if line.startswith("| ORT bs1")]
+    assert table[0] == ("| ORT bs1 | 0.8x | r50-max: 85.00 (0.70x) | prune 0.2: 86.00 (0.75x) | "
+                        "plan@0.8x: r50-max: stage 0: 86.60 (0.79x) | +0.60 |")
+    # the planner's 0.5x choice measured 0.52x here: still tabled against the best pruning within 0.5x
+    assert table[1] == ("| ORT bs1 | 0.5x | none | prune 0.5: 80.00 (0.40x) | plan@0.5x: prune 0.5: 80.00 (0.52x) | "
+                        "+0.00 |")
+    assert verdicts({**result, "settings": {}}) == []
