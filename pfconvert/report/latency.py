@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -43,6 +43,9 @@ class LatencyConfig:
         calibration: Calibration inputs of the int8 backends (``ort-int8``, ``ov-int8``): a
             :class:`pfconvert.deploy.quantize.Calibration`; None calibrates on random inputs (timing does not depend
             on them; accuracy does, and is then unknown).
+        prepared: Models already exported (and quantized) for a :mod:`pfconvert.deploy.runtime` backend, by model
+            name, then runtime (:class:`pfconvert.deploy.runtime.RuntimeModel`): timed as they are, not built again,
+            so the model timed is the model whose accuracy the caller measured.
     """
 
     batch_sizes: Sequence[int] = (1, 32)
@@ -54,6 +57,7 @@ class LatencyConfig:
     min_runs: int = 5
     deploy_method: str = "auto"
     calibration: Any = None
+    prepared: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def resolved_threads(self) -> int:
         """The thread count in effect."""
@@ -244,6 +248,9 @@ def measure(models: Mapping[str, nn.Module], backends: Sequence[str], config: La
         with torch_threads(config.threads):
             for backend in resolved:
                 caches: dict[str, dict[str, Any]] = {name: {"shared": shared[name]} for name in models}
+                for name in models:
+                    if backend.name in config.prepared.get(name, {}):
+                        caches[name]["runtime"] = config.prepared[name][backend.name]
                 for batch_size in config.batch_sizes:
                     if progress is not None:
                         progress(f"{backend.label}, batch {batch_size}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 
@@ -42,6 +42,7 @@ def run_report(
     int8: bool = False,
     calibration: Any = None,
     accuracy: dict[str, dict[str, float]] | None = None,
+    prepared: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Report:
     """Compare an original and a converted model: params, MACs, pool ops, peak memory, latency per backend.
 
@@ -67,6 +68,8 @@ def run_report(
         calibration: Calibration inputs of the int8 backends (:class:`pfconvert.deploy.quantize.Calibration`); None:
             random inputs (the report says so: the int8 accuracy is then unknown).
         accuracy: Top-1 per way of running the models, measured by the caller (shown side by side).
+        prepared: The runtime models the caller measured ``accuracy`` on, by model name (``original`` /
+            ``converted``) then runtime (:func:`pfconvert.study.deployed.prepare_runtimes`): timed as they are.
 
     Returns:
         The :class:`Report`.
@@ -80,7 +83,7 @@ def run_report(
     stats = [_stats(m, n, input_size, mem_batches, a) for m, n, a in zip((original, converted), names, accuracies)]
     config = LatencyConfig(batch_sizes=tuple(batch_sizes), input_size=input_size, runs=runs, warmup=warmup,
                            threads=threads, max_seconds=max_seconds, deploy_method=deploy_method,
-                           calibration=calibration)
+                           calibration=calibration, prepared=dict(prepared or {}))
     timings = measure({"original": original, "converted": converted}, names_backends, config, progress=say)
     rows = []
     for (backend_name, bs), times in timings.items():
@@ -91,6 +94,9 @@ def run_report(
         notes.append(calibration.describe() if calibration is not None else
                      "int8 calibrated on random inputs (no --data given): the int8 accuracy is unknown; pass --data "
                      "to calibrate on your images and measure it")
+    controlled = sorted({m.label for runtimes in (prepared or {}).values() for m in runtimes.values()
+                         if getattr(m, "max_drop", None) is not None})
+    notes += [f"{label}: the model timed is the one whose top-1 is shown" for label in controlled]
     return Report(stats[0], stats[1], tuple(input_size), config.resolved_threads(), rows,
                   convention=CONVENTION, memory_note=MEMORY_NOTE,
                   machine=machine_info(config.resolved_threads()), notes=notes, accuracy=dict(accuracy or {}))

@@ -15,7 +15,8 @@ from torch import nn
 from ..data.config import DataConfig
 from ..deploy.quantize import DEFAULT_CONTROL_IMAGES, Calibration, Validation
 
-__all__ = ["PYTORCH_FP32", "data_calibration", "data_validation", "accuracy_on_runtimes", "data_deployer"]
+__all__ = ["PYTORCH_FP32", "data_calibration", "data_validation", "prepare_runtimes", "accuracy_on_runtimes",
+           "data_deployer"]
 
 PYTORCH_FP32 = "PyTorch fp32"
 """The label of the reference row (ONNX Runtime and OpenVINO fp32 compute the same within 1e-4)."""
@@ -39,12 +40,34 @@ def data_validation(data: str, data_cfg: DataConfig, count: int = DEFAULT_CONTRO
     return Validation.from_tensors(images, labels, source)
 
 
+def prepare_runtimes(models: dict[str, nn.Module], runtimes: Sequence[str], input_size: tuple[int, int, int],
+                     calibration: Calibration | None = None, *, max_drop: float | None = None,
+                     validation: Validation | None = None,
+                     on_step: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Each model exported (and quantized) once for each runtime: ``{model name: {runtime: RuntimeModel}}``, to be
+    evaluated (:func:`accuracy_on_runtimes`) and timed (:class:`pfconvert.report.latency.LatencyConfig`'s
+    ``prepared``) as the same model. int8 runtimes calibrate on ``calibration``; ``max_drop`` (with ``validation``)
+    makes ``ov-int8`` accuracy-controlled (:func:`pfconvert.deploy.runtime.build_runtime`)."""
+    from ..deploy.runtime import build_runtime
+
+    step = on_step or (lambda _: None)
+    out: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        for runtime in runtimes:
+            step(f"deploying the {name} model on {runtime}")
+            control = {"max_drop": max_drop, "validation": validation} if runtime == "ov-int8" else {}
+            out.setdefault(name, {})[runtime] = build_runtime(model, runtime, input_size, calibration, **control)
+    return out
+
+
 def accuracy_on_runtimes(models: dict[str, nn.Module], runtimes: Sequence[str], data: str, data_cfg: DataConfig, *,
                          split: str = "test", limit: int | None = 1000, calibration: Calibration | None = None,
                          val_split: float = 0.1, batch_size: int = 64, threads: int | None = None,
-                         on_step: Callable[[str], None] | None = None) -> dict[str, dict[str, float]]:
+                         on_step: Callable[[str], None] | None = None,
+                         prepared: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, float]]:
     """Top-1 (percent) of each model in PyTorch and on each runtime of ``runtimes`` (int8 ones calibrated on
-    ``calibration``, which the caller reads from the training images: :func:`data_calibration`).
+    ``calibration``, which the caller reads from the training images: :func:`data_calibration`). ``prepared``
+    (:func:`prepare_runtimes`): the runtime models to evaluate, instead of deploying each model here.
 
     Returns:
         ``{"PyTorch fp32": {name: top-1}, "<runtime label>": {name: top-1}, ...}``.
@@ -52,7 +75,7 @@ def accuracy_on_runtimes(models: dict[str, nn.Module], runtimes: Sequence[str], 
     from ..data.datasets import open_split, resolve_source
     from ..data.loaders import eval_loader
     from ..data.transforms import build_transforms
-    from ..deploy.runtime import deploy
+    from ..deploy.runtime import Deployed, deploy
     from ..recover.metrics import evaluate
     from ..recover.precision import resolve_precision
 
@@ -69,8 +92,11 @@ def accuracy_on_runtimes(models: dict[str, nn.Module], runtimes: Sequence[str], 
         out[PYTORCH_FP32][name] = evaluate(model, loader, precision).top1
     for runtime in runtimes:
         for name, model in models.items():
-            step(f"deploying the {name} model on {runtime}")
-            deployed = deploy(model, runtime, cfg.input_size, calibration, threads)
+            if prepared is not None and runtime in prepared.get(name, {}):
+                deployed = Deployed(prepared[name][runtime], threads)
+            else:
+                step(f"deploying the {name} model on {runtime}")
+                deployed = deploy(model, runtime, cfg.input_size, calibration, threads)
             step(f"top-1 of the {name} model on {deployed.label}")
             out.setdefault(deployed.label, {})[name] = evaluate(deployed, loader, precision).top1
     return out

@@ -232,6 +232,44 @@ def test_plan_scores_int8_candidates_in_int8() -> None:
     assert isinstance(seen[-1], Deployed) and seen[-1].prepared.runtime == "ov-int8"
 
 
+@pytest.mark.slow
+def test_report_int8_max_drop_times_the_model_it_evaluated(ft_artifact: Path, ft_fmnist_dir: Path, capsys,
+                                                             monkeypatch) -> None:
+    """``report --data --int8-max-drop``: each model is quantized once (accuracy-controlled), its top-1 is measured
+    and that same model is timed; the rows and the notes say it was controlled."""
+    import pfconvert.deploy.openvino as ov_mod
+
+    calls: list[float | None] = []
+    quantize = ov_mod.quantize_openvino
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("max_drop"))
+        return quantize(*args, **kwargs)
+
+    monkeypatch.setattr(ov_mod, "quantize_openvino", counted)
+    code, out, err = run_cli(["report", str(ft_artifact), "--backends", "ov-int8", "--data", str(ft_fmnist_dir),
+                              "--input-size", "32", "--batch-sizes", "1", "--runs", "2", "--warmup", "1",
+                              "--max-seconds", "1", "--no-memory", "--calib-images", "16", "--eval-images", "32",
+                              "--int8-max-drop", "1", "--control-images", "24", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    assert calls == [1.0, 1.0]  # the original and the converted model, once each: evaluated and timed
+    report = json.loads(out)
+    label = "OpenVINO CPU int8 (NNCF PTQ), accuracy-controlled to 1"
+    assert set(report["accuracy"][label]) == {"original", "converted"}
+    assert any(n.startswith(f"{label}: the model timed is the one whose top-1 is shown") for n in report["notes"])
+    assert [r["backend"] for r in report["latency"]] == ["ov-int8"]
+    assert "at most 1 top-1 points below fp32 on 24 images of" in err
+
+
+@pytest.mark.parametrize("argv", [["report", "{artifact}", "--int8-max-drop", "0.5", "--backends", "ov-int8"],
+                                  ["report", "{artifact}", "--int8-max-drop", "0.5", "--backends", "ort",
+                                   "--data", "fashion-mnist"]])
+def test_report_int8_max_drop_needs_data_and_the_ov_int8_backend(argv: list[str], ft_artifact: Path, capsys,
+                                                                 monkeypatch) -> None:
+    code, out, err = run_cli([a.replace("{artifact}", str(ft_artifact)) for a in argv], capsys, monkeypatch)
+    assert code == 1 and out == "" and "--int8-max-drop" in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("argv", [["export", "{artifact}", "--format", "openvino"],
                                   ["report", "{artifact}", "--backends", "ov-int8"],
                                   ["eval", "{artifact}", "--data", "fashion-mnist", "--backend", "ov"],
