@@ -265,7 +265,7 @@ class Frontier:
         row_file = out / "row.json"
         if row_file.is_file():
             return json.loads(row_file.read_text())
-        if self.args.only_cached:
+        if self.args.only_cached or not selected(spec.name, self.args.only):
             return None
         _log(f"{self.orig.model}: fine-tuning {spec.name} (seed {seed}, {self.budget} images)")
         started = time.perf_counter()
@@ -423,12 +423,14 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
              f"({result['seeds']}), FinetuneConfig defaults otherwise; original: test top-1 "
              f"{result['original_test_top1']:.2f}%.", "",
              "Settings: " + ", ".join(f"{k} {v}" for k, v in result["settings"].items()) + ".", ""]
-    lines += ["| candidate | method | planner score, old (val) | planner score, proxy (val) | test top-1 (mean ± sd) |"
-              + "".join(f" latency {c} (ms, ratio) |" for c in cells), "|---" * (5 + len(cells)) + "|"]
+    lines += ["| candidate | method | planner score, old (val) | planner score, proxy (val) | "
+              "test top-1 (mean ± sd (seeds)) |" + "".join(f" latency {c} (ms, ratio) |" for c in cells),
+              "|---" * (5 + len(cells)) + "|"]
     lines.append("| original | - | - | - | " + f"{result['original_test_top1']:.2f} |"
                  + "".join(f" {result['original_ms'][c]:.3f} (1.00) |" for c in cells))
     for r in result["rows"]:
-        test = f"{r['test_top1']:.2f} ± {r['test_spread']:.2f}" if r["test_top1"] is not None else "missing"
+        test = (f"{r['test_top1']:.2f} ± {r['test_spread']:.2f} ({len(r.get('seeds', []))})"
+                if r["test_top1"] is not None else "missing")
         lat = "".join(f" {r['latency_ms'][c]:.3f} ({r['latency_ms'][c] / result['original_ms'][c]:.2f}) |"
                       if c in r["latency_ms"] else " missing |" for c in cells)
         fmt = lambda v: f"{v:.2f}" if v is not None else "missing"  # noqa: E731
@@ -519,6 +521,14 @@ def plot(result: dict[str, Any], folder: Path) -> list[str]:
     return paths
 
 
+def selected(name: str, patterns: list[str] | None) -> bool:
+    """Whether ``--only`` lets this run fine-tune candidate ``name``: no patterns, an exact name, or a prefix that
+    ends with ``*`` (``"plan@*"``, ``"prune *"``)."""
+    if not patterns:
+        return True
+    return any(name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in patterns)
+
+
 def floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v]
 
@@ -569,6 +579,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--with-results", type=Path, nargs="*", default=[],
                         help="OUT/frontier.json of other runs (their own models and settings): tabled after this run's")
     parser.add_argument("--only-cached", action="store_true", help="table only the fine-tunes already cached")
+    parser.add_argument("--only", nargs="*", default=None, metavar="NAME",
+                        help="fine-tune only these candidates (exact names, or prefixes ending in '*': 'plan@*'); the "
+                             "others are tabled from the cache where they are in it (e.g. more seeds for some cells)")
     parser.add_argument("--quick", action="store_true", help="smoke run: a few hundred images, tiny budgets")
     add_docs_flag(parser)
     args = parser.parse_args(argv)

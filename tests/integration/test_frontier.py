@@ -124,3 +124,11 @@ def test_verdicts_compare_the_planners_choice_with_the_best_pruning_within_each_
     assert table[1] == ("| ORT bs1 | 0.5x | none | prune 0.5: 80.00 (0.40x) | plan@0.5x: prune 0.5: 80.00 (0.52x) | "
                         "+0.00 |")
     assert verdicts({**result, "settings": {}}) == []
+
+
+def test_only_selects_candidates_by_exact_name_or_star_prefix() -> None:
+    from benchmarks.frontier import selected
+
+    assert selected("r50-max: stage 0", None) and selected("r50-max: stage 0", [])
+    assert selected("r50-max", ["r50-max"]) and not selected("r50-max: stage 0", ["r50-max"])
+    assert selected("plan@0.8x: r50-max: stage 0", ["prune *", "plan@*"]) and not selected("r50-hybrid", ["plan@*"])
