@@ -195,6 +195,39 @@ class Frontier:
         self.compute["planner scores"] = sum(v["seconds"] for k, v in cache.items() if not k.startswith("_"))
         self.proxy_settings = cache.get("_proxy", {})
 
+    def proxy_at(self, specs: list[Spec], lr: float) -> dict[str, float]:
+        """The proxy score of every spec with the proxy's peak learning rate at ``lr`` (the images and seed of
+        :meth:`score`; conversions reconstructed, pruned models, the planner's included, BatchNorm re-estimated only),
+        cached in ``OUT/MODEL/proxy-lr{lr}.json``: how the rank correlation depends on the proxy's rate. List the
+        default rate too to compare like with like (the planner prepared its pruned conversions before pruning)."""
+        from pfconvert.recover.refit import reconstruct
+        from pfconvert.rules.loading import parse_rules
+        from pfconvert.study.proxy import DistillProxy
+        from pfconvert.study.sensitivity import validation_tools
+
+        path = self.out / f"proxy-lr{lr:g}.json"
+        cache = json.loads(path.read_text()) if path.is_file() else {}
+        todo = [s for s in specs if s.name not in cache]
+        if todo and not self.args.only_cached:
+            tools = validation_tools(self.model, self.args.data, data_cfg=self.data_cfg, limit_val=self.args.val_images,
+                                     bn_recalib_images=self.args.calib_images)
+            batches = tools.calib_batches(self.args.calib_images)
+            proxy = DistillProxy.build(self.model, self.args.data, self.data_cfg, images=self.args.proxy_images, lr=lr)
+            for spec in todo:
+                _log(f"{self.orig.model}: proxy score at lr {lr:g} of {spec.name}")
+                started = time.perf_counter()
+                model = self.build(spec)
+                rules = parse_rules(spec.rules, source=spec.name) if spec.rules is not None else None
+                pruned = spec.prune or (rules is not None and rules.ruleset.prune is not None)
+                if spec.rules is not None and not pruned:
+                    reconstruct(model, self.model, batches, input_size=self.size)  # pruned: BatchNorm only
+                tools.recalibrate(model)
+                proxy(model)
+                cache[spec.name] = {"proxy_top1": tools.top1(model), "seconds": round(time.perf_counter() - started, 1)}
+                path.write_text(json.dumps(cache, indent=2))
+        self.compute[f"proxy scores at lr {lr:g}"] = sum(v["seconds"] for v in cache.values())
+        return {name: v["proxy_top1"] for name, v in cache.items()}
+
     def planner_specs(self) -> list[Spec]:
         """The planner's choice at each latency target (module docstring), from one cached ``plan_on_data`` run."""
         from pfconvert.conversion.rewrite import match_rules
@@ -344,6 +377,13 @@ class Frontier:
                 if row is not None:
                     rows.setdefault(spec.name, []).append(row)
         self.compute["fine-tunes"] = sum(r["seconds"] for runs in rows.values() for r in runs)
+        alternatives = {}
+        for lr in self.args.proxy_lrs:
+            at = self.proxy_at(specs, lr)
+            alt_rows = [{"test_top1": statistics.fmean(r["test_top1"] for r in rows[s.name]) if rows.get(s.name)
+                         else None, "proxy_top1": at.get(s.name)} for s in specs]
+            corr = correlation([r for r in alt_rows if r["proxy_top1"] is not None], keys=("proxy_top1",))
+            alternatives[f"{lr:g}"] = {**(corr["proxy_top1"] or {}), "candidates": corr["candidates"]}
         ms = self.timings(specs)
         original_test = self.original_test()
         out = []
@@ -357,7 +397,7 @@ class Frontier:
         return {"model": self.orig.model, "label": self.orig.label, "img_size": self.orig.img_size,
                 "budget_images": self.budget, "original_test_top1": original_test, "original_ms": ms["original"],
                 "rows": out, "compute_s": dict(self.compute), "proxy": self.proxy_settings,
-                "correlation": correlation(out), "seeds": self.args.seeds,
+                "correlation": correlation(out), "proxy_alternatives": alternatives, "seeds": self.args.seeds,
                 "missing": self.missing + [f"{r['name']}: not fine-tuned (seeds {self.args.seeds})"
                                            for r in out if r["test_top1"] is None],
                 "settings": {"val_images": self.args.val_images, "test_images": self.args.test_images or "all",
@@ -377,7 +417,7 @@ class Frontier:
         return json.loads(path.read_text())["test_top1"]
 
 
-def correlation(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def correlation(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("proxy_top1", "old_top1")) -> dict[str, Any]:
     """Spearman's rank correlation of each planner score with the mean fine-tuned test top-1, over the candidates
     that have both."""
     import math
@@ -387,7 +427,7 @@ def correlation(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     done = [r for r in rows if r["test_top1"] is not None and r["proxy_top1"] is not None]
     out: dict[str, Any] = {"candidates": len(done)}
-    for key in ("proxy_top1", "old_top1"):
+    for key in keys:
         if len(done) >= 3:
             with warnings.catch_warnings():  # a constant score: no correlation is defined (None below)
                 warnings.simplefilter("ignore")
@@ -442,7 +482,11 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
               f"proxy score {desc(corr['proxy_top1'])}; old score (right after conversion) {desc(corr['old_top1'])}"
               + ("" if corr["candidates"] >= 10 else " (fewer than the 10 candidates the issue asks for)") + ".",
               "", f"Proxy: {p.get('images')} training images per candidate ({p.get('steps')} steps of "
-              f"{p.get('batch_size')}, lr {p.get('lr')}, seed {p.get('seed')}).", "",
+              f"{p.get('batch_size')}, lr {p.get('lr')}, seed {p.get('seed')})."
+              + "".join(f" With the proxy's lr at {lr}: rho {c['rho']:+.3f} (p = {c['p']:.3g}) over {c['candidates']} "
+                        "candidates (the planner's choices scored again at that rate too)."
+                        if c.get("rho") is not None else f" With the proxy's lr at {lr}: undefined."
+                        for lr, c in result.get("proxy_alternatives", {}).items()), "",
               "Compute: " + ", ".join(f"{k} {v:.0f} s" for k, v in result["compute_s"].items()) + ".", "",
               "Missing: " + ("; ".join(result["missing"]) if result["missing"] else "none") + ".", ""]
     lines += verdicts(result)
@@ -553,6 +597,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rank all layers' channels together (one global ratio, no layer above 0.8)")
     parser.add_argument("--targets", type=floats, default=[0.8, 0.65, 0.5], help="latency targets of the planner")
     parser.add_argument("--proxy-images", type=int, default=2048)
+    parser.add_argument("--proxy-lrs", type=floats, default=[],
+                        help="also score every candidate with the proxy at these peak learning rates and give the rank "
+                             "correlation of each (the proxy's default rate is the fine-tune's, 1e-3)")
     parser.add_argument("--plan-prune-ratios", type=floats, default=None,
                         help="pruning ratios the planner tries (default: --prune-ratios)")
     parser.add_argument("--original-images", type=int, default=12000,

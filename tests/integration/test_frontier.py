@@ -22,7 +22,7 @@ def test_quick_frontier_tables_every_method_and_resumes(tmp_path: Path, capsys: 
     from benchmarks import frontier
 
     argv = ["--quick", "--data", str(FASHION_MNIST_SAMPLE), "--out", str(tmp_path), "--backends", "cpu-eager",
-            "--threads", "1", "--max-rule-candidates", "3"]
+            "--threads", "1", "--max-rule-candidates", "3", "--proxy-lrs", "1e-4"]
     [result] = frontier.main(argv)
     rows = {r["name"]: r for r in result["rows"]}
     methods = {r["method"] for r in rows.values()}
@@ -34,6 +34,8 @@ def test_quick_frontier_tables_every_method_and_resumes(tmp_path: Path, capsys: 
         assert row["latency_ms"]["PyTorch CPU eager (naive) bs1"] > 0
     assert result["correlation"]["candidates"] == len(rows) >= 5
     assert set(result["correlation"]) == {"candidates", "proxy_top1", "old_top1"}  # None: a chance-level original
+    assert result["proxy_alternatives"]["0.0001"]["candidates"] == len(rows)  # every candidate, the planner's too
+    assert set(json.loads((tmp_path / "resnet26-32px" / "proxy-lr0.0001.json").read_text())) == set(rows)
     out = capsys.readouterr().out
     assert "| original | - |" in out and "Spearman rank correlation" in out and "Compute: " in out
     assert list(tmp_path.glob("frontier-resnet26-32px-*.png"))
