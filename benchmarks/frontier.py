@@ -18,10 +18,12 @@ candidates are:
 Every candidate gets two planner scores on the validation split (carved from the training images): the old one (top-1
 right after conversion, reconstruction and BatchNorm re-estimation) and the proxy's (the same after a short
 distillation from the original, :class:`pfconvert.study.proxy.DistillProxy`). Then every candidate is fine-tuned the
-same way (:func:`pfconvert.recover.finetune.run_finetune`, the machinery of :func:`pfconvert.finetune`:
-``FinetuneConfig`` defaults with ``train_images`` = ``--budget-share`` of the original's training images, one run per
-``--seeds``; the best validation point kept) and scored on the test split. The page gives the Spearman rank
-correlation (``scipy.stats.spearmanr``) of each planner score with the mean fine-tuned test top-1.
+way ``pfconvert finetune`` would (:func:`pfconvert.recover.finetune.run_finetune`, the machinery of
+:func:`pfconvert.finetune`: ``FinetuneConfig`` defaults, plus the conversion family's recipe where the candidate's
+replaced layers are all depthwise convs (:data:`pfconvert.recover.finetune.recipes.FAMILY_RECIPES`), with
+``train_images`` = ``--budget-share`` of the original's training images, one run per ``--seeds``; the best validation
+point kept) and scored on the test split. A cached fine-tune made with another recipe is run again. The page gives
+the Spearman rank correlation (``scipy.stats.spearmanr``) of each planner score with the mean fine-tuned test top-1.
 
 Latency: every candidate and the original, timed side by side in one run (:func:`pfconvert.report.latency.measure`,
 interleaved rounds) on each ``--backends`` at ``--batch-sizes`` (random input; weights do not change speed).
@@ -118,6 +120,7 @@ class Frontier:
         self.budget = max(args.batch_size, round(args.budget_share * original.train_images))
         self.compute: dict[str, float] = {}
         self.missing: list[str] = []  # cells the table lacks, in words
+        self.families: dict[str, str | None] = {}  # candidate -> conversion family, as build() found it
 
     # -- candidates ----------------------------------------------------------------------------------------------
 
@@ -143,13 +146,16 @@ class Frontier:
         return RESNET_RULES if "resnet" in self.orig.model else DEPTHWISE_RULES
 
     def build(self, spec: Spec) -> nn.Module:
+        from pfconvert.recover.finetune.recipes import conversion_family
         from pfconvert.rules.loading import parse_rules
 
         model = copy.deepcopy(self.model)
+        self.families[spec.name] = None
         if spec.rules is not None:
             torch.manual_seed(0)
-            model, _ = pfconvert.convert(model, parse_rules(spec.rules, source=spec.name), input_size=self.size,
-                                         inplace=True)
+            model, record = pfconvert.convert(model, parse_rules(spec.rules, source=spec.name), input_size=self.size,
+                                              inplace=True)
+            self.families[spec.name] = conversion_family(record.replacements)
         if spec.prune:
             from pfconvert.conversion.pruning import prune_channels
 
@@ -296,8 +302,12 @@ class Frontier:
 
         out = self.out / f"seed{seed}" / spec.slug
         row_file = out / "row.json"
+        if spec.name not in self.families:
+            self.build(spec)  # the conversion family (the recipe the fine-tune uses)
         if row_file.is_file():
-            return json.loads(row_file.read_text())
+            row = json.loads(row_file.read_text())
+            if row.get("recipe", "default") == (self.families[spec.name] or "default"):
+                return row  # else: fine-tuned with another recipe (before the family recipes were used here)
         if self.args.only_cached or not selected(spec.name, self.args.only):
             return None
         _log(f"{self.orig.model}: fine-tuning {spec.name} (seed {seed}, {self.budget} images)")
@@ -306,6 +316,12 @@ class Frontier:
         values: dict[str, Any] = {"data": self.args.data, "img_size": self.orig.img_size, "train_images": self.budget,
                                   "limit_val": self.args.val_images, "workers": self.args.workers, "seed": seed,
                                   "eval_teacher": False, "batch_size": self.args.batch_size}
+        family = self.families.get(spec.name)
+        if family is not None:  # as `pfconvert finetune` does: the family's recipe where no setting says otherwise
+            from pfconvert.recover.finetune.recipes import BUDGET_CAPPED, FAMILY_RECIPES
+
+            values = {**{k: min(v, self.budget) if k in BUDGET_CAPPED else v
+                         for k, v in FAMILY_RECIPES[family].items()}, **values}
         if self.args.finetune_lr is not None:
             values["lr"] = self.args.finetune_lr
         if self.args.quick:
@@ -321,7 +337,7 @@ class Frontier:
         student.load_state_dict(load_file(str(best)))
         row = {"name": spec.name, "seed": seed, "val_top1": (result.best or {}).get("val_top1"),
                "test_top1": _test_top1(student.eval(), self.args.data, self.data_cfg, self.args.test_images),
-               "lr": result.lr, "seconds": round(time.perf_counter() - started, 1)}
+               "lr": result.lr, "recipe": family or "default", "seconds": round(time.perf_counter() - started, 1)}
         row_file.write_text(json.dumps(row, indent=2))
         return row
 
@@ -460,7 +476,9 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
     cells = list(result["original_ms"])
     lines = [f"## {result['label']}", "",
              f"Fine-tune budget: {result['budget_images']} training images per candidate and seed "
-             f"({result['seeds']}), FinetuneConfig defaults otherwise; original: test top-1 "
+             f"({result['seeds']}), otherwise as `pfconvert finetune` does it: FinetuneConfig's defaults, with the "
+             "depthwise family's recipe for depthwise conversions (frozen BatchNorm, no augmentation, reconstruction "
+             "on the budget's images, 500 block steps per block); original: test top-1 "
              f"{result['original_test_top1']:.2f}%.", "",
              "Settings: " + ", ".join(f"{k} {v}" for k, v in result["settings"].items()) + ".", ""]
     lines += ["| candidate | method | planner score, old (val) | planner score, proxy (val) | "

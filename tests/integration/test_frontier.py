@@ -134,3 +134,20 @@ def test_only_selects_candidates_by_exact_name_or_star_prefix() -> None:
     assert selected("r50-max: stage 0", None) and selected("r50-max: stage 0", [])
     assert selected("r50-max", ["r50-max"]) and not selected("r50-max: stage 0", ["r50-max"])
     assert selected("plan@0.8x: r50-max: stage 0", ["prune *", "plan@*"]) and not selected("r50-hybrid", ["plan@*"])
+
+
+def test_depthwise_conversions_are_fine_tuned_with_their_family_recipe() -> None:
+    """The frontier fine-tunes as ``pfconvert finetune`` does: build() records each candidate's conversion family,
+    which selects the recipe (depthwise: reconstruction, block steps, frozen BatchNorm); pruning alone has none."""
+    import types
+
+    import timm
+
+    from benchmarks import frontier
+    from pfconvert.rules import load_rules
+
+    fake = types.SimpleNamespace(model=timm.create_model("mobilenetv2_050", num_classes=10).eval(), size=(3, 32, 32),
+                                 families={})
+    frontier.Frontier.build(fake, frontier.Spec("maxpool", "rules", load_rules("maxpool").text))
+    frontier.Frontier.build(fake, frontier.Spec("prune 0.2", "pruning", None, 0.2))
+    assert fake.families == {"maxpool": "depthwise", "prune 0.2": None}
