@@ -121,6 +121,7 @@ class Frontier:
         self.compute: dict[str, float] = {}
         self.missing: list[str] = []  # cells the table lacks, in words
         self.families: dict[str, str | None] = {}  # candidate -> conversion family, as build() found it
+        self.planner_targets: dict[str, str] = {}  # latency target -> the candidate the planner chose for it
 
     # -- candidates ----------------------------------------------------------------------------------------------
 
@@ -289,6 +290,7 @@ class Frontier:
                                     f"{same[0].name.split(':')[0][5:]} (tabled once)")
             else:
                 specs.append(spec)
+            self.planner_targets[f"{target:g}"] = (same[0] if same else spec).name
         return specs
 
     # -- fine-tunes ------------------------------------------------------------------------------------------------
@@ -414,6 +416,7 @@ class Frontier:
                 "budget_images": self.budget, "original_test_top1": original_test, "original_ms": ms["original"],
                 "rows": out, "compute_s": dict(self.compute), "proxy": self.proxy_settings,
                 "correlation": correlation(out), "proxy_alternatives": alternatives, "seeds": self.args.seeds,
+                "planner_targets": dict(self.planner_targets),
                 "missing": self.missing + [f"{r['name']}: not fine-tuned (seeds {self.args.seeds})"
                                            for r in out if r["test_top1"] is None],
                 "settings": {"val_images": self.args.val_images, "test_images": self.args.test_images or "all",
@@ -540,7 +543,9 @@ def verdicts(result: dict[str, Any]) -> list[str]:
     for cell in cells:
         for t in targets:
             rules, prune = best("rules", cell, t), best("pruning", cell, t)
-            planned = [r for r in done if r["method"] == "planner" and r["name"].startswith(f"plan@{t:g}x")]
+            chosen = result.get("planner_targets", {}).get(f"{t:g}")
+            planned = [r for r in done if r["method"] == "planner"
+                       and (r["name"] == chosen if chosen else r["name"].startswith(f"plan@{t:g}x"))]
             pick = planned[0] if planned else None
             diff = (f"{pick['test_top1'] - prune['test_top1']:+.2f}" if pick is not None and prune is not None
                     else "-")
@@ -700,9 +705,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     return results
 
 
-NOTES = """Timings are measured while other jobs share the machine (2 cores, other helpers and a long benchmark
-running): the ratios are side by side in one run, the absolute times are not those of an idle machine. A cell marked
-missing was not run (its fine-tune or timing is not in the cache)."""
+NOTES = """Latency ratios are side by side in one run (the original and every candidate in the same interleaved
+rounds); the machine line gives the load when that timing started, and the note above says how quiet it was. A cell
+marked missing was not run (its fine-tune or timing is not in the cache)."""
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_the_pruning_candidates_say_which_pruner_and_use_it(capsys: pytest.Captu
     model = timm.create_model("resnet18", num_classes=10).eval()
     with torch.no_grad():  # 480 weak channels: the global pruner takes them (down to its 0.8 cap), a uniform one 40%
         model.layer4[0].conv1.weight[32:] *= 0.01
-    fake = types.SimpleNamespace(args=args, model=model, size=(3, 32, 32))
+    fake = types.SimpleNamespace(args=args, model=model, size=(3, 32, 32), families={})
     fake.prune_label = frontier.Frontier.prune_label.fget(fake)
     [spec] = frontier.Frontier.prune_specs(fake)
     assert spec.name == "prune 0.4-group-norm-global" and spec.prune == 0.4
@@ -126,6 +126,10 @@ def test_verdicts_compare_the_planners_choice_with_the_best_pruning_within_each_
     assert table[1] == ("| ORT bs1 | 0.5x | none | prune 0.5: 80.00 (0.40x) | plan@0.5x: prune 0.5: 80.00 (0.52x) | "
                         "+0.00 |")
     assert verdicts({**result, "settings": {}}) == []
+    # a target whose choice is another target's (tabled once) is judged with that row
+    shared = {**result, "settings": {"targets": [0.65]}, "planner_targets": {"0.65": "plan@0.8x: r50-max: stage 0"}}
+    [line] = [line for line in verdicts(shared) if line.startswith("| ORT bs1")]
+    assert "| plan@0.8x: r50-max: stage 0: 86.60 (0.79x) |" in line
 
 
 def test_only_selects_candidates_by_exact_name_or_star_prefix() -> None:
