@@ -60,8 +60,9 @@ class Profile:
 
 
 def _kind(info: Any) -> str | None:
-    """``Convolution 1x1 I8`` from a profiling entry (None for layers that were fused away or never ran)."""
-    if info.status.name != "EXECUTED" or info.real_time.total_seconds() == 0:
+    """``Convolution 1x1 I8`` from a profiling entry (None for layers that were fused away or never ran; a layer
+    that ran counts even when its counter reads 0 us, as small layers at 64 px sometimes do)."""
+    if info.status.name != "EXECUTED":  # fused into another layer, or optimized out
         return None
     exec_type = info.exec_type
     precision = exec_type.rsplit("_", 1)[-1] if "_" in exec_type else exec_type
@@ -96,12 +97,14 @@ def profile(ov_models: dict[str, Any], size: tuple[int, int, int], batch_size: i
     kinds: dict[str, dict[str, float]] = {n: defaultdict(float) for n in compiled}
     counts: dict[str, dict[str, int]] = {n: defaultdict(int) for n in compiled}
     for name, request in compiled.items():
-        for _ in range(3):
-            request.infer({0: x})
-        for info in request.profiling_info:  # the layers of each kind, from one inference
-            kind = _kind(info)
-            if kind is not None:
-                counts[name][kind] += 1
+        seen: dict[str, set[str]] = defaultdict(set)
+        for _ in range(3):  # the layers of each kind that ran in any warm-up inference (a counter may read NOT_RUN
+            request.infer({0: x})  # for a layer that ran in the inference before)
+            for info in request.profiling_info:
+                kind = _kind(info)
+                if kind is not None:
+                    seen[kind].add(info.node_name)
+        counts[name].update({kind: len(nodes) for kind, nodes in seen.items()})
     for _ in range(rounds):
         for name, request in compiled.items():
             started = time.perf_counter()
