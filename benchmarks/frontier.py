@@ -166,29 +166,44 @@ class Frontier:
 
     # -- planner scores --------------------------------------------------------------------------------------------
 
+    def _scoring(self) -> tuple[Any, list[torch.Tensor]]:
+        """The planner's validation tools on the original and its calibration batches."""
+        from pfconvert.study.sensitivity import validation_tools
+
+        tools = validation_tools(self.model, self.args.data, data_cfg=self.data_cfg, limit_val=self.args.val_images,
+                                 bn_recalib_images=self.args.calib_images)
+        return tools, tools.calib_batches(self.args.calib_images)
+
+    def _prepared(self, spec: Spec, tools: Any, batches: list[torch.Tensor]) -> nn.Module:
+        """``spec`` built and prepared as the planner scores it: a conversion reconstructed (a pruned model, by
+        ratio or by its rule file's ``prune:`` section, is not: its channels no longer match the original's), then
+        BatchNorm re-estimated."""
+        from pfconvert.recover.refit import reconstruct
+        from pfconvert.rules.loading import parse_rules
+
+        model = self.build(spec)
+        rules = parse_rules(spec.rules, source=spec.name) if spec.rules is not None else None
+        if rules is not None and not spec.prune and rules.ruleset.prune is None:
+            reconstruct(model, self.model, batches, input_size=self.size)
+        tools.recalibrate(model)
+        return model
+
     def score(self, specs: list[Spec]) -> None:
         """The old and the proxy score of every spec without one (the planner's preparation: reconstruction for
         conversions, BatchNorm re-estimation for all)."""
-        from pfconvert.recover.refit import reconstruct
         from pfconvert.study.proxy import DistillProxy
-        from pfconvert.study.sensitivity import validation_tools
 
         path = self.out / "scores.json"
         cache = json.loads(path.read_text()) if path.is_file() else {}
         todo = [s for s in specs if s.proxy_top1 is None and s.name not in cache]
         if todo:
             started = time.perf_counter()
-            tools = validation_tools(self.model, self.args.data, data_cfg=self.data_cfg, limit_val=self.args.val_images,
-                                     bn_recalib_images=self.args.calib_images)
-            batches = tools.calib_batches(self.args.calib_images)
+            tools, batches = self._scoring()
             proxy = DistillProxy.build(self.model, self.args.data, self.data_cfg, images=self.args.proxy_images)
             cache["_proxy"] = proxy.to_dict()
             for spec in todo:
                 _log(f"{self.orig.model}: planner scores of {spec.name}")
-                model = self.build(spec)
-                if spec.rules is not None and not spec.prune:
-                    reconstruct(model, self.model, batches, input_size=self.size)
-                tools.recalibrate(model)
+                model = self._prepared(spec, tools, batches)
                 old = tools.top1(model)
                 proxy(model)
                 cache[spec.name] = {"old_top1": old, "proxy_top1": tools.top1(model),
@@ -207,28 +222,18 @@ class Frontier:
         :meth:`score`; conversions reconstructed, pruned models, the planner's included, BatchNorm re-estimated only),
         cached in ``OUT/MODEL/proxy-lr{lr}.json``: how the rank correlation depends on the proxy's rate. List the
         default rate too to compare like with like (the planner prepared its pruned conversions before pruning)."""
-        from pfconvert.recover.refit import reconstruct
-        from pfconvert.rules.loading import parse_rules
         from pfconvert.study.proxy import DistillProxy
-        from pfconvert.study.sensitivity import validation_tools
 
         path = self.out / f"proxy-lr{lr:g}.json"
         cache = json.loads(path.read_text()) if path.is_file() else {}
         todo = [s for s in specs if s.name not in cache]
         if todo and not self.args.only_cached:
-            tools = validation_tools(self.model, self.args.data, data_cfg=self.data_cfg, limit_val=self.args.val_images,
-                                     bn_recalib_images=self.args.calib_images)
-            batches = tools.calib_batches(self.args.calib_images)
+            tools, batches = self._scoring()
             proxy = DistillProxy.build(self.model, self.args.data, self.data_cfg, images=self.args.proxy_images, lr=lr)
             for spec in todo:
                 _log(f"{self.orig.model}: proxy score at lr {lr:g} of {spec.name}")
                 started = time.perf_counter()
-                model = self.build(spec)
-                rules = parse_rules(spec.rules, source=spec.name) if spec.rules is not None else None
-                pruned = spec.prune or (rules is not None and rules.ruleset.prune is not None)
-                if spec.rules is not None and not pruned:
-                    reconstruct(model, self.model, batches, input_size=self.size)  # pruned: BatchNorm only
-                tools.recalibrate(model)
+                model = self._prepared(spec, tools, batches)
                 proxy(model)
                 cache[spec.name] = {"proxy_top1": tools.top1(model), "seconds": round(time.perf_counter() - started, 1)}
                 path.write_text(json.dumps(cache, indent=2))
@@ -304,8 +309,7 @@ class Frontier:
 
         out = self.out / f"seed{seed}" / spec.slug
         row_file = out / "row.json"
-        if spec.name not in self.families:
-            self.build(spec)  # the conversion family (the recipe the fine-tune uses)
+        student = self.build(spec) if spec.name not in self.families else None  # also finds its conversion family
         if row_file.is_file():
             row = json.loads(row_file.read_text())
             if row.get("recipe", "default") == (self.families[spec.name] or "default"):
@@ -314,7 +318,7 @@ class Frontier:
             return None
         _log(f"{self.orig.model}: fine-tuning {spec.name} (seed {seed}, {self.budget} images)")
         started = time.perf_counter()
-        student = self.build(spec)
+        student = student if student is not None else self.build(spec)
         values: dict[str, Any] = {"data": self.args.data, "img_size": self.orig.img_size, "train_images": self.budget,
                                   "limit_val": self.args.val_images, "workers": self.args.workers, "seed": seed,
                                   "eval_teacher": False, "batch_size": self.args.batch_size}
@@ -395,13 +399,6 @@ class Frontier:
                 if row is not None:
                     rows.setdefault(spec.name, []).append(row)
         self.compute["fine-tunes"] = sum(r["seconds"] for runs in rows.values() for r in runs)
-        alternatives = {}
-        for lr in self.args.proxy_lrs:
-            at = self.proxy_at(specs, lr)
-            alt_rows = [{"test_top1": statistics.fmean(r["test_top1"] for r in rows[s.name]) if rows.get(s.name)
-                         else None, "proxy_top1": at.get(s.name)} for s in specs]
-            corr = correlation([r for r in alt_rows if r["proxy_top1"] is not None], keys=("proxy_top1",))
-            alternatives[f"{lr:g}"] = {**(corr["proxy_top1"] or {}), "candidates": corr["candidates"]}
         ms = self.timings(specs)
         original_test = self.original_test()
         out = []
@@ -412,6 +409,12 @@ class Frontier:
                         "test_top1": statistics.fmean(tests) if tests else None,
                         "test_spread": statistics.stdev(tests) if len(tests) > 1 else (0.0 if tests else None),
                         "latency_ms": ms.get(spec.name, {})})
+        alternatives = {}
+        for lr in self.args.proxy_lrs:
+            at = self.proxy_at(specs, lr)
+            scored = [{**r, "proxy_top1": at[r["name"]]} for r in out if r["name"] in at]
+            corr = correlation(scored, keys=("proxy_top1",))
+            alternatives[f"{lr:g}"] = {**(corr["proxy_top1"] or {}), "candidates": corr["candidates"]}
         return {"model": self.orig.model, "label": self.orig.label, "img_size": self.orig.img_size,
                 "budget_images": self.budget, "original_test_top1": original_test, "original_ms": ms["original"],
                 "rows": out, "compute_s": dict(self.compute), "proxy": self.proxy_settings,

@@ -85,9 +85,10 @@ def deployed(models: dict[str, torch.nn.Module], backend: str, size: tuple[int, 
 
 
 def profile(ov_models: dict[str, Any], size: tuple[int, int, int], batch_size: int, threads: int, rounds: int,
-            calls: int) -> dict[str, Profile]:
+            seconds: float) -> dict[str, Profile]:
     """Compile each model (:func:`deployed`) at ``batch_size`` and time them in ``rounds`` interleaved rounds of
-    ``calls`` inferences each, the per-layer counters on."""
+    about ``seconds`` each per model (as many inferences as the slowest model's last warm-up inference fits), the
+    per-layer counters on."""
     from pfconvert.deploy.openvino import compile_openvino
 
     compiled = {name: compile_openvino(m, threads, batch_size, perf_count=True).create_infer_request()
@@ -95,16 +96,22 @@ def profile(ov_models: dict[str, Any], size: tuple[int, int, int], batch_size: i
     x = np.random.default_rng(0).random((batch_size, *size), dtype=np.float32)
     per_round: dict[str, list[float]] = defaultdict(list)
     kinds: dict[str, dict[str, float]] = {n: defaultdict(float) for n in compiled}
-    counts: dict[str, dict[str, int]] = {n: defaultdict(int) for n in compiled}
+    counts: dict[str, dict[str, int]] = {}
+    slowest = 0.0
     for name, request in compiled.items():
         seen: dict[str, set[str]] = defaultdict(set)
         for _ in range(3):  # the layers of each kind that ran in any warm-up inference (a counter may read NOT_RUN
-            request.infer({0: x})  # for a layer that ran in the inference before)
+            started = time.perf_counter()  # for a layer that ran in the inference before)
+            request.infer({0: x})
+            elapsed = time.perf_counter() - started
             for info in request.profiling_info:
                 kind = _kind(info)
                 if kind is not None:
                     seen[kind].add(info.node_name)
-        counts[name].update({kind: len(nodes) for kind, nodes in seen.items()})
+        slowest = max(slowest, elapsed)
+        counts[name] = {kind: len(nodes) for kind, nodes in seen.items()}
+    calls = max(1, int(seconds / max(slowest, 1e-9)))
+    print(f"[{time.strftime('%H:%M:%S')}] batch {batch_size}: {rounds} rounds of {calls}", file=sys.stderr)
     for _ in range(rounds):
         for name, request in compiled.items():
             started = time.perf_counter()
@@ -182,11 +189,7 @@ def main(argv: list[str] | None = None) -> str:
         for all_int8 in variants:
             ov_models = deployed(built, args.backend, size, all_int8)
             for bs in args.batch_sizes:
-                probe = profile(ov_models, size, bs, threads, 1, 1)
-                calls = max(1, int(args.seconds * 1e3 / max(p.ms for p in probe.values())))
-                print(f"[{time.strftime('%H:%M:%S')}] {model}:{rule} batch {bs}: {args.rounds} rounds of {calls}",
-                      file=sys.stderr)
-                prof = profile(ov_models, size, bs, threads, args.rounds, calls)
+                prof = profile(ov_models, size, bs, threads, args.rounds, args.seconds)
                 sections.append(markdown(f"{model}: {rule}", args.backend, bs, rule, prof, all_int8))
     body = "\n".join(sections)
     sys.stdout.write(f"Machine: {machine}\n\nInput {args.img_size} px.\n\n{body}")
