@@ -4,6 +4,8 @@ by hand. Also the argument types the benchmark scripts share."""
 
 from __future__ import annotations
 
+import argparse
+import re
 import shlex
 import sys
 import time
@@ -21,14 +23,35 @@ def int_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
-def add_docs_flag(parser: object) -> None:
-    """``--write-docs``: also write the results page (off by default, so a partial run never replaces it)."""
+PAGE_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+"""A results page's name: lower-case letters, digits and '-' (no path)."""
+
+
+def _page_name(text: str) -> str:
+    """``--docs-page``'s type: refused when the run starts, not after it."""
+    if not PAGE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a page name (lower-case letters, digits and '-', e.g. "
+                                         "deploy-cpu-xeon)")
+    return text
+
+
+def add_docs_flag(parser: object, page: str | None = None) -> None:
+    """``--write-docs``: also write the results page (off by default, so a partial run never replaces it). With
+    ``page`` (the default page's name), also ``--docs-page NAME``: write ``docs/results/NAME.md`` instead, so that a
+    run on another machine (another CPU, another ISA) is kept beside the default page rather than replacing it."""
     parser.add_argument("--write-docs", action="store_true",  # type: ignore[attr-defined]
                         help=f"also write the table to {RESULTS_DIR.relative_to(RESULTS_DIR.parents[1])}/")
+    if page is not None:
+        parser.add_argument("--docs-page", default=page, metavar="NAME", type=_page_name,  # type: ignore[attr-defined]
+                            help=f"with --write-docs: the page's name (default {page}); another name keeps this "
+                                 "machine's run beside the default page")
 
 
 def write_page(name: str, title: str, body: str, machine: str, notes: str = "") -> Path:
     """Write ``docs/results/<name>.md``: title, command, machine, date, then ``body`` (Markdown) and ``notes``."""
+    if not PAGE_NAME.fullmatch(name):
+        raise SystemExit(f"--docs-page: {name!r} is not a page name (lower-case letters, digits and '-', e.g. "
+                         "deploy-cpu-xeon)")
     argv = [Path(sys.argv[0]).as_posix().split("/benchmarks/")[-1], *sys.argv[1:]]
     script = argv[0] if argv[0].startswith(("examples/", "benchmarks/")) else f"benchmarks/{argv[0]}"
     command = shlex.join(["python", script, *argv[1:]])

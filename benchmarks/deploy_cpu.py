@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--max-seconds", type=float, default=None, help="time budget per cell (>= 5 rounds)")
     parser.add_argument("--quick", action="store_true",
                         help="mobilenetv2_050 + maxpool at 64 px, batch 1 and 4, 3 rounds: a smoke run")
-    add_docs_flag(parser)
+    add_docs_flag(parser, page="deploy-cpu")
     args = parser.parse_args(argv)
     cases = dict(QUICK) if args.quick else {**CASES, **QUICK}
     models = args.models or list(QUICK if args.quick else CASES)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> str:
     table = markdown(rows, backends, size)
     sys.stdout.write(f"Machine: {machine}\n\n{table}")
     if args.write_docs:
-        write_page("deploy-cpu", f"Where CPU users deploy: PyTorch, ONNX Runtime and OpenVINO, fp32 and int8 "
+        write_page(args.docs_page, f"Where CPU users deploy: PyTorch, ONNX Runtime and OpenVINO, fp32 and int8 "
                    f"({size} px)", table, machine)
     return table
 

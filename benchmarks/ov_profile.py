@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--all-int8", action="store_true",
                         help="int8: also profile each case with every layer in int8 (the stem and classifier too)")
     parser.add_argument("--quick", action="store_true", help="mobilenetv2_050:maxpool at 64 px, 2 rounds")
-    add_docs_flag(parser)
+    add_docs_flag(parser, page="ov-profile")
     args = parser.parse_args(argv)
     if args.quick:
         args.cases, args.img_size, args.rounds, args.seconds, args.batch_sizes = (["mobilenetv2_050:maxpool"], 64, 2,
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> str:
     body = "\n".join(sections)
     sys.stdout.write(f"Machine: {machine}\n\nInput {args.img_size} px.\n\n{body}")
     if args.write_docs:
-        write_page("ov-profile", f"Where the time goes on OpenVINO ({args.backend}, {args.img_size} px)",
+        write_page(args.docs_page, f"Where the time goes on OpenVINO ({args.backend}, {args.img_size} px)",
                    f"Input {args.img_size} px, random weights, median of {args.rounds} interleaved rounds, per-layer "
                    f"counters on.\n\n{body}", machine,
                    "\n\n".join(par.replace("\n", " ") for par in __doc__.split("\n\n")[1:4]))
