@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pfconvert._files import write_text
 
-__all__ = ["RESULTS_DIR", "add_docs_flag", "int_list", "write_page"]
+__all__ = ["RESULTS_DIR", "add_docs_flag", "int_list", "ov_int8_precision", "write_page"]
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "docs" / "results"
 
@@ -33,6 +33,17 @@ def _page_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a page name (lower-case letters, digits and '-', e.g. "
                                          "deploy-cpu-xeon)")
     return text
+
+
+def ov_int8_precision(backends: list[str] | tuple[str, ...]) -> str:
+    """For the machine line of a page with the ``ov-int8`` backend: the precision OpenVINO runs an int8 model's
+    floating-point layers at on this CPU (its default: bf16 with native bf16, such as AMX; f32 elsewhere), "" when
+    ``ov-int8`` is not among ``backends``."""
+    if "ov-int8" not in backends:
+        return ""
+    from pfconvert.deploy.openvino import default_precision
+
+    return f", OpenVINO int8 models' float layers in {default_precision()} (OpenVINO's default on this CPU)"
 
 
 def add_docs_flag(parser: object, page: str | None = None) -> None:

@@ -27,10 +27,10 @@ from pfconvert.report.machine import describe_machine, machine_info
 from pfconvert.report.report import SLOWER, compare_timings
 
 try:
-    from ._results import add_docs_flag, int_list, write_page  # imported as benchmarks.deploy_cpu (tests, python -m)
+    from ._results import add_docs_flag, int_list, ov_int8_precision, write_page  # as benchmarks.NAME (tests)
     from .speed import _build  # the original and its conversions; identity timed as the ceiling
 except ImportError:
-    from _results import add_docs_flag, int_list, write_page  # run as a script: its directory is sys.path[0]
+    from _results import add_docs_flag, int_list, ov_int8_precision, write_page  # run as a script
     from speed import _build
 
 CASES = {"mobilenetv2_100": ["maxpool", "dw-hybrid", "identity"], "efficientnet_lite0": ["maxpool", "dw-hybrid"],
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> str:
                            min_runs=3 if args.quick else 5)
     if args.write_docs and args.quick:
         parser.error("--quick is a smoke run; --write-docs writes the full table only")
-    machine = describe_machine(machine_info(args.threads))
+    machine = describe_machine(machine_info(args.threads)) + ov_int8_precision(backends)
     start = time.perf_counter()
     rows = run(cases, backends, config)
     machine += f", {time.perf_counter() - start:.0f} s total, {time.strftime('%Y-%m-%d')}"

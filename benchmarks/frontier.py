@@ -62,10 +62,10 @@ from pfconvert.report.machine import describe_machine, machine_info
 from pfconvert.report.report import median_ms
 
 try:
-    from ._results import RESULTS_DIR, add_docs_flag, write_page  # imported as benchmarks.frontier
+    from ._results import RESULTS_DIR, add_docs_flag, ov_int8_precision, write_page  # imported as benchmarks.frontier
     from .peers import _example, _test_top1
 except ImportError:
-    from _results import RESULTS_DIR, add_docs_flag, write_page  # run as a script: its directory is sys.path[0]
+    from _results import RESULTS_DIR, add_docs_flag, ov_int8_precision, write_page  # run as a script
     from peers import _example, _test_top1
 
 RESNET_RULES = ("r50-max", "r50-hybrid")
@@ -677,7 +677,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    machine = describe_machine(machine_info(args.threads))
+    machine = describe_machine(machine_info(args.threads)) + ov_int8_precision(args.backends)
     started = time.perf_counter()
     originals = [] if args.teacher else [load_original(args, m) for m in args.models]
     if args.teacher:

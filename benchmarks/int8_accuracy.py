@@ -34,9 +34,9 @@ from pfconvert.recover.finetune.api import evaluate_artifact
 from pfconvert.report.machine import describe_machine, machine_info
 
 try:
-    from ._results import add_docs_flag, write_page  # imported as benchmarks.int8_accuracy (tests, python -m)
+    from ._results import add_docs_flag, ov_int8_precision, write_page  # as benchmarks.NAME (tests)
 except ImportError:
-    from _results import add_docs_flag, write_page  # run as a script: its directory is sys.path[0]
+    from _results import add_docs_flag, ov_int8_precision, write_page  # run as a script: its directory is sys.path[0]
 
 TOLERANCE = 0.5  # the target: int8 top-1 within this many points of fp32
 QUANTIZATION = "ort-u8s8"  # what the int8 paths are; a cached row made by other paths is evaluated again
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> str:
     start = time.perf_counter()
     rows = [evaluate_case(label, path, args) for label, path in cases]
     table = markdown(rows, args.runtimes, args.max_drop)
-    machine = describe_machine(machine_info(None))
+    machine = describe_machine(machine_info(None)) + ov_int8_precision(args.runtimes)
     machine += f", {time.perf_counter() - start:.0f} s total, {time.strftime('%Y-%m-%d')}"
     sys.stdout.write(f"Machine: {machine}\n\n{table}\n")
     if args.write_docs:

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 try:
-    from ._results import add_docs_flag, int_list, write_page  # imported as benchmarks.ov_profile (tests, python -m)
+    from ._results import add_docs_flag, int_list, ov_int8_precision, write_page  # as benchmarks.NAME (tests)
     from .speed import _build
 except ImportError:
-    from _results import add_docs_flag, int_list, write_page  # run as a script: its directory is sys.path[0]
+    from _results import add_docs_flag, int_list, ov_int8_precision, write_page  # run as a script
     from speed import _build
 
 POOLS = ("MaxPool", "AvgPool")
@@ -85,13 +85,14 @@ def deployed(models: dict[str, torch.nn.Module], backend: str, size: tuple[int, 
 
 
 def profile(ov_models: dict[str, Any], size: tuple[int, int, int], batch_size: int, threads: int, rounds: int,
-            seconds: float) -> dict[str, Profile]:
+            seconds: float, backend: str = "ov-int8") -> dict[str, Profile]:
     """Compile each model (:func:`deployed`) at ``batch_size`` and time them in ``rounds`` interleaved rounds of
     about ``seconds`` each per model (as many inferences as the slowest model's last warm-up inference fits), the
     per-layer counters on."""
-    from pfconvert.deploy.openvino import compile_openvino
+    from pfconvert.deploy.openvino import compile_openvino, model_precision
 
-    compiled = {name: compile_openvino(m, threads, batch_size, perf_count=True).create_infer_request()
+    compiled = {name: compile_openvino(m, threads, batch_size, perf_count=True,
+                                       precision=model_precision(backend == "ov-int8")).create_infer_request()
                 for name, m in ov_models.items()}
     x = np.random.default_rng(0).random((batch_size, *size), dtype=np.float32)
     per_round: dict[str, list[float]] = defaultdict(list)
@@ -129,7 +130,7 @@ def markdown(case: str, backend: str, batch_size: int, rule: str, prof: dict[str
     orig, conv = prof["original"], prof[rule]
     freed = max(0.0, conv.pool_ms() - orig.pool_ms())
     ceiling = orig.ms / max(conv.ms - freed, 1e-9)
-    layers = "every layer int8" if all_int8 else "first and last weighted layers fp32"
+    layers = "every layer int8" if all_int8 else "first and last weighted layers not quantized"
     if backend == "ov":
         layers = "fp32"
     out = [f"### {case}, {backend}, batch {batch_size} ({layers})", "",
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> str:
         parser.error(f"--backend {args.backend} needs OpenVINO{' and NNCF' if args.backend == 'ov-int8' else ''}: "
                      "pip install 'pfconvert[openvino]'")
     threads = args.threads or torch.get_num_threads()
-    machine = describe_machine(machine_info(threads))
+    machine = describe_machine(machine_info(threads)) + ov_int8_precision([args.backend])
     size = (3, args.img_size, args.img_size)
     sections = []
     variants = [False, True] if args.all_int8 and args.backend == "ov-int8" else [False]
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> str:
         for all_int8 in variants:
             ov_models = deployed(built, args.backend, size, all_int8)
             for bs in args.batch_sizes:
-                prof = profile(ov_models, size, bs, threads, args.rounds, args.seconds)
+                prof = profile(ov_models, size, bs, threads, args.rounds, args.seconds, args.backend)
                 sections.append(markdown(f"{model}: {rule}", args.backend, bs, rule, prof, all_int8))
     body = "\n".join(sections)
     sys.stdout.write(f"Machine: {machine}\n\nInput {args.img_size} px.\n\n{body}")

@@ -6,8 +6,12 @@ export_onnx_bytes`, ``ov.convert_model`` on it), so ONNX Runtime and OpenVINO ru
 ``nncf.quantize`` on the OpenVINO model with calibration inputs (:class:`~pfconvert.deploy.quantize.Calibration`),
 with full bias correction, and the first and last weighted layers kept in fp32
 (:data:`pfconvert.deploy.quantize.KEEP_FP32`).
-Compiled models run with ``PERFORMANCE_HINT=LATENCY``, ``INFERENCE_NUM_THREADS`` threads and fp32 inference
-precision (OpenVINO would otherwise run fp32 layers in bf16 on CPUs with AMX, and "fp32" would not be fp32).
+Compiled models run with ``PERFORMANCE_HINT=LATENCY`` and ``INFERENCE_NUM_THREADS`` threads. An fp32 model runs at
+fp32 inference precision (OpenVINO would otherwise run its layers in bf16 on CPUs with native bf16, such as AMX, and
+"fp32" would not be fp32). An int8 model runs at OpenVINO's default inference precision, as a user's
+``compile_model(model, "CPU")`` runs it: the layers NNCF keeps in floating point (the stem and the classifier) run in
+bf16 where the CPU has native bf16 (an Intel Xeon with AMX), in fp32 elsewhere; its accuracy is measured that way
+too.
 
 Both packages are optional (``pip install 'pfconvert[openvino]'``); they are imported on first use, never when the
 command line starts.
@@ -36,7 +40,8 @@ from ._deps import installed, require
 from .quantize import KEEP_FP32, Calibration, Validation, check_calibration, edge_layers
 
 __all__ = ["openvino_available", "nncf_available", "to_openvino", "quantize_openvino", "fp32_weighted_layers",
-           "compile_openvino", "OpenVINOExportResult", "export_openvino", "top1_agreement"]
+           "compile_openvino", "model_precision", "default_precision", "OpenVINOExportResult", "export_openvino",
+           "top1_agreement"]
 
 _WEIGHTED = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
 
@@ -155,8 +160,8 @@ def fp32_weighted_layers(ov_model: Any) -> list[str]:
 
 
 def compile_openvino(ov_model: Any, threads: int | None = None, batch_size: int | None = None, *,
-                     perf_count: bool = False) -> Any:
-    """Compile for the CPU (latency hint, fp32 precision, ``threads`` inference threads).
+                     perf_count: bool = False, precision: str | None = "f32") -> Any:
+    """Compile for the CPU (latency hint, ``threads`` inference threads, ``precision``).
 
     Args:
         ov_model: An ``openvino.Model`` (not modified).
@@ -165,6 +170,9 @@ def compile_openvino(ov_model: Any, threads: int | None = None, batch_size: int 
             the model's (dynamic) batch.
         perf_count: Turn on OpenVINO's per-layer counters (``InferRequest.profiling_info``; they cost a little
             time per inference).
+        precision: The inference precision of the layers that compute in floating point: ``"f32"`` (an fp32 model
+            stays fp32), or None for OpenVINO's default (bf16 on CPUs with native bf16, f32 elsewhere), which int8
+            models use (:func:`model_precision`).
     """
     ov = _ov()
     if batch_size is not None:
@@ -172,7 +180,9 @@ def compile_openvino(ov_model: Any, threads: int | None = None, batch_size: int 
         shape = list(ov_model.inputs[0].get_partial_shape())
         shape[0] = batch_size
         ov_model.reshape({ov_model.inputs[0]: ov.PartialShape(shape)})
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = precision
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
     if perf_count:
@@ -182,6 +192,20 @@ def compile_openvino(ov_model: Any, threads: int | None = None, batch_size: int 
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"OpenVINO could not compile the model for the CPU: {type(exc).__name__}: "
                           f"{one_line(exc, 200)}") from None
+
+
+def model_precision(int8: bool) -> str | None:
+    """The ``precision`` :func:`compile_openvino` is given for a model: fp32 models are pinned to ``"f32"``, int8 ones
+    run at OpenVINO's default (None), as they would be deployed."""
+    return None if int8 else "f32"
+
+
+def default_precision() -> str:
+    """OpenVINO's default inference precision on this CPU (``bf16`` with native bf16, such as AMX; else ``f32``):
+    the precision an int8 model's floating-point layers run at."""
+    value = str(_ov().Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    return {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}.get(value.split("'")[1] if "'" in value else value,
+                                                                        value)
 
 
 def _reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -281,7 +305,7 @@ def export_openvino(model: nn.Module, out: str | Path, input_size: tuple[int, in
                                   fp32_layers=fp32_weighted_layers(ov_model) if int8 else None)
     if not check:
         return result
-    compiled = compile_openvino(ov.Core().read_model(str(xml)))
+    compiled = compile_openvino(ov.Core().read_model(str(xml)), precision=model_precision(int8))
     if not int8:
         x = torch.randn((2 if dynamic_batch else 1, *input_size), generator=torch.Generator().manual_seed(0))
         got = compiled(x.numpy())[0]

@@ -75,9 +75,10 @@ class RuntimeModel:
             session = ort_session(self.payload, threads=threads)
             name = session.get_inputs()[0].name
             return lambda x: session.run(None, {name: x})[0]
-        from .openvino import compile_openvino
+        from .openvino import compile_openvino, model_precision
 
-        compiled = compile_openvino(self.payload, threads=threads, batch_size=batch_size)
+        compiled = compile_openvino(self.payload, threads=threads, batch_size=batch_size,
+                                    precision=model_precision(is_int8(self.runtime)))
         request = compiled.create_infer_request()
 
         def run(x: np.ndarray) -> np.ndarray:

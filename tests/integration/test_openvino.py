@@ -96,6 +96,27 @@ def test_deployed_runtimes_compute_what_pytorch_computes(resnet: torch.nn.Module
         assert np.abs(got - ref).max() < 1e-3
 
 
+@pytest.mark.parametrize("runtime, pinned", [("ov", True), ("ov-int8", False)])
+def test_fp32_stays_fp32_and_int8_runs_at_openvinos_default_precision(resnet: torch.nn.Module, runtime: str,
+                                                                       pinned: bool, monkeypatch) -> None:
+    """An fp32 model is pinned to f32 (OpenVINO would run it in bf16 on a CPU with AMX); an int8 model's float layers
+    run at OpenVINO's own default, as a user's ``compile_model(model, "CPU")`` runs them (bf16 with AMX)."""
+    from pfconvert.deploy import openvino
+    from pfconvert.deploy.runtime import build_runtime
+
+    asked: list[Any] = []
+    compile_ = openvino.compile_openvino
+    monkeypatch.setattr(openvino, "compile_openvino",
+                        lambda *a, **k: asked.append(k.get("precision")) or compile_(*a, **k))
+    model = build_runtime(resnet, runtime, SIZE, synthetic_calibration(SIZE, 8))
+    model.runner(threads=1, batch_size=1)(np.zeros((1, *SIZE), np.float32))
+    assert asked == (["f32"] if pinned else [None])
+    compiled = compile_(model.payload, threads=1, batch_size=1, precision=asked[0])
+    expected = "f32" if pinned else openvino.default_precision()  # bf16 on a CPU with AMX, f32 on most others
+    assert {"bf16": "bfloat16", "f32": "float32", "f16": "float16"}[expected] in str(
+        compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+
 @pytest.mark.slow
 def test_report_times_the_new_backends_and_names_the_deployed_one() -> None:
     original = timm.create_model("test_efficientnet", num_classes=10).eval()
