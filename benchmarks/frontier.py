@@ -30,7 +30,9 @@ interleaved rounds) on each ``--backends`` at ``--batch-sizes`` (random input; w
 
 Everything is cached under ``--out`` (``OUT/MODEL/scores.json``, ``OUT/MODEL/seedS/NAME/row.json`` with the
 fine-tuned weights, ``OUT/MODEL/timings.json``, ``OUT/MODEL/plan.json``): a rerun resumes where the last one stopped.
-The page states the compute each table took (the sum of the cached steps' seconds).
+The page states the compute each table took (the sum of the cached steps' seconds). Runs of one model and size with
+different ``--budget-share`` (this run and ``--with-results``) get a table of each shared candidate's test top-1 per
+budget (:func:`budget_table`); ``--docs-page NAME`` writes such a page beside docs/results/frontier.md.
 
     python -m benchmarks.frontier --models resnet26 --size 32 --seeds 0 --write-docs
     python -m benchmarks.frontier --teacher efficientnet_lite1=teacher.safetensors --teacher-images 40000 --size 64
@@ -480,7 +482,7 @@ def load_original(args: argparse.Namespace, name: str) -> Original:
 
 def markdown(result: dict[str, Any], plots: list[str]) -> str:
     cells = list(result["original_ms"])
-    lines = [f"## {result['label']}", "",
+    lines = [f"## {result['label']}{budget_tag(result, ', fine-tune budget ')}", "",
              f"Fine-tune budget: {result['budget_images']} training images per candidate and seed "
              f"({result['seeds']}), otherwise as `pfconvert finetune` does it: FinetuneConfig's defaults, with the "
              "depthwise family's recipe for depthwise conversions (frozen BatchNorm, no augmentation, reconstruction "
@@ -557,6 +559,58 @@ def verdicts(result: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def budget_tag(result: dict[str, Any], prefix: str) -> str:
+    """``prefix`` + the fine-tune budget as a share of the original's training images (``100%``) when the run's
+    budget is not the default :data:`BUDGET_SHARE`; "" when it is (the page's earlier sections keep their names)."""
+    share = result.get("settings", {}).get("budget_share", BUDGET_SHARE)
+    return "" if share == BUDGET_SHARE else f"{prefix}{share:.0%}"
+
+
+def budget_table(results: list[dict[str, Any]]) -> list[str]:
+    """Where several runs fine-tuned the same model at the same size with different budgets: each candidate they
+    share, its test top-1 (mean over its seeds) at each budget, and the original's; [] when there is no such pair."""
+    groups: dict[tuple[str, int], dict[float, dict[str, Any]]] = {}
+    for r in results:
+        share = r.get("settings", {}).get("budget_share", BUDGET_SHARE)
+        groups.setdefault((r["model"], r["img_size"]), {})[share] = r
+    out: list[str] = []
+    for (model, size), by_share in groups.items():
+        if len(by_share) < 2:
+            continue
+        shares = sorted(by_share)
+        tops = {sh: {row["name"]: row for row in by_share[sh]["rows"] if row["test_top1"] is not None}
+                for sh in shares}
+        names = [n for n in tops[shares[0]] if all(n in tops[sh] for sh in shares)]
+        if not names:
+            continue
+        cells = [c for c in by_share[shares[0]]["original_ms"]
+                 if all(c in by_share[sh]["original_ms"] for sh in shares)]
+        out += [f"## {model} at {size} px: fine-tune budget against accuracy", "",
+                "Test top-1 (mean ± sd over the seeds run, their count in brackets) after fine-tuning with each budget "
+                "(a share of the original's training images; each run's own section gives its settings), and the "
+                "latency ratio of each run's own timing.", "",
+                "| candidate | " + " | ".join(f"{sh:.0%} budget ({by_share[sh]['budget_images']} images)"
+                                           for sh in shares)
+                + " | " + " | ".join(f"{sh:.0%} - {shares[0]:.0%}" for sh in shares[1:])
+                + "".join(f" | latency ratio {c}" for c in cells) + " |",
+                "|---" * (1 + 2 * len(shares) - 1 + len(cells)) + "|",
+                "| original | " + " | ".join(f"{by_share[sh]['original_test_top1']:.2f}" for sh in shares)
+                + " | " + " | ".join("-" for _ in shares[1:]) + "".join(" | 1.00" for _ in cells) + " |"]
+        for n in names:
+            first = tops[shares[0]][n]
+            ratios = ""
+            for c in cells:  # each run's ratio, "/"-separated in budget order
+                each = [tops[sh][n]["latency_ms"][c] / by_share[sh]["original_ms"][c] for sh in shares
+                        if c in tops[sh][n]["latency_ms"]]
+                ratios += " | " + ("/".join(f"{v:.2f}" for v in each) or "missing")
+            out.append(f"| {n} | " + " | ".join(f"{tops[sh][n]['test_top1']:.2f} ± {tops[sh][n]['test_spread']:.2f} "
+                                                f"({len(tops[sh][n].get('seeds', []))})" for sh in shares)
+                       + " | " + " | ".join(f"{tops[sh][n]['test_top1'] - first['test_top1']:+.2f}"
+                                            for sh in shares[1:]) + ratios + " |")
+        out.append("")
+    return out
+
+
 def plot(result: dict[str, Any], folder: Path) -> list[str]:
     """One PNG per backend cell: test top-1 against latency, one curve per method."""
     import matplotlib
@@ -579,12 +633,14 @@ def plot(result: dict[str, Any], folder: Path) -> list[str]:
                             [method])
         ax.set_xlabel(f"latency, {cell} (ms, {result['img_size']} px)")
         ax.set_ylabel("test top-1 % (fine-tuned)")
-        ax.set_title(f"{result['model']} {result['img_size']} px, Fashion-MNIST", fontsize=10)
+        ax.set_title(f"{result['model']} {result['img_size']} px, Fashion-MNIST{budget_tag(result, ', budget ')}",
+                     fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
         slug = re.sub(r"[^A-Za-z0-9]+", "-", cell).strip("-").lower()
-        path = folder / f"frontier-{result['model']}-{result['img_size']}px-{slug}.png"
+        tag = budget_tag(result, "-budget").rstrip("%")
+        path = folder / f"frontier-{result['model']}-{result['img_size']}px{tag}-{slug}.png"
         fig.savefig(path, format="png", dpi=100)
         plt.close(fig)
         paths.append(str(path))
@@ -656,7 +712,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fine-tune only these candidates (exact names, or prefixes ending in '*': 'plan@*'); the "
                              "others are tabled from the cache where they are in it (e.g. more seeds for some cells)")
     parser.add_argument("--quick", action="store_true", help="smoke run: a few hundred images, tiny budgets")
-    add_docs_flag(parser)
+    add_docs_flag(parser, page="frontier")
     args = parser.parse_args(argv)
     if args.quick:
         args.val_images, args.test_images, args.calib_images = 64, 64, 32
@@ -699,11 +755,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             results.append(result)
             sections.append(markdown(result, plot(result, plots_dir)))
             sys.stdout.write(sections[-1] + "\n")
+    budgets = budget_table(results)
+    if budgets:
+        sections.append("\n".join(budgets))
+        sys.stdout.write(sections[-1] + "\n")
     machine += f"; {time.perf_counter() - started:.0f} s this run"
     sys.stdout.write(f"Machine: {machine}\n")
     (args.out / "frontier.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
     if args.write_docs:
-        write_page("frontier", "The accuracy-latency frontier: conversion rules, pruning, the planner (Fashion-MNIST)",
+        write_page(args.docs_page,
+                   "The accuracy-latency frontier: conversion rules, pruning, the planner (Fashion-MNIST)",
                    "\n".join(sections), machine, (args.note + "\n\n" if args.note else "") + NOTES)
     return results
 

@@ -155,3 +155,28 @@ def test_depthwise_conversions_are_fine_tuned_with_their_family_recipe() -> None
     frontier.Frontier.build(fake, frontier.Spec("maxpool", "rules", load_rules("maxpool").text))
     frontier.Frontier.build(fake, frontier.Spec("prune 0.2", "pruning", None, 0.2))
     assert fake.families == {"maxpool": "depthwise", "prune 0.2": None}
+
+
+def test_budget_table_sets_runs_of_one_model_side_by_side_by_budget() -> None:
+    """Two runs of resnet26 at 32 px with 30% and 100% budgets: one row per candidate both fine-tuned (a candidate
+    only one run has is left out), its top-1 at each budget and the gain, each run's latency ratio; a lone run, or
+    runs of different models, give no table; a default-budget run keeps its plot and section names."""
+    from benchmarks.frontier import budget_table, budget_tag
+
+    def run(share: float, top1: float, ms: float, extra: bool = False) -> dict:
+        rows = [{"name": "r50-max", "test_top1": top1, "test_spread": 0.1, "seeds": [0, 1],
+                 "latency_ms": {"ORT bs1": ms}}]
+        if extra:
+            rows.append({"name": "prune 0.5", "test_top1": 80.0, "test_spread": 0.0, "seeds": [0], "latency_ms": {}})
+        return {"model": "resnet26", "img_size": 32, "budget_images": int(120000 * share),
+                "original_test_top1": 90.0, "original_ms": {"ORT bs1": 2.0}, "settings": {"budget_share": share},
+                "rows": rows}
+
+    table = budget_table([run(0.3, 88.0, 1.2, extra=True), run(1.0, 89.5, 1.3)])
+    assert "| candidate | 30% budget (36000 images) | 100% budget (120000 images) | 100% - 30% |" in table[4]
+    assert table[6] == "| original | 90.00 | 90.00 | - | 1.00 |"
+    assert table[7] == "| r50-max | 88.00 ± 0.10 (2) | 89.50 ± 0.10 (2) | +1.50 | 0.60/0.65 |"
+    assert not any("prune 0.5" in line for line in table)
+    assert budget_table([run(0.3, 88.0, 1.2)]) == []
+    assert budget_table([run(0.3, 88.0, 1.2), {**run(1.0, 89.5, 1.3), "model": "resnet50"}]) == []
+    assert budget_tag(run(0.3, 1, 1), "-budget") == "" and budget_tag(run(1.0, 1, 1), "-budget") == "-budget100%"
