@@ -20,6 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+
+from torch import nn
 
 from pfconvert.report.backends import backend_label, list_backends
 from pfconvert.report.latency import LatencyConfig, measure
@@ -43,12 +46,14 @@ BACKENDS = {"cpu": "llga", "cpu-eager": "eager", "ort": "ORT fp32", "ort-int8": 
 """Backend -> column title (``cpu`` is deployed with llga, oneDNN Graph)."""
 
 
-def run(cases: dict[str, list[str]], backends: list[str], config: LatencyConfig) -> list[dict]:
-    """Measure every case; one dict per (model, rule, backend, batch size), the original's latency included."""
+def run(cases: dict[str, list[str]], backends: list[str], config: LatencyConfig,
+        build: Callable[[str, list[str], tuple[int, int, int]], dict[str, nn.Module]] = _build) -> list[dict]:
+    """Measure every case; one dict per (model, rule, backend, batch size), the original's latency included.
+    ``build(model, rules, input_size)`` gives ``{"original": ..., rule: ...}`` (default: each rule's conversion)."""
     rows = []
     for name, rules in cases.items():
         print(f"[{time.strftime('%H:%M:%S')}] building {name} + {', '.join(rules)}", file=sys.stderr)
-        models = _build(name, rules, config.input_size)
+        models = build(name, rules, config.input_size)
         timings = measure(models, backends, config,
                           progress=lambda t, n=name: print(f"[{time.strftime('%H:%M:%S')}] {n}: {t}", file=sys.stderr))
         for (backend, bs), times in timings.items():

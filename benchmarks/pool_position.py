@@ -25,16 +25,18 @@ import time
 
 from torch import nn
 
-from pfconvert.report.backends import backend_label, list_backends
-from pfconvert.report.latency import LatencyConfig, measure
+from pfconvert.report.backends import list_backends
+from pfconvert.report.latency import LatencyConfig
 from pfconvert.report.machine import describe_machine, machine_info
-from pfconvert.report.report import SLOWER, compare_timings
+from pfconvert.report.report import SLOWER
 
 try:
     from ._results import add_docs_flag, int_list, ov_int8_precision, write_page  # as benchmarks.NAME (tests)
+    from .deploy_cpu import run as deploy_run  # build, time side by side, compare: one row per variant
     from .speed import _build  # the original, its conversions, and the identity ceiling (layout-friendly)
 except ImportError:
     from _results import add_docs_flag, int_list, ov_int8_precision, write_page  # run as a script
+    from deploy_cpu import run as deploy_run
     from speed import _build
 
 MODELS = ("mobilenetv2_100", "efficientnet_lite0")
@@ -81,21 +83,17 @@ def pool_at_input(model: nn.Module) -> tuple[nn.Module, int, int]:
 
 
 def run(models: list[str], backends: list[str], config: LatencyConfig) -> tuple[list[dict], dict[str, str]]:
-    """Time each model's variants; one dict per (model, variant, backend, batch size), and per model a line saying
-    how many blocks the variant changed."""
-    rows, notes = [], {}
-    for name in models:
-        print(f"[{time.strftime('%H:%M:%S')}] building {name}", file=sys.stderr)
-        built = _build(name, list(RULES), config.input_size)
+    """Time each model's variants (benchmarks/deploy_cpu.py's loop); one dict per (model, variant as ``rule``,
+    backend, batch size), and per model a line saying how many blocks the variant changed."""
+    notes: dict[str, str] = {}
+
+    def build(name: str, rules: list[str], size: tuple[int, int, int]) -> dict[str, nn.Module]:
+        built = _build(name, [r for r in rules if r != VARIANT], size)
         built[VARIANT], moved, in_place = pool_at_input(built["original"])
         notes[name] = f"{name}: {moved} blocks pool their input, {in_place} pool in place (no expansion)"
-        timings = measure(built, backends, config,
-                          progress=lambda t, n=name: print(f"[{time.strftime('%H:%M:%S')}] {n}: {t}", file=sys.stderr))
-        for (backend, bs), times in timings.items():
-            label = backend_label(backend, timings.methods.get((backend, bs), config.deploy_method))
-            for variant in (*RULES, VARIANT):
-                row = compare_timings(backend, label, bs, times["original"], times[variant])
-                rows.append({"model": name, "variant": variant, **row.__dict__})
+        return built
+
+    rows = deploy_run({name: [*RULES, VARIANT] for name in models}, backends, config, build)
     return rows, notes
 
 
@@ -104,8 +102,8 @@ def markdown(rows: list[dict], backends: list[str], size: int, notes: dict[str, 
     labels = {r["backend"]: r["backend_label"] for r in rows}
     out = [f"| model | variant | batch | {' | '.join(labels.get(b, b) for b in backends)} |",
            "|---|---|---:|" + "---:|" * len(backends)]
-    for model, variant, bs in dict.fromkeys((r["model"], r["variant"], r["batch_size"]) for r in rows):
-        mine = {r["backend"]: r for r in rows if (r["model"], r["variant"], r["batch_size"]) == (model, variant, bs)}
+    for model, variant, bs in dict.fromkeys((r["model"], r["rule"], r["batch_size"]) for r in rows):
+        mine = {r["backend"]: r for r in rows if (r["model"], r["rule"], r["batch_size"]) == (model, variant, bs)}
         cells = []
         for b in backends:
             r = mine.get(b)

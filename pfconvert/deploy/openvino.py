@@ -203,9 +203,7 @@ def model_precision(int8: bool) -> str | None:
 def default_precision() -> str:
     """OpenVINO's default inference precision on this CPU (``bf16`` with native bf16, such as AMX; else ``f32``):
     the precision an int8 model's floating-point layers run at."""
-    value = str(_ov().Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
-    return {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}.get(value.split("'")[1] if "'" in value else value,
-                                                                        value)
+    return _ov().Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
 
 
 def _reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
